@@ -1,0 +1,21 @@
+//! `copyimage-canceller`: a Kubernetes operator that cancels Alibaba Cloud ECS
+//! cross-region image copies.
+//!
+//! The data path, left to right:
+//!
+//! ```text
+//! CopyImageCancellation ──watch──▶ controller (shell) ──▶ decide (pure)
+//!        ▲                             │                      │
+//!        │ status (server-side apply)  │ credentials          │ next action
+//!        └─────────────────────────────┤ (Secret / env)       ▼
+//!                                      └──▶ ecs::client ──signed (ecs::signature)──▶ ECS CancelCopyImage
+//! ```
+//!
+//! `ecs` knows nothing of Kubernetes, `resource` knows nothing of HTTP, and
+//! `controller::decide` does no I/O and reads no clock.
+#![forbid(unsafe_code)]
+
+pub mod credentials;
+pub mod ecs;
+pub mod retry;
+pub mod sandbox;

@@ -1,0 +1,1 @@
+//! Embedded stand-ins for the services the operator talks to: the ECS simulator and an in-process Kubernetes API.
