@@ -24,7 +24,11 @@ pub struct AccessKey {
 
 impl AccessKey {
     /// A key from its parts.
-    pub fn new(id: impl Into<String>, secret: impl Into<String>, security_token: Option<String>) -> Self {
+    pub fn new(
+        id: impl Into<String>,
+        secret: impl Into<String>,
+        security_token: Option<String>,
+    ) -> Self {
         Self {
             id: id.into(),
             secret: SecretString::from(secret.into()),
@@ -48,7 +52,10 @@ impl std::fmt::Debug for AccessKey {
         f.debug_struct("AccessKey")
             .field("id", &self.id)
             .field("secret", &"[REDACTED]")
-            .field("security_token", &self.security_token.as_ref().map(|_| "[REDACTED]"))
+            .field(
+                "security_token",
+                &self.security_token.as_ref().map(|_| "[REDACTED]"),
+            )
             .finish()
     }
 }
