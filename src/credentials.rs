@@ -59,3 +59,123 @@ impl std::fmt::Debug for AccessKey {
             .finish()
     }
 }
+
+/// Why no access key could be read from the environment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialsError {
+    /// A required variable is unset or empty.
+    #[error(
+        "environment variable {variable} is not set (or is empty): export it with your Alibaba Cloud AccessKey {what}"
+    )]
+    MissingVariable {
+        /// The variable's name.
+        variable: &'static str,
+        /// What it should hold, for the message.
+        what: &'static str,
+    },
+}
+
+impl AccessKey {
+    /// Reads `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`
+    /// and the optional `ALIBABA_CLOUD_SECURITY_TOKEN` from the environment.
+    pub fn from_env() -> Result<Self, CredentialsError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`AccessKey::from_env`], with `lookup` standing in for the
+    /// environment. An empty value counts as missing.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, CredentialsError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.is_empty());
+        let id = get(ENV_ACCESS_KEY_ID).ok_or(CredentialsError::MissingVariable {
+            variable: ENV_ACCESS_KEY_ID,
+            what: "ID",
+        })?;
+        let secret = get(ENV_ACCESS_KEY_SECRET).ok_or(CredentialsError::MissingVariable {
+            variable: ENV_ACCESS_KEY_SECRET,
+            what: "secret",
+        })?;
+        Ok(Self::new(id, secret, get(ENV_SECURITY_TOKEN)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn from_lookup_table() {
+        let id = (ENV_ACCESS_KEY_ID, "LTAI5tId");
+        let secret = (ENV_ACCESS_KEY_SECRET, "s3cr3t-value");
+        let token = (ENV_SECURITY_TOKEN, "CAIS-token");
+        let missing = |variable| {
+            Err(CredentialsError::MissingVariable {
+                variable,
+                what: if variable == ENV_ACCESS_KEY_ID {
+                    "ID"
+                } else {
+                    "secret"
+                },
+            })
+        };
+        let rows: Vec<(
+            Vec<(&str, &str)>,
+            Result<(&str, &str, Option<&str>), CredentialsError>,
+        )> = vec![
+            (vec![id, secret], Ok(("LTAI5tId", "s3cr3t-value", None))),
+            (
+                vec![id, secret, token],
+                Ok(("LTAI5tId", "s3cr3t-value", Some("CAIS-token"))),
+            ),
+            (
+                vec![id, secret, (ENV_SECURITY_TOKEN, "")],
+                Ok(("LTAI5tId", "s3cr3t-value", None)),
+            ),
+            (vec![secret], missing(ENV_ACCESS_KEY_ID)),
+            (
+                vec![(ENV_ACCESS_KEY_ID, ""), secret],
+                missing(ENV_ACCESS_KEY_ID),
+            ),
+            (vec![id], missing(ENV_ACCESS_KEY_SECRET)),
+            (
+                vec![id, (ENV_ACCESS_KEY_SECRET, ""), token],
+                missing(ENV_ACCESS_KEY_SECRET),
+            ),
+        ];
+        for (i, (vars, want)) in rows.into_iter().enumerate() {
+            let got = AccessKey::from_lookup(lookup(&vars));
+            let got = got
+                .as_ref()
+                .map(|k| (k.id.as_str(), k.secret(), k.security_token()));
+            assert_eq!(got, want.as_ref().map(|w| *w), "row {i}");
+        }
+    }
+
+    #[test]
+    fn missing_variable_message_names_it() {
+        let err = AccessKey::from_lookup(lookup(&[(ENV_ACCESS_KEY_ID, "x")])).unwrap_err();
+        assert!(
+            err.to_string().contains("ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_secret_or_token() {
+        let key = AccessKey::new("LTAI5tId", "s3cr3t-value", Some("CAIS-token".into()));
+        let debug = format!("{key:?} {key:#?}");
+        assert!(
+            !debug.contains("s3cr3t-value") && !debug.contains("CAIS-token"),
+            "{debug}"
+        );
+        assert!(debug.contains("LTAI5tId"));
+    }
+}
