@@ -111,6 +111,11 @@ mod tests {
         move |name| map.get(name).cloned()
     }
 
+    type Row<'a> = (
+        Vec<(&'a str, &'a str)>,
+        Result<(&'a str, &'a str, Option<&'a str>), CredentialsError>,
+    );
+
     #[test]
     fn from_lookup_table() {
         let id = (ENV_ACCESS_KEY_ID, "LTAI5tId");
@@ -126,10 +131,7 @@ mod tests {
                 },
             })
         };
-        let rows: Vec<(
-            Vec<(&str, &str)>,
-            Result<(&str, &str, Option<&str>), CredentialsError>,
-        )> = vec![
+        let rows: Vec<Row> = vec![
             (vec![id, secret], Ok(("LTAI5tId", "s3cr3t-value", None))),
             (
                 vec![id, secret, token],

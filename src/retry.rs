@@ -287,6 +287,14 @@ mod tests {
         }
     }
 
+    type Row = (
+        RetryClass,
+        RetryState,
+        Option<Duration>,
+        Option<Duration>,
+        NextStep,
+    );
+
     /// One row per case: class, state before, limit, retry-after, time left
     /// → expected step (delays are pinned by retry-after or checked by range).
     #[test]
@@ -296,13 +304,7 @@ mod tests {
             backoff_limit: 2,
         };
         let st = |counted, throttled| RetryState { counted, throttled };
-        let rows: [(
-            RetryClass,
-            RetryState,
-            Option<Duration>,
-            Option<Duration>,
-            NextStep,
-        ); 10] = [
+        let rows: [Row; 10] = [
             (RetryClass::Success, st(0, 0), None, None, NextStep::Done),
             (RetryClass::Terminal, st(1, 3), None, None, NextStep::Done),
             (

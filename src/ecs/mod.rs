@@ -69,3 +69,118 @@ pub enum RetryClass {
     /// Retried, not counted (bounded only by `activeDeadlineSeconds`).
     Throttled,
 }
+
+impl CancelOutcome {
+    /// How the retry policy treats this outcome. The one place that decides:
+    /// success; any `Throttling*` code is throttled (retried, not counted);
+    /// `InternalError`, `ServiceUnavailable`, any HTTP 5xx and every transport
+    /// failure are retryable (counted); every other code is terminal. The code
+    /// decides before the status does.
+    pub fn retry_class(&self) -> RetryClass {
+        match self {
+            CancelOutcome::Cancelled { .. } => RetryClass::Success,
+            CancelOutcome::Transport(_) => RetryClass::Retryable,
+            CancelOutcome::Service(err) => {
+                let code = err.code.as_str();
+                if code.starts_with("Throttling") {
+                    RetryClass::Throttled
+                } else if matches!(code, "InternalError" | "ServiceUnavailable")
+                    || (500..600).contains(&err.http_status)
+                {
+                    RetryClass::Retryable
+                } else {
+                    RetryClass::Terminal
+                }
+            }
+        }
+    }
+
+    /// The `RequestId` that came back, success or error.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            CancelOutcome::Cancelled { request_id } => Some(request_id),
+            CancelOutcome::Service(err) => err.request_id.as_deref(),
+            CancelOutcome::Transport(_) => None,
+        }
+    }
+
+    /// The service's `x-acs-retry-after`, when it sent one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CancelOutcome::Service(err) => err.retry_after,
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(http_status: u16, code: &str) -> CancelOutcome {
+        CancelOutcome::Service(ServiceError {
+            http_status,
+            code: code.to_owned(),
+            message: String::new(),
+            request_id: Some("R".to_owned()),
+            host_id: None,
+            recommend: None,
+            retry_after: None,
+        })
+    }
+
+    #[test]
+    fn retry_class_table() {
+        let rows = [
+            (
+                CancelOutcome::Cancelled {
+                    request_id: "R".into(),
+                },
+                RetryClass::Success,
+            ),
+            (service(400, "Throttling"), RetryClass::Throttled),
+            (service(400, "Throttling.User"), RetryClass::Throttled),
+            (service(400, "Throttling.Api"), RetryClass::Throttled),
+            // Code before status: a throttling code on a 503 is still not counted.
+            (service(503, "Throttling"), RetryClass::Throttled),
+            (service(500, "InternalError"), RetryClass::Retryable),
+            // Keyed on the code: InternalError with an unexpected status.
+            (service(400, "InternalError"), RetryClass::Retryable),
+            (service(503, "ServiceUnavailable"), RetryClass::Retryable),
+            (service(502, "SomethingNew"), RetryClass::Retryable),
+            (service(400, "IncorrectImageStatus"), RetryClass::Terminal),
+            (
+                service(404, "InvalidImageId.NotFound"),
+                RetryClass::Terminal,
+            ),
+            (service(400, "SignatureDoesNotMatch"), RetryClass::Terminal),
+            (
+                service(404, "InvalidAccessKeyId.NotFound"),
+                RetryClass::Terminal,
+            ),
+            (service(403, "Forbidden.RAM"), RetryClass::Terminal),
+            (service(400, "SignatureNonceUsed"), RetryClass::Terminal),
+            (
+                service(400, "InvalidSecurityToken.Expired"),
+                RetryClass::Terminal,
+            ),
+            (
+                CancelOutcome::Transport(TransportError {
+                    message: "connection reset".into(),
+                    http_status: None,
+                }),
+                RetryClass::Retryable,
+            ),
+            (
+                CancelOutcome::Transport(TransportError {
+                    message: "HTTP 502 with an HTML body".into(),
+                    http_status: Some(502),
+                }),
+                RetryClass::Retryable,
+            ),
+        ];
+        for (outcome, want) in rows {
+            assert_eq!(outcome.retry_class(), want, "{outcome:?}");
+        }
+    }
+}
