@@ -12,9 +12,14 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {}
+enum Command {
+    /// A local CancelCopyImage endpoint that checks signatures like ECS, with scriptable faults.
+    EcsSimulator(copyimage_canceller::sandbox::ecs_simulator::cli::SimulatorArgs),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::EcsSimulator(args) => tokio::runtime::Runtime::new()?.block_on(args.run()),
+    }
 }

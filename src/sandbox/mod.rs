@@ -1,1 +1,3 @@
 //! Embedded stand-ins for the services the operator talks to: the ECS simulator and an in-process Kubernetes API.
+
+pub mod ecs_simulator;

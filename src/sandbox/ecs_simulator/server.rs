@@ -1,0 +1,394 @@
+//! The ECS simulator's HTTP shell (hyper 1): reads requests, asks the pure
+//! decision, waits, and writes the answer, including the broken ones.
+//!
+//! Routes: `GET|POST /` is the API. Control routes:
+//! - `GET /_simulator/requests`, `DELETE /_simulator/requests`: the request log (JSON).
+//! - `GET /_simulator/images`; `PUT /_simulator/images/{id}` with `{"state":"copying"}`;
+//!   `DELETE /_simulator/images/{id}`.
+//! - `GET /_simulator/faults`; `POST /_simulator/faults` with `{"fault":"m-abc=internal-error*2"}`;
+//!   `DELETE /_simulator/faults`.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt as _, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+
+use super::Shared;
+use super::render::{self, Rendered};
+use super::state::{Answer, ConnectionFate, RequestRecord};
+use super::verify::{self, ApiError, ResponseFormat};
+
+/// Largest request body read; the API takes two short parameters.
+const MAX_REQUEST_BODY: usize = 64 * 1024;
+/// Size of each chunk of an `oversized` body.
+const OVERSIZED_CHUNK: usize = 64 * 1024;
+
+type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// Returned by the service to make hyper close the connection without a response.
+#[derive(Debug, thiserror::Error)]
+#[error("connection closed by the simulator (scripted fault or shutdown)")]
+pub(super) struct CloseConnection;
+
+fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync()
+}
+
+fn rendered(r: Rendered, retry_after: Option<Duration>) -> Response<Body> {
+    let mut builder = Response::builder()
+        .status(r.status)
+        .header(header::CONTENT_TYPE, r.content_type);
+    if let Some(after) = retry_after {
+        builder = builder.header("x-acs-retry-after", after.as_millis().to_string());
+    }
+    builder
+        .body(full(r.body))
+        .expect("valid static response parts")
+}
+
+fn control_json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let body = serde_json::to_vec(value).expect("control answers serialize");
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(full(body))
+        .expect("valid static response parts")
+}
+
+fn control_error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    control_json(status, &serde_json::json!({ "error": message.into() }))
+}
+
+/// Accepts connections until shutdown.
+pub(super) async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                // NB: accept fails transiently (e.g. too many open files); back off briefly.
+                tracing::warn!(error = %e, "ecs-simulator: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let token = shared.shutdown.clone();
+            let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = token.cancelled() => {}
+            }
+        });
+    }
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, CloseConnection> {
+    let path = req.uri().path().to_owned();
+    if let Some(rest) = path.strip_prefix("/_simulator/") {
+        return Ok(control(&shared, rest.to_owned(), req).await);
+    }
+    if path == "/" && (req.method() == Method::GET || req.method() == Method::POST) {
+        return api(&shared, req).await;
+    }
+    // Like the gateway: anything else is an unknown API.
+    let format = ResponseFormat::of(
+        &verify::merge_params(req.uri().query().unwrap_or(""), None).unwrap_or_default(),
+    );
+    let error = ApiError::new(
+        404,
+        "InvalidApi.NotFound",
+        "Specified api is not found, please check your url and method.",
+    );
+    let request_id = render::new_request_id();
+    let record = RequestRecord {
+        time: shared.clock.now(),
+        method: req.method().to_string(),
+        action: None,
+        region_id: None,
+        image_id: None,
+        access_key_id: None,
+        signature_nonce: None,
+        signature_valid: None,
+        code: error.code.clone(),
+        http_status: Some(404),
+        request_id: Some(request_id.clone()),
+        connection: ConnectionFate::Answered,
+        fault: None,
+        delay_ms: 0,
+    };
+    log_request(&shared, record);
+    Ok(rendered(
+        render::error(format, &request_id, &shared.host_id, &error),
+        None,
+    ))
+}
+
+fn log_request(shared: &Shared, record: RequestRecord) {
+    tracing::info!(
+        method = %record.method,
+        action = record.action.as_deref().unwrap_or("-"),
+        region_id = record.region_id.as_deref().unwrap_or("-"),
+        image_id = record.image_id.as_deref().unwrap_or("-"),
+        access_key_id = record.access_key_id.as_deref().unwrap_or("-"),
+        signature_valid = ?record.signature_valid,
+        code = %record.code,
+        http_status = ?record.http_status,
+        request_id = record.request_id.as_deref().unwrap_or("-"),
+        connection = ?record.connection,
+        delay_ms = record.delay_ms,
+        "ecs-simulator request"
+    );
+    shared.state().log(record);
+}
+
+async fn read_params(req: Request<Incoming>) -> Result<BTreeMap<String, String>, ApiError> {
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let body = Limited::new(req.into_body(), MAX_REQUEST_BODY)
+        .collect()
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                400,
+                "InvalidParameter",
+                "The request body is too large or was cut short.",
+            )
+        })?
+        .to_bytes();
+    verify::merge_params(&query, is_form.then_some(&body[..]))
+}
+
+/// Waits `delay`, or fails if the simulator shuts down first.
+async fn wait(shared: &Shared, delay: Duration) -> Result<(), CloseConnection> {
+    if delay.is_zero() {
+        return Ok(());
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => Ok(()),
+        _ = shared.shutdown.cancelled() => Err(CloseConnection),
+    }
+}
+
+async fn api(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, CloseConnection> {
+    let method = req.method().to_string();
+    let params = read_params(req).await;
+    wait(shared, shared.latency).await?;
+    let now = shared.clock.now();
+    let request_id = render::new_request_id();
+    let params = match params {
+        Ok(params) => params,
+        Err(error) => {
+            let record = RequestRecord {
+                time: now,
+                method,
+                action: None,
+                region_id: None,
+                image_id: None,
+                access_key_id: None,
+                signature_nonce: None,
+                signature_valid: None,
+                code: error.code.clone(),
+                http_status: Some(error.http_status),
+                request_id: Some(request_id.clone()),
+                connection: ConnectionFate::Answered,
+                fault: None,
+                delay_ms: u64::try_from(shared.latency.as_millis()).unwrap_or(u64::MAX),
+            };
+            log_request(shared, record);
+            return Ok(rendered(
+                render::error(ResponseFormat::Json, &request_id, &shared.host_id, &error),
+                None,
+            ));
+        }
+    };
+    let mut decision = shared.state().decide(&method, &params, now);
+    decision.record.delay_ms = decision
+        .record
+        .delay_ms
+        .saturating_add(u64::try_from(shared.latency.as_millis()).unwrap_or(u64::MAX));
+    if !matches!(decision.answer, Answer::Drop | Answer::Hang) {
+        decision.record.request_id = Some(request_id.clone());
+    }
+    log_request(shared, decision.record);
+    wait(shared, decision.delay).await?;
+    let format = decision.format;
+    Ok(match decision.answer {
+        Answer::Success => rendered(render::success(format, &request_id), None),
+        Answer::Error { error, retry_after } => rendered(
+            render::error(format, &request_id, &shared.host_id, &error),
+            retry_after,
+        ),
+        Answer::BadGateway => rendered(render::bad_gateway_page(), None),
+        Answer::Drop => return Err(CloseConnection),
+        Answer::Hang => {
+            shared.shutdown.cancelled().await;
+            return Err(CloseConnection);
+        }
+        Answer::Stall => stalled_response(shared, &request_id),
+        Answer::Oversized(bytes) => oversized_response(&request_id, bytes),
+    })
+}
+
+/// 200 headers and the start of a JSON body, then nothing until shutdown.
+fn stalled_response(shared: &Shared, request_id: &str) -> Response<Body> {
+    let first = Bytes::from(format!("{{\"RequestId\":\"{request_id}\","));
+    let token = shared.shutdown.clone();
+    let stream = futures::stream::once(async move { Ok(Frame::data(first)) }).chain(
+        futures::stream::once(async move {
+            token.cancelled().await;
+            Err(std::io::Error::other(
+                "ecs-simulator shut down during a stalled response",
+            ))
+        }),
+    );
+    Response::builder()
+        .status(200)
+        .header(header::CONTENT_TYPE, render::JSON_CONTENT_TYPE)
+        .body(StreamBody::new(stream).boxed_unsync())
+        .expect("valid static response parts")
+}
+
+/// 200 with a well-formed JSON body of `bytes` bytes (or the smallest such body), sent in chunks.
+fn oversized_response(request_id: &str, bytes: u64) -> Response<Body> {
+    let head = format!("{{\"RequestId\":\"{request_id}\",\"Padding\":\"");
+    let tail = "\"}";
+    let overhead = (head.len() + tail.len()) as u64;
+    let mut padding = bytes.saturating_sub(overhead);
+    let head = Bytes::from(head);
+    let chunk = Bytes::from(vec![b'a'; OVERSIZED_CHUNK]);
+    let stream = futures::stream::once(async move { head })
+        .chain(futures::stream::unfold((), move |()| {
+            let chunk = chunk.clone();
+            let next = if padding == 0 {
+                None
+            } else {
+                let n = padding.min(OVERSIZED_CHUNK as u64);
+                padding -= n;
+                Some((chunk.slice(..n as usize), ()))
+            };
+            async move { next }
+        }))
+        .chain(futures::stream::once(async move {
+            Bytes::from_static(tail.as_bytes())
+        }))
+        .map(|b| Ok(Frame::data(b)));
+    Response::builder()
+        .status(200)
+        .header(header::CONTENT_TYPE, render::JSON_CONTENT_TYPE)
+        .body(StreamBody::new(stream).boxed_unsync())
+        .expect("valid static response parts")
+}
+
+#[derive(Deserialize)]
+struct ImageBody {
+    state: super::ImageState,
+}
+
+#[derive(Deserialize)]
+struct FaultBody {
+    fault: String,
+}
+
+async fn control(shared: &Shared, rest: String, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().clone();
+    let body = match Limited::new(req.into_body(), MAX_REQUEST_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return control_error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    match (method, parts.as_slice()) {
+        (Method::GET, ["requests"]) => control_json(StatusCode::OK, &shared.state().requests),
+        (Method::DELETE, ["requests"]) => {
+            shared.state().requests.clear();
+            control_json(StatusCode::OK, &serde_json::json!({}))
+        }
+        (Method::GET, ["images"]) => control_json(StatusCode::OK, &shared.state().images),
+        (Method::PUT, ["images", id]) if !id.is_empty() => {
+            match serde_json::from_slice::<ImageBody>(&body) {
+                Ok(b) => {
+                    shared.state().images.insert((*id).to_owned(), b.state);
+                    control_json(
+                        StatusCode::OK,
+                        &serde_json::json!({ "id": id, "state": b.state }),
+                    )
+                }
+                Err(e) => control_error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "expected {{\"state\": \"copying\"|\"copied\"|\"not-from-copy\"}}: {e}"
+                    ),
+                ),
+            }
+        }
+        (Method::DELETE, ["images", id]) if !id.is_empty() => {
+            match shared.state().images.remove(*id) {
+                Some(_) => control_json(StatusCode::OK, &serde_json::json!({ "id": id })),
+                None => control_error(StatusCode::NOT_FOUND, format!("no image {id}")),
+            }
+        }
+        (Method::GET, ["faults"]) => control_json(StatusCode::OK, &shared.state().faults.pending()),
+        (Method::POST, ["faults"]) => {
+            let spec = serde_json::from_slice::<FaultBody>(&body)
+                .map_err(|e| format!("expected {{\"fault\": \"TARGET=KIND[:ARG][*COUNT]\"}}: {e}"))
+                .and_then(|b| {
+                    b.fault
+                        .parse::<super::FaultSpec>()
+                        .map_err(|e| e.to_string())
+                });
+            match spec {
+                Ok(spec) => {
+                    let mut state = shared.state();
+                    state.faults.push(spec);
+                    control_json(StatusCode::CREATED, &state.faults.pending())
+                }
+                Err(message) => control_error(StatusCode::BAD_REQUEST, message),
+            }
+        }
+        (Method::DELETE, ["faults"]) => {
+            shared.state().faults.clear();
+            control_json(StatusCode::OK, &serde_json::json!([]))
+        }
+        (_, ["requests"] | ["images"] | ["images", _] | ["faults"]) => control_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed on this control route",
+        ),
+        _ => control_error(
+            StatusCode::NOT_FOUND,
+            "unknown control route; see /_simulator/requests, /_simulator/images, /_simulator/faults",
+        ),
+    }
+}
