@@ -724,3 +724,306 @@ fn help_documents_the_fault_syntax() {
         assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
     }
 }
+
+fn fault(spec: &str) -> copyimage_canceller::sandbox::ecs_simulator::FaultSpec {
+    spec.parse().unwrap_or_else(|e| panic!("{spec}: {e}"))
+}
+
+async fn signed_url(sim: &SimulatorHandle, image: &str) -> String {
+    let p = sign("GET", params(KEY_ID, image, Timestamp::now()), SECRET);
+    format!("{}/?{}", sim.endpoint(), query_of(&p))
+}
+
+#[tokio::test]
+async fn service_faults_answer_with_ecs_errors_then_the_image_state() {
+    let sim = start(SimulatorConfig::new(keys()).with_image(IMAGE, ImageState::Copying)).await;
+    sim.add_fault(fault(&format!("{IMAGE}=internal-error*2")));
+    sim.add_fault(fault("*=throttling:1500ms"));
+    sim.add_fault(fault(&format!("{IMAGE}=service-unavailable")));
+    sim.add_fault(fault("m-other=bad-gateway*always"));
+    let table = [
+        (500, "InternalError"),
+        (500, "InternalError"),
+        (400, "Throttling.User"),
+        (503, "ServiceUnavailable"),
+        (200, "Success"),
+        (404, "InvalidImageId.NotFound"),
+    ];
+    for (i, (status, code)) in table.into_iter().enumerate() {
+        let reply = send_raw("GET", signed_url(&sim, IMAGE).await, None).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (status, code.to_owned()),
+            "step {i}: {}",
+            reply.body
+        );
+        let retry_after = reply
+            .headers
+            .get("x-acs-retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let want = (code == "Throttling.User").then(|| "1500".to_owned());
+        assert_eq!(retry_after, want, "step {i}");
+    }
+    let faults: Vec<_> = sim.requests().into_iter().map(|r| r.fault).collect();
+    assert_eq!(
+        faults,
+        [
+            Some("internal-error".to_owned()),
+            Some("internal-error".to_owned()),
+            Some("throttling:1500ms".to_owned()),
+            Some("service-unavailable".to_owned()),
+            None,
+            None
+        ]
+    );
+    // The fault for another image is untouched.
+    assert_eq!(sim.pending_faults().len(), 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_gateway_is_an_html_page() {
+    let sim = start(SimulatorConfig::new(keys()).with_fault(fault("*=bad-gateway"))).await;
+    let reply = send_raw("GET", signed_url(&sim, IMAGE).await, None).await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.headers["content-type"], "text/html");
+    assert!(
+        reply.body.contains("<h1>502 Bad Gateway</h1>"),
+        "{}",
+        reply.body
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn latency_is_added_and_recorded() {
+    let mut config = SimulatorConfig::new(keys()).with_image(IMAGE, ImageState::Copying);
+    config.latency = Duration::from_millis(20);
+    let sim = start(config).await;
+    sim.add_fault(fault(&format!("{IMAGE}=latency:150ms")));
+    let reply = send_raw("GET", signed_url(&sim, IMAGE).await, None).await;
+    assert_eq!(
+        reply.status, 200,
+        "latency delays, it does not change the answer"
+    );
+    let reply = send_raw("GET", signed_url(&sim, IMAGE).await, None).await;
+    assert_eq!(reply.status, 404);
+    let delays: Vec<u64> = sim.requests().iter().map(|r| r.delay_ms).collect();
+    assert_eq!(delays, [170, 20]);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn dropped_connection_gives_no_response() {
+    let sim = start(
+        SimulatorConfig::new(keys())
+            .with_image(IMAGE, ImageState::Copying)
+            .with_fault(fault(&format!("{IMAGE}=drop"))),
+    )
+    .await;
+    let err = client()
+        .get(signed_url(&sim, IMAGE).await)
+        .send()
+        .await
+        .expect_err("no response");
+    assert!(!err.is_timeout(), "closed, not timed out: {err:?}");
+    let record = sim.requests().pop().unwrap();
+    assert_eq!(record.connection, ConnectionFate::Dropped);
+    assert_eq!(record.http_status, None);
+    // The image was not cancelled: a retry succeeds.
+    let reply = send_raw("GET", signed_url(&sim, IMAGE).await, None).await;
+    assert_eq!(reply.status, 200);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn stalled_response_sends_headers_then_nothing() {
+    let sim = start(SimulatorConfig::new(keys()).with_fault(fault("*=stall"))).await;
+    let mut resp = client()
+        .get(signed_url(&sim, IMAGE).await)
+        .send()
+        .await
+        .expect("headers arrive");
+    assert_eq!(resp.status(), 200);
+    let first = resp
+        .chunk()
+        .await
+        .expect("first chunk")
+        .expect("some bytes");
+    assert!(first.starts_with(b"{\"RequestId\":"), "{first:?}");
+    // Nothing more comes; waiting longer on a slow machine only makes this truer.
+    let more = tokio::time::timeout(Duration::from_millis(500), resp.chunk()).await;
+    assert!(more.is_err(), "the body must stall: {more:?}");
+    assert_eq!(
+        sim.requests().pop().unwrap().connection,
+        ConnectionFate::Stalled
+    );
+    // Shutdown ends the stalled body with an error, not a clean end.
+    sim.shutdown().await;
+    let end = tokio::time::timeout(CLIENT_TIMEOUT, resp.chunk())
+        .await
+        .expect("ends on shutdown");
+    assert!(end.is_err(), "{end:?}");
+}
+
+#[tokio::test]
+async fn held_request_never_answers_until_shutdown() {
+    let sim = start(SimulatorConfig::new(keys()).with_fault(fault("*=hang*2"))).await;
+    let short = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let err = short
+        .get(signed_url(&sim, IMAGE).await)
+        .send()
+        .await
+        .expect_err("no answer");
+    assert!(err.is_timeout(), "{err:?}");
+    let record = sim.requests().pop().unwrap();
+    assert_eq!(record.connection, ConnectionFate::Held);
+    assert_eq!(record.request_id, None);
+
+    // A held request is released (closed) by shutdown.
+    let pending = tokio::spawn(client().get(signed_url(&sim, IMAGE).await).send());
+    tokio::time::timeout(CLIENT_TIMEOUT, async {
+        while sim.requests().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the second request arrives");
+    sim.shutdown().await;
+    let outcome = tokio::time::timeout(CLIENT_TIMEOUT, pending)
+        .await
+        .expect("released")
+        .unwrap();
+    let err = outcome.expect_err("closed without answer");
+    assert!(!err.is_timeout(), "{err:?}");
+}
+
+#[tokio::test]
+async fn oversized_body_is_sent_in_full() {
+    let sim = start(SimulatorConfig::new(keys()).with_fault(fault("*=oversized:300k"))).await;
+    let reply = send_raw("GET", signed_url(&sim, IMAGE).await, None).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body.len(), 300 * 1024);
+    assert!(reply.json()["RequestId"].is_string());
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn control_routes_change_images_and_faults_at_run_time() {
+    let sim = start(SimulatorConfig::new(keys())).await;
+    let http = client();
+    let ctl = |path: &str| format!("{}/_simulator/{path}", sim.endpoint());
+
+    let put = http
+        .put(ctl("images/m-live"))
+        .body(r#"{"state":"copying"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    assert_eq!(sim.image("m-live"), Some(ImageState::Copying));
+    let bad = http
+        .put(ctl("images/m-live"))
+        .body(r#"{"state":"gone"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("not-from-copy"));
+    let images: Value = http
+        .get(ctl("images"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap();
+    assert_eq!(images["m-live"], "copying");
+
+    let posted = http
+        .post(ctl("faults"))
+        .body(r#"{"fault":"m-live=internal-error*1"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 201);
+    let bad = http
+        .post(ctl("faults"))
+        .body(r#"{"fault":"m-live=explode"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("TARGET=KIND"));
+    let faults: Value = http
+        .get(ctl("faults"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap();
+    assert_eq!(faults[0]["target"], "m-live");
+    assert_eq!(faults[0]["kind"], "internal-error");
+    assert_eq!(faults[0]["remaining"], 1);
+
+    assert_eq!(
+        send_raw("GET", signed_url(&sim, "m-live").await, None)
+            .await
+            .status,
+        500
+    );
+    assert_eq!(
+        send_raw("GET", signed_url(&sim, "m-live").await, None)
+            .await
+            .status,
+        200
+    );
+
+    http.post(ctl("faults"))
+        .body(r#"{"fault":"*=drop*always"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        http.delete(ctl("faults")).send().await.unwrap().status(),
+        200
+    );
+    assert!(sim.pending_faults().is_empty());
+
+    sim.set_image("m-gone", ImageState::Copied);
+    assert_eq!(
+        http.delete(ctl("images/m-gone"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(sim.image("m-gone"), None);
+    assert_eq!(
+        http.delete(ctl("images/m-gone"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    assert_eq!(
+        http.delete(ctl("requests")).send().await.unwrap().status(),
+        200
+    );
+    assert!(sim.requests().is_empty());
+    assert_eq!(http.get(ctl("nothing")).send().await.unwrap().status(), 404);
+    assert_eq!(
+        http.patch(ctl("faults")).send().await.unwrap().status(),
+        405
+    );
+    sim.shutdown().await;
+}
