@@ -1,6 +1,8 @@
 //! The `copyimage-canceller` command line: run | cancel | crd | ecs-simulator | demo.
 #![forbid(unsafe_code)]
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 /// Cancels Alibaba Cloud ECS cross-region image copies (CancelCopyImage).
@@ -13,13 +15,39 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Send one signed CancelCopyImage from the shell, with the controller's retry policy.
+    Cancel(copyimage_canceller::cancel::CancelArgs),
     /// A local CancelCopyImage endpoint that checks signatures like ECS, with scriptable faults.
     EcsSimulator(copyimage_canceller::sandbox::ecs_simulator::cli::SimulatorArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::EcsSimulator(args) => tokio::runtime::Runtime::new()?.block_on(args.run()),
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: could not start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Cancel(args) => copyimage_canceller::cancel::run(args).await,
+            Command::EcsSimulator(args) => exit_code(args.run().await),
+        }
+    })
+}
+
+/// Exit status of a subcommand that reports errors as `anyhow::Error`.
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
     }
 }
