@@ -16,7 +16,9 @@
 #![forbid(unsafe_code)]
 
 pub mod cancel;
+pub mod controller;
 pub mod credentials;
 pub mod ecs;
+pub mod resource;
 pub mod retry;
 pub mod sandbox;

@@ -19,6 +19,8 @@ enum Command {
     Cancel(copyimage_canceller::cancel::CancelArgs),
     /// A local CancelCopyImage endpoint that checks signatures like ECS, with scriptable faults.
     EcsSimulator(copyimage_canceller::sandbox::ecs_simulator::cli::SimulatorArgs),
+    /// Print the CopyImageCancellation CustomResourceDefinition as YAML.
+    Crd,
 }
 
 fn main() -> ExitCode {
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Cancel(args) => copyimage_canceller::cancel::run(args).await,
             Command::EcsSimulator(args) => exit_code(args.run().await),
+            Command::Crd => exit_code(print_crd()),
         }
     })
 }
@@ -50,4 +53,10 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `crd`: the YAML that `crds/copyimagecancellations.yaml` holds.
+fn print_crd() -> anyhow::Result<()> {
+    print!("{}", copyimage_canceller::resource::crd_yaml()?);
+    Ok(())
 }
