@@ -34,6 +34,8 @@ fn default_backoff_limit() -> i32 {
 
 /// Which image copy to cancel, with whose credentials, and how long to keep
 /// trying. Immutable: to cancel another copy, create another resource.
+// NB: clippy reads the repeated `printcolumn(type_ = ...)` keys as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "ecs.alibabacloud.com",
@@ -51,13 +53,47 @@ fn default_backoff_limit() -> i32 {
            One resource is one cancellation: the controller sends the request until one answer \
            is recorded as final, retrying transient failures with backoff, and writes the outcome \
            in status.",
-    printcolumn(name = "Region", type_ = "string", json_path = ".spec.regionId", description = "Region of the destination image"),
-    printcolumn(name = "Image", type_ = "string", json_path = ".spec.imageId", description = "ID of the image being copied"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Pending, Running, Succeeded or Failed"),
-    printcolumn(name = "Request ID", type_ = "string", json_path = ".status.requestId", description = "RequestId of the last ECS response"),
-    printcolumn(name = "Error", type_ = "string", json_path = ".status.errorCode", description = "ECS error code of the last failed attempt"),
-    printcolumn(name = "Attempts", type_ = "integer", json_path = ".status.attempts", description = "CancelCopyImage calls sent so far"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Region",
+        type_ = "string",
+        json_path = ".spec.regionId",
+        description = "Region of the destination image"
+    ),
+    printcolumn(
+        name = "Image",
+        type_ = "string",
+        json_path = ".spec.imageId",
+        description = "ID of the image being copied"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Pending, Running, Succeeded or Failed"
+    ),
+    printcolumn(
+        name = "Request ID",
+        type_ = "string",
+        json_path = ".status.requestId",
+        description = "RequestId of the last ECS response"
+    ),
+    printcolumn(
+        name = "Error",
+        type_ = "string",
+        json_path = ".status.errorCode",
+        description = "ECS error code of the last failed attempt"
+    ),
+    printcolumn(
+        name = "Attempts",
+        type_ = "integer",
+        json_path = ".status.attempts",
+        description = "CancelCopyImage calls sent so far"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message(SPEC_IMMUTABLE_MESSAGE))]
 #[serde(rename_all = "camelCase")]
@@ -247,7 +283,10 @@ mod tests {
     #[test]
     fn names_match_the_contract() {
         let crd = CopyImageCancellation::crd();
-        assert_eq!(crd.metadata.name.as_deref(), Some("copyimagecancellations.ecs.alibabacloud.com"));
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some("copyimagecancellations.ecs.alibabacloud.com")
+        );
         assert_eq!(crd.spec.group, GROUP);
         assert_eq!(crd.spec.names.kind, KIND);
         assert_eq!(crd.spec.versions[0].name, VERSION);

@@ -1,1 +1,682 @@
-//! Pure decisions.
+//! The pure decision core: given a resource, the time, and what just happened,
+//! the complete status to apply next and what the shell must do after.
+//!
+//! No I/O, no clock, no randomness: `now` and a jitter sample are inputs, so
+//! every case is a table row. The shell applies [`Decision::status`] exactly
+//! as returned and then follows [`Decision::action`].
+//!
+//! ```text
+//!  Observe ─┬─ finished? ─────────────────────────────▶ Done (status untouched)
+//!           ├─ no status yet ─────────────────────────▶ Pending, RequeueAfter(0)
+//!           ├─ deadline passed ───────────────────────▶ Failed DeadlineExceeded
+//!           ├─ last attempt still `Unknown` (crash) ──▶ counted failure: retry or RetriesExhausted
+//!           ├─ retry not due yet ─────────────────────▶ RequeueAfter(remaining)
+//!           └─ otherwise ─────────────────────────────▶ write-ahead, WriteAheadThenSend
+//!  CredentialsMissing ── (same checks, then) ─────────▶ AwaitingCredentials, AwaitCredentials
+//!  Attempted(outcome) ─┬─ success ────────────────────▶ Succeeded
+//!                      ├─ terminal ───────────────────▶ Failed <code> / PreviousAttemptMayHaveSucceeded
+//!                      ├─ retryable (counted) ────────▶ RetryScheduled / RetriesExhausted
+//!                      └─ throttled (not counted) ────▶ Throttled
+//! ```
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::conditions::{self, reasons, status as cstatus, types};
+use crate::ecs::{CancelOutcome, RetryClass};
+use crate::resource::{
+    ATTEMPT_HISTORY_LIMIT, AttemptRecord, CopyImageCancellationSpec, CopyImageCancellationStatus,
+    Phase,
+};
+
+/// `attemptHistory` outcome of a successful attempt.
+pub const OUTCOME_SUCCEEDED: &str = "Succeeded";
+/// `attemptHistory` outcome (and `errorCode`) when no usable answer came back.
+pub const OUTCOME_TRANSPORT_ERROR: &str = "TransportError";
+/// `attemptHistory` outcome of an attempt recorded before sending whose
+/// outcome was never recorded.
+pub const OUTCOME_UNKNOWN: &str = "Unknown";
+
+/// Codes that, after an attempt whose outcome is unknown, mean that attempt
+/// may itself have cancelled the copy (the image is gone or no longer copying).
+const CODES_AFTER_A_POSSIBLE_SUCCESS: [&str; 2] =
+    ["InvalidImageId.NotFound", "IncorrectImageStatus"];
+
+/// Longest message written into status and conditions, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// Event reasons (the Kubernetes Event `reason` field).
+pub mod event_reasons {
+    /// The copy was cancelled.
+    pub const CANCELLED: &str = "Cancelled";
+    /// The controller gave up.
+    pub const CANCEL_FAILED: &str = "CancelFailed";
+    /// A retry is scheduled.
+    pub const RETRY_SCHEDULED: &str = "RetryScheduled";
+}
+
+/// The operator's backoff settings (`--retry-base-delay`, `--retry-max-delay`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Window of the first retry.
+    pub base_delay: Duration,
+    /// The window never grows beyond this.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(300),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with full jitter: a delay drawn uniformly below
+    /// `min(max_delay, base_delay * 2^retry)`, where `jitter` is the draw in
+    /// `[0, 1)` (values outside are clamped).
+    pub fn delay(&self, retry: u32, jitter: f64) -> Duration {
+        let window = self
+            .base_delay
+            .checked_mul(2u32.saturating_pow(retry.min(31)))
+            .unwrap_or(self.max_delay)
+            .min(self.max_delay);
+        window.mul_f64(jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// What the shell looked at.
+#[derive(Clone, Copy, Debug)]
+pub struct Input<'a> {
+    /// The resource's spec.
+    pub spec: &'a CopyImageCancellationSpec,
+    /// The resource's `metadata.generation`.
+    pub generation: Option<i64>,
+    /// The resource's status as read (for [`Trigger::Attempted`]: the
+    /// write-ahead status that was applied before sending).
+    pub status: Option<&'a CopyImageCancellationStatus>,
+    /// The time now.
+    pub now: Timestamp,
+    /// Backoff settings.
+    pub retry: RetryPolicy,
+    /// A uniform sample from `[0, 1)`, for full jitter.
+    pub jitter: f64,
+}
+
+/// What just happened.
+#[derive(Clone, Copy, Debug)]
+pub enum Trigger<'a> {
+    /// A reconcile with credentials at hand: look at the resource.
+    Observe,
+    /// A reconcile without usable credentials (the reason names the Secret
+    /// or key, never a value).
+    CredentialsMissing(&'a str),
+    /// The attempt recorded by the last write-ahead came back.
+    Attempted(&'a CancelOutcome, RetryClass),
+}
+
+/// What the shell must do once the status is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextAction {
+    /// Apply the status with the read `resourceVersion` as precondition (the
+    /// attempt is now recorded), then send CancelCopyImage and decide again
+    /// with [`Trigger::Attempted`]. A conflict means do NOT send.
+    WriteAheadThenSend,
+    /// Look again after this long (zero: straight away).
+    RequeueAfter(Duration),
+    /// Wait for the Secret to appear or change.
+    AwaitCredentials,
+    /// Finished: nothing will ever be sent again.
+    Done,
+}
+
+/// Kind of a Kubernetes Event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// Something worth knowing.
+    Normal,
+    /// Something went wrong.
+    Warning,
+}
+
+/// A Kubernetes Event to publish about the resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventNote {
+    /// Normal or Warning.
+    pub kind: EventKind,
+    /// One of [`event_reasons`].
+    pub reason: &'static str,
+    /// Human-readable text.
+    pub note: String,
+}
+
+/// The decision: the complete status to apply, what to do next, and the
+/// Event to publish.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// The full status to apply (equal to the input status when nothing changed).
+    pub status: CopyImageCancellationStatus,
+    /// What to do once the status is applied.
+    pub action: NextAction,
+    /// The Event to publish, if any.
+    pub event: Option<EventNote>,
+}
+
+/// Decides the next status and action. Pure: same input, same answer.
+pub fn decide(input: &Input<'_>, trigger: Trigger<'_>) -> Decision {
+    let now = whole_seconds(input.now);
+    let current = input.status.cloned().unwrap_or_default();
+    // NB: a finished cancellation is never sent again, and nothing that
+    // happens afterwards may overwrite what was recorded.
+    if current.phase.is_some_and(Phase::is_finished) {
+        return Decision {
+            status: current,
+            action: NextAction::Done,
+            event: None,
+        };
+    }
+    let d = Draft {
+        input,
+        now,
+        status: current,
+    };
+    match trigger {
+        Trigger::Attempted(outcome, class) => d.attempted(outcome, class),
+        Trigger::Observe => d.observe(None),
+        Trigger::CredentialsMissing(why) => d.observe(Some(why)),
+    }
+}
+
+/// A status being worked on.
+struct Draft<'i, 'a> {
+    input: &'i Input<'a>,
+    now: Timestamp,
+    status: CopyImageCancellationStatus,
+}
+
+impl Draft<'_, '_> {
+    fn observe(mut self, credentials_missing: Option<&str>) -> Decision {
+        let spec = self.input.spec;
+        if self.status.phase.is_none() {
+            self.status.phase = Some(Phase::Pending);
+            self.status.start_time = Some(Time(self.now));
+            return match credentials_missing {
+                Some(why) => self.awaiting_credentials(why),
+                None => {
+                    let message = format!(
+                        "Nothing sent yet: about to cancel the copy to {} in {}",
+                        spec.image_id, spec.region_id
+                    );
+                    self.in_progress(reasons::PENDING, &message);
+                    self.finish(NextAction::RequeueAfter(Duration::ZERO), None)
+                }
+            };
+        }
+        if let Some(decision) = self.deadline_check() {
+            return decision;
+        }
+        if self.in_flight_index().is_some() {
+            // The controller stopped between the write-ahead and recording the
+            // outcome: the attempt may or may not have reached ECS.
+            let number = self.status.attempts;
+            let message = format!(
+                "the outcome of attempt {number} was never recorded (the controller stopped while it was in flight)"
+            );
+            return self.counted_failure(Failure {
+                code: None,
+                message,
+                http_status: None,
+                request_id: None,
+                ambiguous: true,
+                retry_after: None,
+            });
+        }
+        if let Some(next) = self.status.next_attempt_time.as_ref().map(|t| t.0)
+            && next > self.input.now
+        {
+            let wait = until(self.input.now, next);
+            let wait = self.bounded_by_deadline(wait);
+            return self.finish(NextAction::RequeueAfter(wait), None);
+        }
+        if let Some(why) = credentials_missing {
+            return self.awaiting_credentials(why);
+        }
+        self.write_ahead()
+    }
+
+    fn awaiting_credentials(mut self, why: &str) -> Decision {
+        let message = format!("Nothing is sent until credentials are available: {why}");
+        self.in_progress(reasons::AWAITING_CREDENTIALS, &message);
+        self.finish(NextAction::AwaitCredentials, None)
+    }
+
+    fn write_ahead(mut self) -> Decision {
+        let now = self.now;
+        let st = &mut self.status;
+        st.attempts += 1;
+        st.phase = Some(Phase::Running);
+        st.last_attempt_time = Some(Time(now));
+        st.next_attempt_time = None;
+        st.start_time.get_or_insert(Time(now));
+        push_history(
+            &mut st.attempt_history,
+            AttemptRecord {
+                number: st.attempts,
+                time: Time(now),
+                outcome: OUTCOME_UNKNOWN.to_string(),
+                request_id: None,
+            },
+        );
+        let message = format!(
+            "Sending CancelCopyImage (attempt {}) for {} in {}",
+            st.attempts, self.input.spec.image_id, self.input.spec.region_id
+        );
+        self.in_progress(reasons::ATTEMPT_IN_FLIGHT, &message);
+        self.finish(NextAction::WriteAheadThenSend, None)
+    }
+
+    fn attempted(mut self, outcome: &CancelOutcome, class: RetryClass) -> Decision {
+        let history_outcome = match outcome {
+            CancelOutcome::Cancelled { .. } => OUTCOME_SUCCEEDED.to_string(),
+            CancelOutcome::Service(e) => e.code.clone(),
+            CancelOutcome::Transport(_) => OUTCOME_TRANSPORT_ERROR.to_string(),
+        };
+        let request_id = match outcome {
+            CancelOutcome::Cancelled { request_id } => Some(request_id.clone()),
+            CancelOutcome::Service(e) => e.request_id.clone(),
+            CancelOutcome::Transport(_) => None,
+        };
+        self.record_outcome(history_outcome, request_id.clone());
+        if let Some(id) = &request_id {
+            self.status.request_id = Some(id.clone());
+        }
+
+        let failure = match outcome {
+            CancelOutcome::Cancelled { .. } => None,
+            CancelOutcome::Service(e) => Some(Failure {
+                code: Some(e.code.clone()),
+                message: e.message.clone(),
+                http_status: Some(i32::from(e.http_status)),
+                request_id: e.request_id.clone(),
+                ambiguous: false,
+                retry_after: e.retry_after,
+            }),
+            CancelOutcome::Transport(t) => Some(Failure {
+                code: Some(OUTCOME_TRANSPORT_ERROR.to_string()),
+                message: t.message.clone(),
+                http_status: t.http_status.map(i32::from),
+                request_id: None,
+                ambiguous: true,
+                retry_after: None,
+            }),
+        };
+        match (class, failure) {
+            (RetryClass::Success, _) | (_, None) => self.succeeded(request_id),
+            (RetryClass::Terminal, Some(f)) => self.terminal(f),
+            (RetryClass::Retryable, Some(f)) => self.counted_failure(f),
+            (RetryClass::Throttled, Some(f)) => self.throttled(f),
+        }
+    }
+
+    /// Replaces the in-flight `Unknown` entry with what came back. Without one
+    /// (the shell always writes it first) the outcome is appended, so it is
+    /// never lost.
+    fn record_outcome(&mut self, outcome: String, request_id: Option<String>) {
+        match self.in_flight_index() {
+            Some(i) => {
+                let entry = &mut self.status.attempt_history[i];
+                entry.outcome = outcome;
+                entry.request_id = request_id;
+            }
+            None => push_history(
+                &mut self.status.attempt_history,
+                AttemptRecord {
+                    number: self.status.attempts,
+                    time: self
+                        .status
+                        .last_attempt_time
+                        .clone()
+                        .unwrap_or(Time(self.now)),
+                    outcome,
+                    request_id,
+                },
+            ),
+        }
+    }
+
+    fn succeeded(mut self, request_id: Option<String>) -> Decision {
+        let spec = self.input.spec;
+        let st = &mut self.status;
+        st.phase = Some(Phase::Succeeded);
+        st.error_code = None;
+        st.error_message = None;
+        st.http_status = None;
+        st.next_attempt_time = None;
+        st.completion_time = Some(Time(self.now));
+        let id = request_id.as_deref().unwrap_or("none");
+        let message = format!(
+            "Cancelled the copy to {} in {} (request ID {id})",
+            spec.image_id, spec.region_id
+        );
+        self.set_conditions(
+            cstatus::TRUE,
+            cstatus::FALSE,
+            cstatus::FALSE,
+            reasons::CANCELLED,
+            &message,
+        );
+        let event = EventNote {
+            kind: EventKind::Normal,
+            reason: event_reasons::CANCELLED,
+            note: message,
+        };
+        self.finish(NextAction::Done, Some(event))
+    }
+
+    fn terminal(mut self, f: Failure) -> Decision {
+        self.record_error(&f);
+        let code = f.code.clone().unwrap_or_default();
+        if self.status.ambiguous_attempts > 0
+            && CODES_AFTER_A_POSSIBLE_SUCCESS.contains(&code.as_str())
+        {
+            let message = format!(
+                "Attempt {} got {code} ({}), but {} earlier attempt(s) ended without a known outcome: \
+                 the earlier attempt may well have cancelled the copy already. Check image {} in {} \
+                 before creating a new cancellation",
+                self.status.attempts,
+                f.describe(),
+                self.status.ambiguous_attempts,
+                self.input.spec.image_id,
+                self.input.spec.region_id,
+            );
+            return self.failed(reasons::PREVIOUS_ATTEMPT_MAY_HAVE_SUCCEEDED, &message);
+        }
+        let message = format!("{code}: {}", f.describe());
+        self.failed(&conditions::sanitize_reason(&code), &message)
+    }
+
+    fn counted_failure(mut self, f: Failure) -> Decision {
+        self.record_error(&f);
+        self.status.failed_attempts += 1;
+        if f.ambiguous {
+            self.status.ambiguous_attempts += 1;
+        }
+        let limit = self.input.spec.backoff_limit.max(0);
+        if self.status.failed_attempts > limit {
+            let message = format!(
+                "Gave up after {} failed attempt(s) (backoffLimit {limit}); last: {}{}",
+                self.status.failed_attempts,
+                f.headline(),
+                self.ambiguity_note(),
+            );
+            return self.failed(reasons::RETRIES_EXHAUSTED, &message);
+        }
+        if let Some(decision) = self.deadline_check() {
+            return decision;
+        }
+        let remaining = limit - self.status.failed_attempts;
+        self.schedule_retry(
+            reasons::RETRY_SCHEDULED,
+            &f,
+            &format!("{remaining} retries left"),
+        )
+    }
+
+    fn throttled(mut self, f: Failure) -> Decision {
+        self.record_error(&f);
+        if let Some(decision) = self.deadline_check() {
+            return decision;
+        }
+        self.schedule_retry(
+            reasons::THROTTLED,
+            &f,
+            "throttling does not count against backoffLimit",
+        )
+    }
+
+    fn schedule_retry(mut self, reason: &str, f: &Failure, remark: &str) -> Decision {
+        let retry = u32::try_from(self.status.attempts.saturating_sub(1)).unwrap_or(0);
+        let mut delay = self.input.retry.delay(retry, self.input.jitter);
+        if let Some(hint) = f.retry_after {
+            // The service's own hint wins over a shorter draw, within the cap.
+            delay = delay.max(hint.min(self.input.retry.max_delay));
+        }
+        let next = ceil_seconds(self.input.now + delay);
+        let wait = until(self.input.now, next);
+        self.status.phase = Some(Phase::Running);
+        self.status.next_attempt_time = Some(Time(next));
+        let message = format!(
+            "Attempt {} failed: {}; next attempt in {} ({remark})",
+            self.status.attempts,
+            f.headline(),
+            humantime::format_duration(Duration::from_secs(wait.as_secs_f64().ceil() as u64)),
+        );
+        self.in_progress(reason, &message);
+        let event = EventNote {
+            kind: EventKind::Normal,
+            reason: event_reasons::RETRY_SCHEDULED,
+            note: message,
+        };
+        let wait = self.bounded_by_deadline(wait);
+        self.finish(NextAction::RequeueAfter(wait), Some(event))
+    }
+
+    /// `Failed DeadlineExceeded` once `activeDeadlineSeconds` has passed.
+    fn deadline_check(&mut self) -> Option<Decision> {
+        let deadline = self.deadline()?;
+        if self.input.now < deadline {
+            return None;
+        }
+        let seconds = self.input.spec.active_deadline_seconds.unwrap_or_default();
+        let last = match (&self.status.error_code, &self.status.error_message) {
+            (Some(code), Some(msg)) => format!("; last error {code}: {msg}"),
+            (Some(code), None) => format!("; last error {code}"),
+            _ => String::new(),
+        };
+        let message = format!(
+            "activeDeadlineSeconds ({seconds}s) passed after {} attempt(s){last}{}",
+            self.status.attempts,
+            self.ambiguity_note()
+        );
+        let draft = Draft {
+            input: self.input,
+            now: self.now,
+            status: std::mem::take(&mut self.status),
+        };
+        Some(draft.failed(reasons::DEADLINE_EXCEEDED, &message))
+    }
+
+    fn deadline(&self) -> Option<Timestamp> {
+        let seconds = self.input.spec.active_deadline_seconds?;
+        let start = self.status.start_time.as_ref()?.0;
+        start.checked_add(SignedDuration::from_secs(seconds)).ok()
+    }
+
+    /// Wakes up no later than the deadline, so `DeadlineExceeded` lands on time.
+    fn bounded_by_deadline(&self, wait: Duration) -> Duration {
+        match self.deadline() {
+            Some(deadline) => wait.min(until(self.input.now, deadline)),
+            None => wait,
+        }
+    }
+
+    fn ambiguity_note(&self) -> String {
+        match self.status.ambiguous_attempts {
+            0 => String::new(),
+            n => format!(
+                ". NB: {n} attempt(s) ended without a known outcome and may have cancelled the copy"
+            ),
+        }
+    }
+
+    fn failed(mut self, reason: &str, message: &str) -> Decision {
+        self.status.phase = Some(Phase::Failed);
+        self.status.next_attempt_time = None;
+        self.status.completion_time = Some(Time(self.now));
+        self.set_conditions(
+            cstatus::FALSE,
+            cstatus::FALSE,
+            cstatus::TRUE,
+            reason,
+            message,
+        );
+        let event = EventNote {
+            kind: EventKind::Warning,
+            reason: event_reasons::CANCEL_FAILED,
+            note: bounded(&format!("{reason}: {message}")),
+        };
+        self.finish(NextAction::Done, Some(event))
+    }
+
+    fn record_error(&mut self, f: &Failure) {
+        if let Some(code) = &f.code {
+            self.status.error_code = Some(code.clone());
+            self.status.error_message = Some(bounded(&f.message));
+            self.status.http_status = f.http_status;
+        }
+    }
+
+    fn in_progress(&mut self, reason: &str, message: &str) {
+        self.set_conditions(
+            cstatus::FALSE,
+            cstatus::TRUE,
+            cstatus::FALSE,
+            reason,
+            message,
+        );
+    }
+
+    fn set_conditions(
+        &mut self,
+        ready: &str,
+        reconciling: &str,
+        stalled: &str,
+        reason: &str,
+        message: &str,
+    ) {
+        let message = bounded(message);
+        let generation = self.input.generation;
+        for (type_, value) in [
+            (types::READY, ready),
+            (types::RECONCILING, reconciling),
+            (types::STALLED, stalled),
+        ] {
+            conditions::set(
+                &mut self.status.conditions,
+                type_,
+                value,
+                reason,
+                &message,
+                generation,
+                self.now,
+            );
+        }
+    }
+
+    fn finish(mut self, action: NextAction, event: Option<EventNote>) -> Decision {
+        if self.input.status != Some(&self.status) {
+            self.status.observed_generation = self.input.generation;
+        }
+        Decision {
+            status: self.status,
+            action,
+            event,
+        }
+    }
+
+    /// Index of the attempt recorded by a write-ahead and not yet resolved.
+    /// NB: once an unrecorded attempt has been counted, a retry is scheduled
+    /// (`nextAttemptTime`), which is what keeps it from being counted twice.
+    fn in_flight_index(&self) -> Option<usize> {
+        let last = self.status.attempt_history.len().checked_sub(1)?;
+        let entry = &self.status.attempt_history[last];
+        (self.status.phase == Some(Phase::Running)
+            && self.status.next_attempt_time.is_none()
+            && entry.outcome == OUTCOME_UNKNOWN
+            && entry.number == self.status.attempts)
+            .then_some(last)
+    }
+}
+
+/// A failed attempt, whatever its class.
+struct Failure {
+    /// The ECS code, `TransportError`, or none when the outcome is unknown.
+    code: Option<String>,
+    message: String,
+    http_status: Option<i32>,
+    request_id: Option<String>,
+    /// The attempt may have reached ECS and succeeded.
+    ambiguous: bool,
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    /// `message (HTTP 503, request ID X)`.
+    fn describe(&self) -> String {
+        let mut extra = Vec::new();
+        if let Some(status) = self.http_status {
+            extra.push(format!("HTTP {status}"));
+        }
+        if let Some(id) = &self.request_id {
+            extra.push(format!("request ID {id}"));
+        }
+        if extra.is_empty() {
+            self.message.clone()
+        } else {
+            format!("{} ({})", self.message, extra.join(", "))
+        }
+    }
+
+    /// `CODE: message (...)`, or just the message when there is no code.
+    fn headline(&self) -> String {
+        match &self.code {
+            Some(code) => format!("{code}: {}", self.describe()),
+            None => self.describe(),
+        }
+    }
+}
+
+fn push_history(history: &mut Vec<AttemptRecord>, record: AttemptRecord) {
+    history.push(record);
+    if history.len() > ATTEMPT_HISTORY_LIMIT {
+        let excess = history.len() - ATTEMPT_HISTORY_LIMIT;
+        history.drain(..excess);
+    }
+}
+
+/// Truncates to [`MAX_MESSAGE_CHARS`] characters, marking the cut.
+fn bounded(message: &str) -> String {
+    if message.chars().count() <= MAX_MESSAGE_CHARS {
+        return message.to_string();
+    }
+    let mut out: String = message.chars().take(MAX_MESSAGE_CHARS - 1).collect();
+    out.push('…');
+    out
+}
+
+/// The API server stores whole seconds; deciding on the same precision keeps
+/// a status read back equal to the one written.
+fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+fn ceil_seconds(t: Timestamp) -> Timestamp {
+    let floor = whole_seconds(t);
+    if floor == t {
+        t
+    } else {
+        Timestamp::from_second(floor.as_second() + 1).unwrap_or(t)
+    }
+}
+
+/// Time from `now` until `then`, zero if `then` has passed.
+fn until(now: Timestamp, then: Timestamp) -> Duration {
+    Duration::try_from(then.duration_since(now)).unwrap_or(Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests;

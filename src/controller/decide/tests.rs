@@ -1,0 +1,934 @@
+//! Table tests for the decision core: one row per case, the expected status
+//! written out in full as the API server would store it.
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::ecs::{ServiceError, TransportError};
+
+const IMAGE: &str = "m-bp1caf3yicx5jlfl";
+const REGION: &str = "cn-hangzhou";
+const T0: &str = "2026-11-27T21:00:00Z";
+const T1: &str = "2026-11-27T21:00:01Z";
+const T2: &str = "2026-11-27T21:00:02Z";
+const T3: &str = "2026-11-27T21:00:03Z";
+const T4: &str = "2026-11-27T21:00:04Z";
+const T5: &str = "2026-11-27T21:00:05Z";
+const T10: &str = "2026-11-27T21:00:10Z";
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn spec(extra: Value) -> CopyImageCancellationSpec {
+    let mut base = json!({
+        "regionId": REGION,
+        "imageId": IMAGE,
+        "credentialsSecretRef": {"name": "alibaba-credentials"},
+    });
+    base.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    serde_json::from_value(base).unwrap()
+}
+
+/// The three kstatus conditions sharing one reason and message;
+/// `times` are the lastTransitionTimes of Ready, Reconciling, Stalled.
+fn conds(statuses: [&str; 3], reason: &str, message: &str, times: [&str; 3]) -> Value {
+    let types = ["Ready", "Reconciling", "Stalled"];
+    Value::Array(
+        (0..3)
+            .map(|i| {
+                json!({
+                    "type": types[i], "status": statuses[i], "reason": reason, "message": message,
+                    "observedGeneration": 1, "lastTransitionTime": times[i],
+                })
+            })
+            .collect(),
+    )
+}
+
+const IN_PROGRESS: [&str; 3] = ["False", "True", "False"];
+const SUCCEEDED: [&str; 3] = ["True", "False", "False"];
+const FAILED: [&str; 3] = ["False", "False", "True"];
+
+fn service(http_status: u16, code: &str, message: &str, request_id: &str) -> CancelOutcome {
+    CancelOutcome::Service(ServiceError {
+        http_status,
+        code: code.to_string(),
+        message: message.to_string(),
+        request_id: Some(request_id.to_string()),
+        host_id: Some("ecs.cn-hangzhou.aliyuncs.com".to_string()),
+        recommend: None,
+        retry_after: None,
+    })
+}
+
+fn transport(message: &str) -> CancelOutcome {
+    CancelOutcome::Transport(TransportError {
+        message: message.to_string(),
+        http_status: None,
+    })
+}
+
+fn cancelled(request_id: &str) -> CancelOutcome {
+    CancelOutcome::Cancelled {
+        request_id: request_id.to_string(),
+    }
+}
+
+// Statuses that several rows start from.
+
+fn pending() -> Value {
+    json!({
+        "phase": "Pending", "attempts": 0, "startTime": T0, "observedGeneration": 1,
+        "conditions": conds(IN_PROGRESS, "Pending",
+            "Nothing sent yet: about to cancel the copy to m-bp1caf3yicx5jlfl in cn-hangzhou", [T0; 3]),
+    })
+}
+
+fn in_flight_1() -> Value {
+    json!({
+        "phase": "Running", "attempts": 1, "startTime": T0, "lastAttemptTime": T1,
+        "attemptHistory": [{"number": 1, "time": T1, "outcome": "Unknown"}],
+        "observedGeneration": 1,
+        "conditions": conds(IN_PROGRESS, "AttemptInFlight",
+            "Sending CancelCopyImage (attempt 1) for m-bp1caf3yicx5jlfl in cn-hangzhou", [T0; 3]),
+    })
+}
+
+/// Attempt 1 failed with InternalError; attempt 2 is in flight.
+fn in_flight_2_after_internal_error() -> Value {
+    json!({
+        "phase": "Running", "attempts": 2, "failedAttempts": 1, "startTime": T0, "lastAttemptTime": T3,
+        "requestId": "REQ-1", "errorCode": "InternalError", "httpStatus": 500,
+        "errorMessage": "The request processing has failed due to some unknown error.",
+        "attemptHistory": [
+            {"number": 1, "time": T1, "outcome": "InternalError", "requestId": "REQ-1"},
+            {"number": 2, "time": T3, "outcome": "Unknown"},
+        ],
+        "observedGeneration": 1,
+        "conditions": conds(IN_PROGRESS, "AttemptInFlight",
+            "Sending CancelCopyImage (attempt 2) for m-bp1caf3yicx5jlfl in cn-hangzhou", [T0; 3]),
+    })
+}
+
+/// Attempt 1's outcome was lost in a crash and counted; attempt 2 is in flight.
+fn in_flight_2_after_unknown() -> Value {
+    json!({
+        "phase": "Running", "attempts": 2, "failedAttempts": 1, "ambiguousAttempts": 1,
+        "startTime": T0, "lastAttemptTime": T5,
+        "attemptHistory": [
+            {"number": 1, "time": T1, "outcome": "Unknown"},
+            {"number": 2, "time": T5, "outcome": "Unknown"},
+        ],
+        "observedGeneration": 1,
+        "conditions": conds(IN_PROGRESS, "AttemptInFlight",
+            "Sending CancelCopyImage (attempt 2) for m-bp1caf3yicx5jlfl in cn-hangzhou", [T0; 3]),
+    })
+}
+
+fn succeeded() -> Value {
+    json!({
+        "phase": "Succeeded", "attempts": 1, "requestId": "REQ-OK",
+        "startTime": T0, "lastAttemptTime": T1, "completionTime": T2,
+        "attemptHistory": [{"number": 1, "time": T1, "outcome": "Succeeded", "requestId": "REQ-OK"}],
+        "observedGeneration": 1,
+        "conditions": conds(SUCCEEDED, "Cancelled",
+            "Cancelled the copy to m-bp1caf3yicx5jlfl in cn-hangzhou (request ID REQ-OK)", [T2, T2, T0]),
+    })
+}
+
+struct Row {
+    name: &'static str,
+    spec: Value,
+    before: Option<Value>,
+    now: &'static str,
+    jitter: f64,
+    trigger: Trig,
+    status: Value,
+    action: NextAction,
+    event: Option<(EventKind, &'static str, &'static str)>,
+}
+
+enum Trig {
+    Observe,
+    CredentialsMissing(&'static str),
+    Attempted(CancelOutcome, RetryClass),
+}
+
+fn run(row: &Row) {
+    let spec = spec(row.spec.clone());
+    let before: Option<CopyImageCancellationStatus> = row
+        .before
+        .clone()
+        .map(|v| serde_json::from_value(v).unwrap());
+    let input = Input {
+        spec: &spec,
+        generation: Some(1),
+        status: before.as_ref(),
+        now: ts(row.now),
+        retry: RetryPolicy::default(),
+        jitter: row.jitter,
+    };
+    let trigger = match &row.trigger {
+        Trig::Observe => Trigger::Observe,
+        Trig::CredentialsMissing(why) => Trigger::CredentialsMissing(why),
+        Trig::Attempted(outcome, class) => Trigger::Attempted(outcome, *class),
+    };
+    let decision = decide(&input, trigger);
+    let got = serde_json::to_value(&decision.status).unwrap();
+    assert_eq!(
+        got,
+        row.status,
+        "{}: status\n got: {}\nwant: {}",
+        row.name,
+        serde_json::to_string_pretty(&got).unwrap(),
+        serde_json::to_string_pretty(&row.status).unwrap()
+    );
+    assert_eq!(decision.action, row.action, "{}: action", row.name);
+    let event = decision
+        .event
+        .as_ref()
+        .map(|e| (e.kind, e.reason, e.note.as_str()));
+    assert_eq!(event, row.event, "{}: event", row.name);
+    // Deciding again on what was just written must not flip any condition's
+    // transition time (kstatus consumers watch those).
+    let written: CopyImageCancellationStatus = serde_json::from_value(got).unwrap();
+    assert_eq!(
+        written, decision.status,
+        "{}: status survives a round trip",
+        row.name
+    );
+}
+
+#[test]
+fn table() {
+    let rows = vec![
+        Row {
+            name: "first reconcile writes Pending before anything is sent",
+            spec: json!({}),
+            before: None,
+            now: T0,
+            jitter: 0.0,
+            trigger: Trig::Observe,
+            status: pending(),
+            action: NextAction::RequeueAfter(Duration::ZERO),
+            event: None,
+        },
+        Row {
+            name: "first reconcile without credentials waits, counts nothing",
+            spec: json!({}),
+            before: None,
+            now: T0,
+            jitter: 0.0,
+            trigger: Trig::CredentialsMissing("Secret images/alibaba-credentials not found"),
+            status: json!({
+                "phase": "Pending", "attempts": 0, "startTime": T0, "observedGeneration": 1,
+                "conditions": conds(IN_PROGRESS, "AwaitingCredentials",
+                    "Nothing is sent until credentials are available: Secret images/alibaba-credentials not found",
+                    [T0; 3]),
+            }),
+            action: NextAction::AwaitCredentials,
+            event: None,
+        },
+        Row {
+            name: "write-ahead records the attempt as Unknown before sending",
+            spec: json!({}),
+            before: Some(pending()),
+            now: T1,
+            jitter: 0.0,
+            trigger: Trig::Observe,
+            status: in_flight_1(),
+            action: NextAction::WriteAheadThenSend,
+            event: None,
+        },
+        Row {
+            name: "credentials appear: the waiting resource proceeds to its first attempt",
+            spec: json!({}),
+            before: Some(json!({
+                "phase": "Pending", "attempts": 0, "startTime": T0, "observedGeneration": 1,
+                "conditions": conds(IN_PROGRESS, "AwaitingCredentials",
+                    "Nothing is sent until credentials are available: Secret images/alibaba-credentials not found",
+                    [T0; 3]),
+            })),
+            now: T1,
+            jitter: 0.0,
+            trigger: Trig::Observe,
+            status: in_flight_1(),
+            action: NextAction::WriteAheadThenSend,
+            event: None,
+        },
+        Row {
+            name: "success",
+            spec: json!({}),
+            before: Some(in_flight_1()),
+            now: T2,
+            jitter: 0.0,
+            trigger: Trig::Attempted(cancelled("REQ-OK"), RetryClass::Success),
+            status: succeeded(),
+            action: NextAction::Done,
+            event: Some((
+                EventKind::Normal,
+                "Cancelled",
+                "Cancelled the copy to m-bp1caf3yicx5jlfl in cn-hangzhou (request ID REQ-OK)",
+            )),
+        },
+        Row {
+            name: "success after a failed attempt clears the error fields",
+            spec: json!({}),
+            before: Some(in_flight_2_after_internal_error()),
+            now: T4,
+            jitter: 0.0,
+            trigger: Trig::Attempted(cancelled("REQ-2"), RetryClass::Success),
+            status: json!({
+                "phase": "Succeeded", "attempts": 2, "failedAttempts": 1, "requestId": "REQ-2",
+                "startTime": T0, "lastAttemptTime": T3, "completionTime": T4,
+                "attemptHistory": [
+                    {"number": 1, "time": T1, "outcome": "InternalError", "requestId": "REQ-1"},
+                    {"number": 2, "time": T3, "outcome": "Succeeded", "requestId": "REQ-2"},
+                ],
+                "observedGeneration": 1,
+                "conditions": conds(SUCCEEDED, "Cancelled",
+                    "Cancelled the copy to m-bp1caf3yicx5jlfl in cn-hangzhou (request ID REQ-2)", [T4, T4, T0]),
+            }),
+            action: NextAction::Done,
+            event: Some((
+                EventKind::Normal,
+                "Cancelled",
+                "Cancelled the copy to m-bp1caf3yicx5jlfl in cn-hangzhou (request ID REQ-2)",
+            )),
+        },
+        Row {
+            name: "counted retry: InternalError schedules the next attempt",
+            spec: json!({}),
+            before: Some(in_flight_1()),
+            now: T2,
+            jitter: 0.5,
+            trigger: Trig::Attempted(
+                service(
+                    500,
+                    "InternalError",
+                    "The request processing has failed due to some unknown error.",
+                    "REQ-1",
+                ),
+                RetryClass::Retryable,
+            ),
+            // retry 0: window 1 s, jitter 0.5 → 0.5 s, rounded up to the next whole second.
+            status: json!({
+                "phase": "Running", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
+                "errorCode": "InternalError", "httpStatus": 500,
+                "errorMessage": "The request processing has failed due to some unknown error.",
+                "startTime": T0, "lastAttemptTime": T1, "nextAttemptTime": T3,
+                "attemptHistory": [{"number": 1, "time": T1, "outcome": "InternalError", "requestId": "REQ-1"}],
+                "observedGeneration": 1,
+                "conditions": conds(IN_PROGRESS, "RetryScheduled",
+                    "Attempt 1 failed: InternalError: The request processing has failed due to some unknown error. \
+                     (HTTP 500, request ID REQ-1); next attempt in 1s (5 retries left)", [T0; 3]),
+            }),
+            action: NextAction::RequeueAfter(Duration::from_secs(1)),
+            event: Some((
+                EventKind::Normal,
+                "RetryScheduled",
+                "Attempt 1 failed: InternalError: The request processing has failed due to some unknown error. \
+                 (HTTP 500, request ID REQ-1); next attempt in 1s (5 retries left)",
+            )),
+        },
+        Row {
+            name: "counted retry: a transport failure is ambiguous and keeps the last request ID",
+            spec: json!({}),
+            before: Some(in_flight_2_after_internal_error()),
+            now: T4,
+            jitter: 0.75,
+            trigger: Trig::Attempted(transport("connection reset by peer"), RetryClass::Retryable),
+            // retry 1: window 2 s, jitter 0.75 → 1.5 s → due at T6 (rounded up).
+            status: json!({
+                "phase": "Running", "attempts": 2, "failedAttempts": 2, "ambiguousAttempts": 1,
+                "requestId": "REQ-1", "errorCode": "TransportError",
+                "errorMessage": "connection reset by peer",
+                "startTime": T0, "lastAttemptTime": T3, "nextAttemptTime": "2026-11-27T21:00:06Z",
+                "attemptHistory": [
+                    {"number": 1, "time": T1, "outcome": "InternalError", "requestId": "REQ-1"},
+                    {"number": 2, "time": T3, "outcome": "TransportError"},
+                ],
+                "observedGeneration": 1,
+                "conditions": conds(IN_PROGRESS, "RetryScheduled",
+                    "Attempt 2 failed: TransportError: connection reset by peer; next attempt in 2s (4 retries left)",
+                    [T0; 3]),
+            }),
+            action: NextAction::RequeueAfter(Duration::from_secs(2)),
+            event: Some((
+                EventKind::Normal,
+                "RetryScheduled",
+                "Attempt 2 failed: TransportError: connection reset by peer; next attempt in 2s (4 retries left)",
+            )),
+        },
+        Row {
+            name: "throttled retry is not counted and honours the service's retry-after hint",
+            spec: json!({}),
+            before: Some(in_flight_1()),
+            now: T2,
+            jitter: 0.0,
+            trigger: Trig::Attempted(
+                CancelOutcome::Service(ServiceError {
+                    http_status: 400,
+                    code: "Throttling.User".into(),
+                    message: "Request was denied due to user flow control.".into(),
+                    request_id: Some("REQ-T".into()),
+                    host_id: None,
+                    recommend: None,
+                    retry_after: Some(Duration::from_secs(3)),
+                }),
+                RetryClass::Throttled,
+            ),
+            status: json!({
+                "phase": "Running", "attempts": 1, "requestId": "REQ-T",
+                "errorCode": "Throttling.User", "httpStatus": 400,
+                "errorMessage": "Request was denied due to user flow control.",
+                "startTime": T0, "lastAttemptTime": T1, "nextAttemptTime": T5,
+                "attemptHistory": [{"number": 1, "time": T1, "outcome": "Throttling.User", "requestId": "REQ-T"}],
+                "observedGeneration": 1,
+                "conditions": conds(IN_PROGRESS, "Throttled",
+                    "Attempt 1 failed: Throttling.User: Request was denied due to user flow control. \
+                     (HTTP 400, request ID REQ-T); next attempt in 3s (throttling does not count against backoffLimit)",
+                    [T0; 3]),
+            }),
+            action: NextAction::RequeueAfter(Duration::from_secs(3)),
+            event: Some((
+                EventKind::Normal,
+                "RetryScheduled",
+                "Attempt 1 failed: Throttling.User: Request was denied due to user flow control. \
+                 (HTTP 400, request ID REQ-T); next attempt in 3s (throttling does not count against backoffLimit)",
+            )),
+        },
+        Row {
+            name: "backoff limit reached: Failed RetriesExhausted with the last code",
+            spec: json!({"backoffLimit": 1}),
+            before: Some(in_flight_2_after_internal_error()),
+            now: T4,
+            jitter: 0.0,
+            trigger: Trig::Attempted(
+                service(
+                    503,
+                    "ServiceUnavailable",
+                    "The request has failed due to a temporary failure of the server.",
+                    "REQ-2",
+                ),
+                RetryClass::Retryable,
+            ),
+            status: json!({
+                "phase": "Failed", "attempts": 2, "failedAttempts": 2, "requestId": "REQ-2",
+                "errorCode": "ServiceUnavailable", "httpStatus": 503,
+                "errorMessage": "The request has failed due to a temporary failure of the server.",
+                "startTime": T0, "lastAttemptTime": T3, "completionTime": T4,
+                "attemptHistory": [
+                    {"number": 1, "time": T1, "outcome": "InternalError", "requestId": "REQ-1"},
+                    {"number": 2, "time": T3, "outcome": "ServiceUnavailable", "requestId": "REQ-2"},
+                ],
+                "observedGeneration": 1,
+                "conditions": conds(FAILED, "RetriesExhausted",
+                    "Gave up after 2 failed attempt(s) (backoffLimit 1); last: ServiceUnavailable: The request \
+                     has failed due to a temporary failure of the server. (HTTP 503, request ID REQ-2)",
+                    [T0, T4, T4]),
+            }),
+            action: NextAction::Done,
+            event: Some((
+                EventKind::Warning,
+                "CancelFailed",
+                "RetriesExhausted: Gave up after 2 failed attempt(s) (backoffLimit 1); last: ServiceUnavailable: \
+                 The request has failed due to a temporary failure of the server. (HTTP 503, request ID REQ-2)",
+            )),
+        },
+        Row {
+            name: "backoffLimit 0: the first retryable failure is final",
+            spec: json!({"backoffLimit": 0}),
+            before: Some(in_flight_1()),
+            now: T2,
+            jitter: 0.0,
+            trigger: Trig::Attempted(
+                service(
+                    500,
+                    "InternalError",
+                    "The request processing has failed due to some unknown error.",
+                    "REQ-1",
+                ),
+                RetryClass::Retryable,
+            ),
+            status: json!({
+                "phase": "Failed", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
+                "errorCode": "InternalError", "httpStatus": 500,
+                "errorMessage": "The request processing has failed due to some unknown error.",
+                "startTime": T0, "lastAttemptTime": T1, "completionTime": T2,
+                "attemptHistory": [{"number": 1, "time": T1, "outcome": "InternalError", "requestId": "REQ-1"}],
+                "observedGeneration": 1,
+                "conditions": conds(FAILED, "RetriesExhausted",
+                    "Gave up after 1 failed attempt(s) (backoffLimit 0); last: InternalError: The request \
+                     processing has failed due to some unknown error. (HTTP 500, request ID REQ-1)",
+                    [T0, T2, T2]),
+            }),
+            action: NextAction::Done,
+            event: Some((
+                EventKind::Warning,
+                "CancelFailed",
+                "RetriesExhausted: Gave up after 1 failed attempt(s) (backoffLimit 0); last: InternalError: The \
+                 request processing has failed due to some unknown error. (HTTP 500, request ID REQ-1)",
+            )),
+        },
+        Row {
+            name: "deadline passed while waiting for a retry: Failed DeadlineExceeded, nothing sent",
+            spec: json!({"activeDeadlineSeconds": 5}),
+            before: Some(json!({
+                "phase": "Running", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
+                "errorCode": "InternalError", "httpStatus": 500, "errorMessage": "boom",
+                "startTime": T0, "lastAttemptTime": T1, "nextAttemptTime": "2026-11-27T21:01:00Z",
+                "attemptHistory": [{"number": 1, "time": T1, "outcome": "InternalError", "requestId": "REQ-1"}],
+                "observedGeneration": 1,
+                "conditions": conds(IN_PROGRESS, "RetryScheduled", "Attempt 1 failed", [T0; 3]),
+            })),
+            now: T5,
+            jitter: 0.0,
+            trigger: Trig::Observe,
+            status: json!({
+                "phase": "Failed", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
+                "errorCode": "InternalError", "httpStatus": 500, "errorMessage": "boom",
+                "startTime": T0, "lastAttemptTime": T1, "completionTime": T5,
+                "attemptHistory": [{"number": 1, "time": T1, "outcome": "InternalError", "requestId": "REQ-1"}],
+                "observedGeneration": 1,
+                "conditions": conds(FAILED, "DeadlineExceeded",
+                    "activeDeadlineSeconds (5s) passed after 1 attempt(s); last error InternalError: boom",
+                    [T0, T5, T5]),
+            }),
+            action: NextAction::Done,
+            event: Some((
+                EventKind::Warning,
+                "CancelFailed",
+                "DeadlineExceeded: activeDeadlineSeconds (5s) passed after 1 attempt(s); last error InternalError: boom",
+            )),
+        },
+        Row {
+            name: "a retry due after the deadline wakes up at the deadline",
+            spec: json!({"activeDeadlineSeconds": 5}),
+            before: Some(in_flight_2_after_internal_error()),
+            now: T4,
+            jitter: 0.99,
+            trigger: Trig::Attempted(transport("timed out"), RetryClass::Retryable),
+            // retry 1: window 2 s, jitter 0.99 → 1.98 s → due at T6, but the deadline is T5.
+            status: json!({
+                "phase": "Running", "attempts": 2, "failedAttempts": 2, "ambiguousAttempts": 1,
+                "requestId": "REQ-1", "errorCode": "TransportError", "errorMessage": "timed out",
+                "startTime": T0, "lastAttemptTime": T3, "nextAttemptTime": "2026-11-27T21:00:06Z",
+                "attemptHistory": [
+                    {"number": 1, "time": T1, "outcome": "InternalError", "requestId": "REQ-1"},
+                    {"number": 2, "time": T3, "outcome": "TransportError"},
+                ],
+                "observedGeneration": 1,
+                "conditions": conds(IN_PROGRESS, "RetryScheduled",
+                    "Attempt 2 failed: TransportError: timed out; next attempt in 2s (4 retries left)", [T0; 3]),
+            }),
+            action: NextAction::RequeueAfter(Duration::from_secs(1)),
+            event: Some((
+                EventKind::Normal,
+                "RetryScheduled",
+                "Attempt 2 failed: TransportError: timed out; next attempt in 2s (4 retries left)",
+            )),
+        },
+        Row {
+            name: "unknown outcome after a crash: counted, kept as Unknown, retried with backoff",
+            spec: json!({}),
+            before: Some(in_flight_1()),
+            now: T4,
+            jitter: 0.5,
+            trigger: Trig::Observe,
+            status: json!({
+                "phase": "Running", "attempts": 1, "failedAttempts": 1, "ambiguousAttempts": 1,
+                "startTime": T0, "lastAttemptTime": T1, "nextAttemptTime": T5,
+                "attemptHistory": [{"number": 1, "time": T1, "outcome": "Unknown"}],
+                "observedGeneration": 1,
+                "conditions": conds(IN_PROGRESS, "RetryScheduled",
+                    "Attempt 1 failed: the outcome of attempt 1 was never recorded (the controller stopped while \
+                     it was in flight); next attempt in 1s (5 retries left)",
+                    [T0; 3]),
+            }),
+            action: NextAction::RequeueAfter(Duration::from_secs(1)),
+            event: Some((
+                EventKind::Normal,
+                "RetryScheduled",
+                "Attempt 1 failed: the outcome of attempt 1 was never recorded (the controller stopped while \
+                 it was in flight); next attempt in 1s (5 retries left)",
+            )),
+        },
+        Row {
+            name: "the repeat after an unknown outcome is written ahead like any attempt",
+            spec: json!({}),
+            before: Some(json!({
+                "phase": "Running", "attempts": 1, "failedAttempts": 1, "ambiguousAttempts": 1,
+                "startTime": T0, "lastAttemptTime": T1, "nextAttemptTime": T5,
+                "attemptHistory": [{"number": 1, "time": T1, "outcome": "Unknown"}],
+                "observedGeneration": 1,
+                "conditions": conds(IN_PROGRESS, "RetryScheduled", "Attempt 1 failed", [T0; 3]),
+            })),
+            now: T5,
+            jitter: 0.0,
+            trigger: Trig::Observe,
+            status: in_flight_2_after_unknown(),
+            action: NextAction::WriteAheadThenSend,
+            event: None,
+        },
+        Row {
+            name: "PreviousAttemptMayHaveSucceeded: image gone after an unknown outcome",
+            spec: json!({}),
+            before: Some(in_flight_2_after_unknown()),
+            now: T10,
+            jitter: 0.0,
+            trigger: Trig::Attempted(
+                service(
+                    404,
+                    "InvalidImageId.NotFound",
+                    "The specified ImageId does not exist.",
+                    "REQ-2",
+                ),
+                RetryClass::Terminal,
+            ),
+            status: json!({
+                "phase": "Failed", "attempts": 2, "failedAttempts": 1, "ambiguousAttempts": 1,
+                "requestId": "REQ-2", "errorCode": "InvalidImageId.NotFound", "httpStatus": 404,
+                "errorMessage": "The specified ImageId does not exist.",
+                "startTime": T0, "lastAttemptTime": T5, "completionTime": T10,
+                "attemptHistory": [
+                    {"number": 1, "time": T1, "outcome": "Unknown"},
+                    {"number": 2, "time": T5, "outcome": "InvalidImageId.NotFound", "requestId": "REQ-2"},
+                ],
+                "observedGeneration": 1,
+                "conditions": conds(FAILED, "PreviousAttemptMayHaveSucceeded",
+                    "Attempt 2 got InvalidImageId.NotFound (The specified ImageId does not exist. (HTTP 404, \
+                     request ID REQ-2)), but 1 earlier attempt(s) ended without a known outcome: the earlier \
+                     attempt may well have cancelled the copy already. Check image m-bp1caf3yicx5jlfl in \
+                     cn-hangzhou before creating a new cancellation",
+                    [T0, T10, T10]),
+            }),
+            action: NextAction::Done,
+            event: Some((
+                EventKind::Warning,
+                "CancelFailed",
+                "PreviousAttemptMayHaveSucceeded: Attempt 2 got InvalidImageId.NotFound (The specified ImageId \
+                 does not exist. (HTTP 404, request ID REQ-2)), but 1 earlier attempt(s) ended without a known \
+                 outcome: the earlier attempt may well have cancelled the copy already. Check image \
+                 m-bp1caf3yicx5jlfl in cn-hangzhou before creating a new cancellation",
+            )),
+        },
+        Row {
+            name: "credentials missing when a retry is due: no attempt counted",
+            spec: json!({}),
+            before: Some(json!({
+                "phase": "Running", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
+                "errorCode": "InternalError", "httpStatus": 500, "errorMessage": "boom",
+                "startTime": T0, "lastAttemptTime": T1, "nextAttemptTime": T3,
+                "attemptHistory": [{"number": 1, "time": T1, "outcome": "InternalError", "requestId": "REQ-1"}],
+                "observedGeneration": 1,
+                "conditions": conds(IN_PROGRESS, "RetryScheduled", "Attempt 1 failed", [T0; 3]),
+            })),
+            now: T3,
+            jitter: 0.0,
+            trigger: Trig::CredentialsMissing(
+                "Secret images/alibaba-credentials has no key accessKeySecret",
+            ),
+            status: json!({
+                "phase": "Running", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
+                "errorCode": "InternalError", "httpStatus": 500, "errorMessage": "boom",
+                "startTime": T0, "lastAttemptTime": T1, "nextAttemptTime": T3,
+                "attemptHistory": [{"number": 1, "time": T1, "outcome": "InternalError", "requestId": "REQ-1"}],
+                "observedGeneration": 1,
+                "conditions": conds(IN_PROGRESS, "AwaitingCredentials",
+                    "Nothing is sent until credentials are available: Secret images/alibaba-credentials has no \
+                     key accessKeySecret",
+                    [T0; 3]),
+            }),
+            action: NextAction::AwaitCredentials,
+            event: None,
+        },
+        Row {
+            name: "a retry not yet due: wait for the rest, status untouched",
+            spec: json!({}),
+            before: Some(json!({
+                "phase": "Running", "attempts": 1, "failedAttempts": 1,
+                "startTime": T0, "lastAttemptTime": T1, "nextAttemptTime": T10,
+                "attemptHistory": [{"number": 1, "time": T1, "outcome": "InternalError"}],
+                "observedGeneration": 1,
+                "conditions": conds(IN_PROGRESS, "RetryScheduled", "Attempt 1 failed", [T0; 3]),
+            })),
+            now: T4,
+            jitter: 0.0,
+            trigger: Trig::Observe,
+            status: json!({
+                "phase": "Running", "attempts": 1, "failedAttempts": 1,
+                "startTime": T0, "lastAttemptTime": T1, "nextAttemptTime": T10,
+                "attemptHistory": [{"number": 1, "time": T1, "outcome": "InternalError"}],
+                "observedGeneration": 1,
+                "conditions": conds(IN_PROGRESS, "RetryScheduled", "Attempt 1 failed", [T0; 3]),
+            }),
+            action: NextAction::RequeueAfter(Duration::from_secs(6)),
+            event: None,
+        },
+        Row {
+            name: "a finished resource is never sent again",
+            spec: json!({}),
+            before: Some(succeeded()),
+            now: T10,
+            jitter: 0.0,
+            trigger: Trig::Observe,
+            status: succeeded(),
+            action: NextAction::Done,
+            event: None,
+        },
+        Row {
+            name: "a finished resource does not wait for credentials either",
+            spec: json!({}),
+            before: Some(succeeded()),
+            now: T10,
+            jitter: 0.0,
+            trigger: Trig::CredentialsMissing("Secret images/alibaba-credentials not found"),
+            status: succeeded(),
+            action: NextAction::Done,
+            event: None,
+        },
+        Row {
+            name: "a recorded success is never overwritten by a late outcome",
+            spec: json!({}),
+            before: Some(succeeded()),
+            now: T10,
+            jitter: 0.0,
+            trigger: Trig::Attempted(transport("timed out"), RetryClass::Retryable),
+            status: succeeded(),
+            action: NextAction::Done,
+            event: None,
+        },
+    ];
+    for row in &rows {
+        run(row);
+    }
+}
+
+/// Every terminal code fails at once, after exactly one attempt, with the
+/// code sanitised into the reason and kept verbatim in errorCode.
+#[test]
+fn terminal_codes() {
+    let cases = [
+        (
+            404,
+            "InvalidImageId.NotFound",
+            "InvalidImageIdNotFound",
+            "The specified ImageId does not exist.",
+        ),
+        (
+            400,
+            "IncorrectImageStatus",
+            "IncorrectImageStatus",
+            "The image has completed copy.",
+        ),
+        (
+            403,
+            "Forbidden.RAM",
+            "ForbiddenRAM",
+            "User not authorized to operate on the specified resource.",
+        ),
+        (
+            400,
+            "SignatureDoesNotMatch",
+            "SignatureDoesNotMatch",
+            "Specified signature is not matched.",
+        ),
+        (
+            404,
+            "InvalidAccessKeyId.NotFound",
+            "InvalidAccessKeyIdNotFound",
+            "Specified access key is not found.",
+        ),
+        (
+            400,
+            "InvalidRegionId.NotFound",
+            "InvalidRegionIdNotFound",
+            "The specified RegionId does not exist.",
+        ),
+    ];
+    for (http, code, reason, message) in cases {
+        run(&Row {
+            name: code,
+            spec: json!({}),
+            before: Some(in_flight_1()),
+            now: T2,
+            jitter: 0.0,
+            trigger: Trig::Attempted(service(http, code, message, "REQ-1"), RetryClass::Terminal),
+            status: json!({
+                "phase": "Failed", "attempts": 1, "requestId": "REQ-1",
+                "errorCode": code, "httpStatus": http, "errorMessage": message,
+                "startTime": T0, "lastAttemptTime": T1, "completionTime": T2,
+                "attemptHistory": [{"number": 1, "time": T1, "outcome": code, "requestId": "REQ-1"}],
+                "observedGeneration": 1,
+                "conditions": conds(FAILED, reason,
+                    &format!("{code}: {message} (HTTP {http}, request ID REQ-1)"), [T0, T2, T2]),
+            }),
+            action: NextAction::Done,
+            event: Some((
+                EventKind::Warning,
+                "CancelFailed",
+                Box::leak(
+                    format!("{reason}: {code}: {message} (HTTP {http}, request ID REQ-1)")
+                        .into_boxed_str(),
+                ),
+            )),
+        });
+    }
+}
+
+/// The "may have succeeded" verdict survives the history rotating past the
+/// ambiguous attempt, and also follows IncorrectImageStatus.
+#[test]
+fn previous_attempt_may_have_succeeded_survives_history_rotation() {
+    let history: Vec<Value> = (3..=12)
+        .map(|n| {
+            let outcome = if n == 12 { "Unknown" } else { "Throttling" };
+            json!({"number": n, "time": T5, "outcome": outcome})
+        })
+        .collect();
+    let before = json!({
+        "phase": "Running", "attempts": 12, "failedAttempts": 1, "ambiguousAttempts": 1,
+        "startTime": T0, "lastAttemptTime": T5, "attemptHistory": history,
+        "observedGeneration": 1,
+        "conditions": conds(IN_PROGRESS, "AttemptInFlight", "Sending", [T0; 3]),
+    });
+    let spec = spec(json!({}));
+    let before: CopyImageCancellationStatus = serde_json::from_value(before).unwrap();
+    assert!(
+        !before
+            .attempt_history
+            .iter()
+            .any(|a| a.number < 12 && (a.outcome == "Unknown" || a.outcome == "TransportError")),
+        "the ambiguous attempt has rotated out of the history"
+    );
+    let input = Input {
+        spec: &spec,
+        generation: Some(1),
+        status: Some(&before),
+        now: ts(T10),
+        retry: RetryPolicy::default(),
+        jitter: 0.0,
+    };
+    let outcome = service(
+        400,
+        "IncorrectImageStatus",
+        "The specified image is not coping.",
+        "REQ-12",
+    );
+    let d = decide(&input, Trigger::Attempted(&outcome, RetryClass::Terminal));
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    assert_eq!(d.status.error_code.as_deref(), Some("IncorrectImageStatus"));
+    let stalled = conditions::get(&d.status.conditions, types::STALLED).unwrap();
+    assert_eq!(stalled.status, "True");
+    assert_eq!(stalled.reason, "PreviousAttemptMayHaveSucceeded");
+    assert!(
+        stalled.message.contains("may well have cancelled the copy"),
+        "{}",
+        stalled.message
+    );
+    assert_eq!(d.status.attempt_history.len(), 10);
+    assert_eq!(d.status.attempt_history[9].outcome, "IncorrectImageStatus");
+}
+
+/// Without an earlier ambiguous attempt the same code is a plain terminal error.
+#[test]
+fn image_gone_without_ambiguity_is_a_plain_terminal_error() {
+    let spec = spec(json!({}));
+    let before: CopyImageCancellationStatus =
+        serde_json::from_value(in_flight_2_after_internal_error()).unwrap();
+    let input = Input {
+        spec: &spec,
+        generation: Some(1),
+        status: Some(&before),
+        now: ts(T10),
+        retry: RetryPolicy::default(),
+        jitter: 0.0,
+    };
+    let outcome = service(
+        404,
+        "InvalidImageId.NotFound",
+        "The specified ImageId does not exist.",
+        "REQ-2",
+    );
+    let d = decide(&input, Trigger::Attempted(&outcome, RetryClass::Terminal));
+    let stalled = conditions::get(&d.status.conditions, types::STALLED).unwrap();
+    assert_eq!(stalled.reason, "InvalidImageIdNotFound");
+}
+
+/// The history keeps the last 10 attempts; numbering continues.
+#[test]
+fn history_keeps_the_last_ten() {
+    let spec = spec(json!({"backoffLimit": 20}));
+    let mut status: Option<CopyImageCancellationStatus> = None;
+    let mut now = ts(T0);
+    for _ in 0..15 {
+        let input = Input {
+            spec: &spec,
+            generation: Some(1),
+            status: status.as_ref(),
+            now,
+            retry: RetryPolicy::default(),
+            jitter: 0.0,
+        };
+        let d = decide(&input, Trigger::Observe);
+        let d = if d.action == NextAction::WriteAheadThenSend {
+            let input = Input {
+                status: Some(&d.status),
+                ..input
+            };
+            decide(
+                &input,
+                Trigger::Attempted(&transport("reset"), RetryClass::Retryable),
+            )
+        } else {
+            d
+        };
+        status = Some(d.status);
+        now += SignedDuration::from_secs(1);
+    }
+    let status = status.unwrap();
+    assert_eq!(status.attempts, 14, "the first pass only wrote Pending");
+    assert_eq!(status.failed_attempts, 14);
+    assert_eq!(status.ambiguous_attempts, 14);
+    let numbers: Vec<i32> = status.attempt_history.iter().map(|a| a.number).collect();
+    assert_eq!(numbers, (5..=14).collect::<Vec<_>>());
+}
+
+#[test]
+fn messages_are_bounded() {
+    let spec = spec(json!({}));
+    let before: CopyImageCancellationStatus = serde_json::from_value(in_flight_1()).unwrap();
+    let input = Input {
+        spec: &spec,
+        generation: Some(1),
+        status: Some(&before),
+        now: ts(T2),
+        retry: RetryPolicy::default(),
+        jitter: 0.0,
+    };
+    let long = "x".repeat(10_000);
+    let outcome = service(400, "InvalidParameter", &long, "REQ-1");
+    let d = decide(&input, Trigger::Attempted(&outcome, RetryClass::Terminal));
+    assert_eq!(
+        d.status.error_message.as_ref().unwrap().chars().count(),
+        MAX_MESSAGE_CHARS
+    );
+    for c in &d.status.conditions {
+        assert!(c.message.chars().count() <= MAX_MESSAGE_CHARS);
+    }
+    assert!(d.event.unwrap().note.chars().count() <= MAX_MESSAGE_CHARS);
+}
+
+#[test]
+fn full_jitter_windows_double_up_to_the_cap() {
+    let policy = RetryPolicy::default();
+    let windows: Vec<u64> = (0..12).map(|n| policy.delay(n, 1.0).as_secs()).collect();
+    assert_eq!(windows, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+    assert_eq!(policy.delay(3, 0.25), Duration::from_secs(2));
+    assert_eq!(policy.delay(3, 0.0), Duration::ZERO);
+    assert_eq!(policy.delay(u32::MAX, 0.5), Duration::from_secs(150));
+}
