@@ -30,6 +30,7 @@ use crate::resource::{
     ATTEMPT_HISTORY_LIMIT, AttemptRecord, CopyImageCancellationSpec, CopyImageCancellationStatus,
     Phase,
 };
+use crate::retry::Backoff;
 
 /// `attemptHistory` outcome of a successful attempt.
 pub const OUTCOME_SUCCEEDED: &str = "Succeeded";
@@ -57,36 +58,20 @@ pub mod event_reasons {
     pub const RETRY_SCHEDULED: &str = "RetryScheduled";
 }
 
-/// The operator's backoff settings (`--retry-base-delay`, `--retry-max-delay`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Window of the first retry.
-    pub base_delay: Duration,
-    /// The window never grows beyond this.
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            base_delay: Duration::from_secs(1),
-            max_delay: Duration::from_secs(300),
-        }
+/// The delay before a retry: the service's `x-acs-retry-after` when it sent
+/// one (capped), otherwise full jitter below `backoff.ceiling(retry)`, with
+/// `jitter` the uniform draw in `[0, 1]` (values outside are clamped). The
+/// same rule as [`Backoff::delay`], with the draw passed in.
+pub fn retry_delay(
+    backoff: &Backoff,
+    retry: u32,
+    retry_after: Option<Duration>,
+    jitter: f64,
+) -> Duration {
+    if let Some(after) = retry_after {
+        return after.min(backoff.cap());
     }
-}
-
-impl RetryPolicy {
-    /// Exponential backoff with full jitter: a delay drawn uniformly below
-    /// `min(max_delay, base_delay * 2^retry)`, where `jitter` is the draw in
-    /// `[0, 1)` (values outside are clamped).
-    pub fn delay(&self, retry: u32, jitter: f64) -> Duration {
-        let window = self
-            .base_delay
-            .checked_mul(2u32.saturating_pow(retry.min(31)))
-            .unwrap_or(self.max_delay)
-            .min(self.max_delay);
-        window.mul_f64(jitter.clamp(0.0, 1.0))
-    }
+    backoff.ceiling(retry).mul_f64(jitter.clamp(0.0, 1.0))
 }
 
 /// What the shell looked at.
@@ -101,9 +86,9 @@ pub struct Input<'a> {
     pub status: Option<&'a CopyImageCancellationStatus>,
     /// The time now.
     pub now: Timestamp,
-    /// Backoff settings.
-    pub retry: RetryPolicy,
-    /// A uniform sample from `[0, 1)`, for full jitter.
+    /// Backoff settings (`--retry-base-delay`, `--retry-max-delay`).
+    pub backoff: Backoff,
+    /// A uniform sample from `[0, 1]`, for full jitter.
     pub jitter: f64,
 }
 
@@ -115,8 +100,9 @@ pub enum Trigger<'a> {
     /// A reconcile without usable credentials (the reason names the Secret
     /// or key, never a value).
     CredentialsMissing(&'a str),
-    /// The attempt recorded by the last write-ahead came back.
-    Attempted(&'a CancelOutcome, RetryClass),
+    /// The attempt recorded by the last write-ahead came back; how it is
+    /// treated is [`CancelOutcome::retry_class`]'s call.
+    Attempted(&'a CancelOutcome),
 }
 
 /// What the shell must do once the status is applied.
@@ -185,7 +171,7 @@ pub fn decide(input: &Input<'_>, trigger: Trigger<'_>) -> Decision {
         status: current,
     };
     match trigger {
-        Trigger::Attempted(outcome, class) => d.attempted(outcome, class),
+        Trigger::Attempted(outcome) => d.attempted(outcome, outcome.retry_class()),
         Trigger::Observe => d.observe(None),
         Trigger::CredentialsMissing(why) => d.observe(Some(why)),
     }
@@ -440,11 +426,7 @@ impl Draft<'_, '_> {
 
     fn schedule_retry(mut self, reason: &str, f: &Failure, remark: &str) -> Decision {
         let retry = u32::try_from(self.status.attempts.saturating_sub(1)).unwrap_or(0);
-        let mut delay = self.input.retry.delay(retry, self.input.jitter);
-        if let Some(hint) = f.retry_after {
-            // The service's own hint wins over a shorter draw, within the cap.
-            delay = delay.max(hint.min(self.input.retry.max_delay));
-        }
+        let delay = retry_delay(&self.input.backoff, retry, f.retry_after, self.input.jitter);
         let next = ceil_seconds(self.input.now + delay);
         let wait = until(self.input.now, next);
         self.status.phase = Some(Phase::Running);

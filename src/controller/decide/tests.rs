@@ -168,13 +168,21 @@ fn run(row: &Row) {
         generation: Some(1),
         status: before.as_ref(),
         now: ts(row.now),
-        retry: RetryPolicy::default(),
+        backoff: Backoff::default(),
         jitter: row.jitter,
     };
     let trigger = match &row.trigger {
         Trig::Observe => Trigger::Observe,
         Trig::CredentialsMissing(why) => Trigger::CredentialsMissing(why),
-        Trig::Attempted(outcome, class) => Trigger::Attempted(outcome, *class),
+        Trig::Attempted(outcome, class) => {
+            assert_eq!(
+                outcome.retry_class(),
+                *class,
+                "{}: the row's class is the client's",
+                row.name
+            );
+            Trigger::Attempted(outcome)
+        }
     };
     let decision = decide(&input, trigger);
     let got = serde_json::to_value(&decision.status).unwrap();
@@ -810,7 +818,7 @@ fn previous_attempt_may_have_succeeded_survives_history_rotation() {
         generation: Some(1),
         status: Some(&before),
         now: ts(T10),
-        retry: RetryPolicy::default(),
+        backoff: Backoff::default(),
         jitter: 0.0,
     };
     let outcome = service(
@@ -819,7 +827,7 @@ fn previous_attempt_may_have_succeeded_survives_history_rotation() {
         "The specified image is not coping.",
         "REQ-12",
     );
-    let d = decide(&input, Trigger::Attempted(&outcome, RetryClass::Terminal));
+    let d = decide(&input, Trigger::Attempted(&outcome));
     assert_eq!(d.status.phase, Some(Phase::Failed));
     assert_eq!(d.status.error_code.as_deref(), Some("IncorrectImageStatus"));
     let stalled = conditions::get(&d.status.conditions, types::STALLED).unwrap();
@@ -845,7 +853,7 @@ fn image_gone_without_ambiguity_is_a_plain_terminal_error() {
         generation: Some(1),
         status: Some(&before),
         now: ts(T10),
-        retry: RetryPolicy::default(),
+        backoff: Backoff::default(),
         jitter: 0.0,
     };
     let outcome = service(
@@ -854,7 +862,7 @@ fn image_gone_without_ambiguity_is_a_plain_terminal_error() {
         "The specified ImageId does not exist.",
         "REQ-2",
     );
-    let d = decide(&input, Trigger::Attempted(&outcome, RetryClass::Terminal));
+    let d = decide(&input, Trigger::Attempted(&outcome));
     let stalled = conditions::get(&d.status.conditions, types::STALLED).unwrap();
     assert_eq!(stalled.reason, "InvalidImageIdNotFound");
 }
@@ -871,7 +879,7 @@ fn history_keeps_the_last_ten() {
             generation: Some(1),
             status: status.as_ref(),
             now,
-            retry: RetryPolicy::default(),
+            backoff: Backoff::default(),
             jitter: 0.0,
         };
         let d = decide(&input, Trigger::Observe);
@@ -880,10 +888,7 @@ fn history_keeps_the_last_ten() {
                 status: Some(&d.status),
                 ..input
             };
-            decide(
-                &input,
-                Trigger::Attempted(&transport("reset"), RetryClass::Retryable),
-            )
+            decide(&input, Trigger::Attempted(&transport("reset")))
         } else {
             d
         };
@@ -907,12 +912,12 @@ fn messages_are_bounded() {
         generation: Some(1),
         status: Some(&before),
         now: ts(T2),
-        retry: RetryPolicy::default(),
+        backoff: Backoff::default(),
         jitter: 0.0,
     };
     let long = "x".repeat(10_000);
     let outcome = service(400, "InvalidParameter", &long, "REQ-1");
-    let d = decide(&input, Trigger::Attempted(&outcome, RetryClass::Terminal));
+    let d = decide(&input, Trigger::Attempted(&outcome));
     assert_eq!(
         d.status.error_message.as_ref().unwrap().chars().count(),
         MAX_MESSAGE_CHARS
@@ -924,11 +929,24 @@ fn messages_are_bounded() {
 }
 
 #[test]
-fn full_jitter_windows_double_up_to_the_cap() {
-    let policy = RetryPolicy::default();
-    let windows: Vec<u64> = (0..12).map(|n| policy.delay(n, 1.0).as_secs()).collect();
+fn retry_delay_is_full_jitter_or_the_services_hint() {
+    let backoff = Backoff::default();
+    let windows: Vec<u64> = (0..12)
+        .map(|n| retry_delay(&backoff, n, None, 1.0).as_secs())
+        .collect();
     assert_eq!(windows, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
-    assert_eq!(policy.delay(3, 0.25), Duration::from_secs(2));
-    assert_eq!(policy.delay(3, 0.0), Duration::ZERO);
-    assert_eq!(policy.delay(u32::MAX, 0.5), Duration::from_secs(150));
+    assert_eq!(retry_delay(&backoff, 3, None, 0.25), Duration::from_secs(2));
+    assert_eq!(retry_delay(&backoff, 3, None, 0.0), Duration::ZERO);
+    assert_eq!(
+        retry_delay(&backoff, u32::MAX, None, 0.5),
+        Duration::from_secs(150)
+    );
+    assert_eq!(
+        retry_delay(&backoff, 0, Some(Duration::from_secs(7)), 0.0),
+        Duration::from_secs(7)
+    );
+    assert_eq!(
+        retry_delay(&backoff, 0, Some(Duration::from_secs(900)), 0.0),
+        Duration::from_secs(300)
+    );
 }
