@@ -189,15 +189,16 @@ pub fn signature_matches(secret: &str, string_to_sign: &str, provided: &str) -> 
 }
 
 /// Merges query-string and form-body parameters (both form-decoded, so `+`
-/// is a space). A name given twice is refused: the signature could not say
-/// which value was meant.
+/// is a space). A body parameter overrides a query parameter of the same
+/// name, as aliyunsdkcore signs them (it sends `RegionId` in both for a POST).
+/// A name given twice in the same part is refused: the signature could not
+/// say which value was meant.
 pub fn merge_params(
     query: &str,
     form_body: Option<&[u8]>,
 ) -> Result<BTreeMap<String, String>, ApiError> {
-    let mut params = BTreeMap::new();
-    let sources = [Some(query.as_bytes()), form_body];
-    for source in sources.into_iter().flatten() {
+    fn decode(source: &[u8]) -> Result<BTreeMap<String, String>, ApiError> {
+        let mut params = BTreeMap::new();
         for (k, v) in form_urlencoded::parse(source) {
             if params.insert(k.to_string(), v.into_owned()).is_some() {
                 return Err(ApiError::new(
@@ -207,6 +208,11 @@ pub fn merge_params(
                 ));
             }
         }
+        Ok(params)
+    }
+    let mut params = decode(query.as_bytes())?;
+    if let Some(body) = form_body {
+        params.extend(decode(body)?);
     }
     Ok(params)
 }
@@ -531,13 +537,16 @@ mod tests {
 
     #[test]
     fn merge_params_decodes_plus_as_space_and_joins_body() {
-        let p = merge_params("A=x+y&B=%2B", Some(b"C=1+2")).unwrap();
+        let p = merge_params("A=x+y&B=%2B&D=query", Some(b"C=1+2&D=body")).unwrap();
         assert_eq!(p["A"], "x y");
         assert_eq!(p["B"], "+");
         assert_eq!(p["C"], "1 2");
-        let dup = merge_params("A=1", Some(b"A=2")).unwrap_err();
-        assert_eq!(dup.code, "InvalidParameter");
-        assert!(dup.message.contains("A"));
+        assert_eq!(p["D"], "body", "the body wins, as aliyunsdkcore signs it");
+        for (query, body) in [("A=1&A=2", None), ("", Some(&b"A=1&A=2"[..]))] {
+            let dup = merge_params(query, body).unwrap_err();
+            assert_eq!(dup.code, "InvalidParameter");
+            assert!(dup.message.contains("parameter A"), "{}", dup.message);
+        }
     }
 
     #[test]
