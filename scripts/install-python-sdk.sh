@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs Alibaba Cloud's official Python SDKs (alibabacloud-ecs20140526 and
+# aliyun-python-sdk-core, every dependency pinned and hash-checked) into .venv
+# at the repository root, for the peer tests in tests/python_peer.rs.
+#
+# Idempotent and fast when done: a stamp in .venv records the sha256 of
+# scripts/python-requirements.txt, and nothing is installed while it matches.
+# PYTHON=/path/to/python3.x overrides the interpreter (default python3.11).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+requirements="$root/scripts/python-requirements.txt"
+venv="$root/.venv"
+stamp="$venv/.python-requirements.sha256"
+python="${PYTHON:-python3.11}"
+
+want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    echo "install-python-sdk: $venv is up to date"
+    exit 0
+fi
+
+if ! command -v "$python" >/dev/null 2>&1; then
+    echo "install-python-sdk: $python not found; install Python 3.11 or set PYTHON=/path/to/python3" >&2
+    exit 1
+fi
+
+if [[ ! -x "$venv/bin/python" ]]; then
+    echo "install-python-sdk: creating $venv with $python"
+    "$python" -m venv "$venv"
+fi
+rm -f "$stamp"
+echo "install-python-sdk: installing pinned SDKs from $requirements"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+    --require-hashes -r "$requirements"
+# Fail here, not in the tests, if an import is broken.
+"$venv/bin/python" -c 'import alibabacloud_ecs20140526.client, alibabacloud_tea_openapi.models, aliyunsdkcore.client, aliyunsdkcore.request'
+echo "$want" > "$stamp"
+echo "install-python-sdk: done ($venv)"

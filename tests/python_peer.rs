@@ -1,0 +1,287 @@
+//! Alibaba Cloud's official Python SDKs as real clients of the ECS simulator:
+//! the generated ECS client (tea-openapi, `signature_algorithm='v2'`, POST with
+//! everything in the query string) and the classic `aliyunsdkcore`
+//! (`AcsClient` + `CommonRequest`, GET and POST with a form body), each with a
+//! permanent key and an STS key. If the simulator's independent signature
+//! check disagreed with the SDKs by one byte, these tests would fail.
+//!
+//! Needs `.venv` from `scripts/install-python-sdk.sh`; without it they FAIL
+//! (never skip) and say so.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use copyimage_canceller::credentials::AccessKey;
+use copyimage_canceller::sandbox::ecs_simulator::{
+    EcsSimulator, ImageState, SimulatorConfig, SimulatorHandle,
+};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const KEY_ID: &str = "LTAI5tPeerTest0001";
+const SECRET: &str = "peer-test-secret/+&=";
+const STS_KEY_ID: &str = "STS.NUgYrLnoPeerTest01";
+const STS_SECRET: &str = "StsPeerSecret000000000000000001";
+const TOKEN: &str = "CAIS8AF1q6Ft5B2yfSjIr5bkKtL+ha1C1aiMOVPciFkbXdZ5gfGd1zz2IHhMe3VrBOkXs/8/mW9T6/wdlqF+Tp5OSEPCbNF8tCe5NVqpZIjr5ZlsA4rmzYCNH0T3OYWe1i+s=";
+const REGION: &str = "cn-hangzhou";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `.venv/bin/python`, checked to be installed from the current requirements.
+fn python() -> PathBuf {
+    let python = root().join(".venv/bin/python");
+    let fix = "run scripts/install-python-sdk.sh (creates .venv with Alibaba's official Python SDKs, pinned and hash-checked)";
+    assert!(
+        python.exists(),
+        "{} is missing: the official-SDK peer tests need it; {fix}",
+        python.display()
+    );
+    let requirements = std::fs::read(root().join("scripts/python-requirements.txt"))
+        .expect("scripts/python-requirements.txt");
+    let want = hex::encode(Sha256::digest(&requirements));
+    let stamp = std::fs::read_to_string(root().join(".venv/.python-requirements.sha256"))
+        .unwrap_or_default();
+    assert_eq!(
+        stamp.trim(),
+        want,
+        ".venv was not installed from the current scripts/python-requirements.txt; {fix}"
+    );
+    python
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Peer {
+    /// alibabacloud-ecs20140526 `Client`, RPC V1 signature.
+    TeaEcsClient,
+    /// aliyunsdkcore `AcsClient` + `CommonRequest`, this HTTP method.
+    CoreAcsClient(&'static str),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Key {
+    Permanent,
+    Sts,
+}
+
+impl Key {
+    fn access_key(self) -> AccessKey {
+        match self {
+            Key::Permanent => AccessKey::new(KEY_ID, SECRET, None),
+            Key::Sts => AccessKey::new(STS_KEY_ID, STS_SECRET, Some(TOKEN.to_owned())),
+        }
+    }
+}
+
+/// Runs one peer script and returns the JSON line it printed.
+async fn run_peer(
+    python: PathBuf,
+    peer: Peer,
+    key: &AccessKey,
+    endpoint: String,
+    image: &str,
+    secret: Option<&str>,
+) -> Value {
+    let mut cmd = Command::new(python);
+    match peer {
+        Peer::TeaEcsClient => {
+            cmd.arg(root().join("tests/peer/tea_ecs_client.py"));
+        }
+        Peer::CoreAcsClient(method) => {
+            cmd.arg(root().join("tests/peer/core_acs_client.py"))
+                .args(["--method", method]);
+        }
+    }
+    cmd.args([
+        "--endpoint",
+        &endpoint,
+        "--region-id",
+        REGION,
+        "--image-id",
+        image,
+    ])
+    .env("ALIBABA_CLOUD_ACCESS_KEY_ID", &key.id)
+    .env(
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+        secret.unwrap_or(key.secret()),
+    )
+    .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
+    // NB: the SDKs honour proxy variables; the simulator is on loopback.
+    .env("NO_PROXY", "127.0.0.1,localhost")
+    .env("no_proxy", "127.0.0.1,localhost");
+    if let Some(token) = key.security_token() {
+        cmd.env("ALIBABA_CLOUD_SECURITY_TOKEN", token);
+    }
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || cmd.output()),
+    )
+    .await
+    .expect("peer script finishes")
+    .expect("join")
+    .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{peer:?} failed: {}\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!("{peer:?} printed no JSON result ({e}): {stdout}\nstderr: {stderr}")
+    })
+}
+
+async fn simulator() -> SimulatorHandle {
+    let config = SimulatorConfig::new([Key::Permanent.access_key(), Key::Sts.access_key()]);
+    EcsSimulator::start(config).await.expect("simulator starts")
+}
+
+fn code(result: &Value) -> &str {
+    if result["ok"] == true {
+        "Success"
+    } else {
+        result["code"].as_str().unwrap_or("<no code>")
+    }
+}
+
+/// Cancel, cancel again, wrong secret; with both keys.
+async fn cancel_scenario(peer: Peer) {
+    let python = python();
+    let sim = simulator().await;
+    for key in [Key::Permanent, Key::Sts] {
+        let access_key = key.access_key();
+        let image = format!("m-peer{}", sim.requests().len());
+        sim.set_image(&image, ImageState::Copying);
+
+        let first = run_peer(
+            python.clone(),
+            peer,
+            &access_key,
+            sim.endpoint(),
+            &image,
+            None,
+        )
+        .await;
+        assert_eq!(code(&first), "Success", "{peer:?} {key:?}: {first}");
+        let request_id = first["requestId"].as_str().expect("requestId");
+        assert_eq!(
+            sim.image(&image),
+            None,
+            "{peer:?} {key:?}: the copy is cancelled"
+        );
+        let record = sim.requests().pop().unwrap();
+        assert_eq!(record.request_id.as_deref(), Some(request_id));
+        assert_eq!(
+            record.access_key_id.as_deref(),
+            Some(access_key.id.as_str())
+        );
+        assert_eq!(record.signature_valid, Some(true));
+
+        let second = run_peer(
+            python.clone(),
+            peer,
+            &access_key,
+            sim.endpoint(),
+            &image,
+            None,
+        )
+        .await;
+        assert_eq!(
+            code(&second),
+            "InvalidImageId.NotFound",
+            "{peer:?} {key:?}: {second}"
+        );
+        assert_eq!(second["httpStatus"], 404, "{second}");
+
+        sim.set_image(&image, ImageState::Copying);
+        let wrong = run_peer(
+            python.clone(),
+            peer,
+            &access_key,
+            sim.endpoint(),
+            &image,
+            Some("not-the-secret"),
+        )
+        .await;
+        assert_eq!(
+            code(&wrong),
+            "SignatureDoesNotMatch",
+            "{peer:?} {key:?}: {wrong}"
+        );
+        assert_eq!(wrong["httpStatus"], 400, "{wrong}");
+        assert_eq!(
+            sim.image(&image),
+            Some(ImageState::Copying),
+            "a refused request changes nothing"
+        );
+        if let Some(sdk_string) = wrong["sdkStringToSign"].as_str() {
+            // The server's string to sign is byte for byte the one the SDK signed.
+            let message = wrong["message"].as_str().unwrap();
+            let server_string = message
+                .split_once("server string to sign is:")
+                .expect("echo")
+                .1;
+            assert_eq!(server_string, sdk_string, "{peer:?} {key:?}");
+        }
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn generated_ecs_client_with_rpc_v1_signature() {
+    cancel_scenario(Peer::TeaEcsClient).await;
+}
+
+#[tokio::test]
+async fn classic_core_client_get() {
+    cancel_scenario(Peer::CoreAcsClient("GET")).await;
+}
+
+#[tokio::test]
+async fn classic_core_client_post_form_body() {
+    cancel_scenario(Peer::CoreAcsClient("POST")).await;
+}
+
+#[tokio::test]
+async fn sdks_read_the_simulators_error_answers() {
+    let python = python();
+    let sim = simulator().await;
+    let key = Key::Sts.access_key();
+    sim.set_image("m-copied", ImageState::Copied);
+    sim.set_image("m-native", ImageState::NotFromCopy);
+    sim.set_image("m-throttled", ImageState::Copying);
+    sim.add_fault("m-throttled=throttling:2s".parse().unwrap());
+    sim.add_fault("m-throttled=internal-error".parse().unwrap());
+    let table = [
+        (Peer::TeaEcsClient, "m-copied", "IncorrectImageStatus", 400),
+        (
+            Peer::CoreAcsClient("GET"),
+            "m-native",
+            "ImageCreatedNotFromCopy",
+            400,
+        ),
+        (Peer::TeaEcsClient, "m-throttled", "Throttling.User", 400),
+        (
+            Peer::CoreAcsClient("POST"),
+            "m-throttled",
+            "InternalError",
+            500,
+        ),
+        (Peer::TeaEcsClient, "m-throttled", "Success", 200),
+    ];
+    for (peer, image, want, status) in table {
+        let result = run_peer(python.clone(), peer, &key, sim.endpoint(), image, None).await;
+        assert_eq!(code(&result), want, "{peer:?} {image}: {result}");
+        if want != "Success" {
+            assert_eq!(result["httpStatus"], status, "{result}");
+        }
+        if want == "Throttling.User" {
+            // tea reads x-acs-retry-after (milliseconds) into ThrottlingException.retry_after.
+            assert_eq!(result["retryAfterMs"], 2000, "{result}");
+        }
+    }
+    sim.shutdown().await;
+}
