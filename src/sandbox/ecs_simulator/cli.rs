@@ -1,7 +1,7 @@
 //! `copyimage-canceller ecs-simulator`: runs the simulator from the shell,
 //! prints its endpoint on stdout once listening, one log line per request on stderr.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -97,6 +97,7 @@ impl SimulatorArgs {
     pub async fn run(self) -> anyhow::Result<()> {
         let _ = tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
                     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
