@@ -21,8 +21,16 @@ if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; t
 fi
 
 if ! command -v "$python" >/dev/null 2>&1; then
-    echo "install-python-sdk: $python not found; install Python 3.11 or set PYTHON=/path/to/python3" >&2
-    exit 1
+    # NB: the pins were resolved for 3.11, but carry every file's hash, so
+    # another Python 3.9+ works too when 3.11 is not installed.
+    if [[ -z "${PYTHON:-}" ]] && command -v python3 >/dev/null 2>&1 \
+        && python3 -c 'import sys; sys.exit(sys.version_info < (3, 9))'; then
+        echo "install-python-sdk: python3.11 not found, using $(python3 --version)"
+        python=python3
+    else
+        echo "install-python-sdk: $python not found; install Python 3.11 (apt-get install python3.11 python3.11-venv) or set PYTHON=/path/to/python3" >&2
+        exit 1
+    fi
 fi
 
 if [[ ! -x "$venv/bin/python" ]]; then
