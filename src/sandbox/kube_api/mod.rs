@@ -1,0 +1,385 @@
+//! An in-process Kubernetes API server on loopback, for tests and `copyimage-canceller demo`.
+//!
+//! It hosts the given CRDs plus core/v1 Namespace, Secret, ConfigMap and Event,
+//! events.k8s.io/v1 Event and coordination.k8s.io/v1 Lease, and speaks the real API's HTTP
+//! protocol well enough for kube-rs (`Api<T>`, `watcher`, `Controller`, `Recorder`) and kubectl:
+//! discovery, get/list/watch (label and field selectors, bookmarks, 410 Gone after the history
+//! window), create (`generateName`), update, delete (finalizers honoured), merge / JSON / apply
+//! patches with managedFields, the status subresource, and admission against the CRD's
+//! structural schema and CEL rules. The handle injects faults and counts requests.
+//!
+//! NB: not emulated: authentication and authorization (every request is allowed), admission
+//! webhooks, conversion between CRD versions (each served version is a separate store),
+//! graceful deletion periods, garbage collection (ownerReferences), namespace lifecycle
+//! (objects may live in any namespace whether or not a Namespace object exists), `dryRun`
+//! (rejected with 400), protobuf, Table output, `resourceVersionMatch` on lists, validation
+//! ratcheting, and strategic-merge list semantics (strategic merge patches are applied as merge
+//! patches).
+
+mod error;
+mod fields;
+mod http;
+mod selector;
+mod store;
+mod validation;
+mod watch;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use tokio_util::sync::CancellationToken;
+
+use store::Store;
+
+/// Tunables of the sandbox API.
+#[derive(Clone, Debug)]
+pub struct KubeApiConfig {
+    /// How often watches that asked for bookmarks get one.
+    pub bookmark_interval: Duration,
+    /// How many changes are kept for watches to resume from; older resourceVersions get 410 Gone.
+    pub history_window: usize,
+    /// Namespace written into the kubeconfig context and used by [`KubeApiHandle::client`].
+    pub namespace: String,
+}
+
+impl Default for KubeApiConfig {
+    fn default() -> Self {
+        Self {
+            bookmark_interval: Duration::from_secs(5),
+            history_window: 1000,
+            namespace: "default".into(),
+        }
+    }
+}
+
+/// Request verbs, named as in API server audit logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verb {
+    /// GET of one object.
+    Get,
+    /// GET of a collection.
+    List,
+    /// GET of a collection with `watch=true`.
+    Watch,
+    /// POST.
+    Create,
+    /// PUT.
+    Update,
+    /// PATCH (any patch type, including server-side apply).
+    Patch,
+    /// DELETE of one object.
+    Delete,
+    /// DELETE of a collection.
+    DeleteCollection,
+}
+
+impl Verb {
+    /// Whether the verb writes.
+    pub fn is_write(self) -> bool {
+        matches!(
+            self,
+            Verb::Create | Verb::Update | Verb::Patch | Verb::Delete | Verb::DeleteCollection
+        )
+    }
+}
+
+/// One request the API answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// What was asked.
+    pub verb: Verb,
+    /// API group (`""` for core).
+    pub group: String,
+    /// Resource plural, e.g. `copyimagecancellations`.
+    pub resource: String,
+    /// `"status"` for the status subresource, else `""`.
+    pub subresource: String,
+    /// Namespace from the URL, if any.
+    pub namespace: Option<String>,
+    /// Object name from the URL, if any.
+    pub name: Option<String>,
+    /// The PATCH content type, if a patch.
+    pub patch_type: Option<String>,
+    /// The `fieldManager` query parameter, if given.
+    pub field_manager: Option<String>,
+    /// HTTP status code of the answer.
+    pub code: u16,
+}
+
+/// How an injected fault answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// 409 Conflict, "the object has been modified".
+    Conflict,
+    /// 500 InternalError.
+    InternalError,
+}
+
+/// A scripted failure for the next matching requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    kind: FaultKind,
+    remaining: u32,
+    verb: Option<Verb>,
+    resource: Option<String>,
+    subresource: Option<String>,
+}
+
+impl Fault {
+    /// The next `times` writes (create, update, patch, delete) answer 409 Conflict.
+    pub fn conflict(times: u32) -> Self {
+        Self {
+            kind: FaultKind::Conflict,
+            remaining: times,
+            verb: None,
+            resource: None,
+            subresource: None,
+        }
+    }
+
+    /// The next `times` writes answer 500 InternalError.
+    pub fn internal_error(times: u32) -> Self {
+        Self {
+            kind: FaultKind::InternalError,
+            remaining: times,
+            verb: None,
+            resource: None,
+            subresource: None,
+        }
+    }
+
+    /// Only requests with this verb (may be a read verb, e.g. [`Verb::List`]).
+    pub fn verb(mut self, verb: Verb) -> Self {
+        self.verb = Some(verb);
+        self
+    }
+
+    /// Only requests for this resource plural (e.g. `copyimagecancellations`).
+    pub fn resource(mut self, plural: &str) -> Self {
+        self.resource = Some(plural.to_string());
+        self
+    }
+
+    /// Only requests for this subresource (`"status"`, or `""` for the main resource).
+    pub fn subresource(mut self, subresource: &str) -> Self {
+        self.subresource = Some(subresource.to_string());
+        self
+    }
+
+    fn matches(&self, verb: Verb, resource: &str, subresource: &str) -> bool {
+        self.remaining > 0
+            && self.verb.map_or(verb.is_write(), |v| v == verb)
+            && self.resource.as_deref().is_none_or(|r| r == resource)
+            && self.subresource.as_deref().is_none_or(|s| s == subresource)
+    }
+}
+
+/// State shared by the HTTP handlers and the handle.
+pub(crate) struct Shared {
+    store: Mutex<Store>,
+    faults: Mutex<Vec<Fault>>,
+    log: Mutex<Vec<RequestRecord>>,
+    latency: Mutex<Option<Duration>>,
+    /// Cancelled (and replaced) to drop every open watch.
+    watches: Mutex<CancellationToken>,
+    shutdown: CancellationToken,
+    config: KubeApiConfig,
+    addr: SocketAddr,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves data that is still usable for a test double.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    fn store(&self) -> MutexGuard<'_, Store> {
+        lock(&self.store)
+    }
+
+    /// Takes one matching fault, if any.
+    fn take_fault(&self, verb: Verb, resource: &str, subresource: &str) -> Option<FaultKind> {
+        let mut faults = lock(&self.faults);
+        let fault = faults
+            .iter_mut()
+            .find(|f| f.matches(verb, resource, subresource))?;
+        fault.remaining -= 1;
+        let kind = fault.kind;
+        faults.retain(|f| f.remaining > 0);
+        Some(kind)
+    }
+
+    fn log(&self, record: RequestRecord) {
+        lock(&self.log).push(record);
+    }
+
+    fn watch_token(&self) -> CancellationToken {
+        lock(&self.watches).clone()
+    }
+}
+
+/// Starts sandbox API servers.
+pub struct KubeApi;
+
+impl KubeApi {
+    /// Starts an API hosting `crds` on `127.0.0.1:0` with the default configuration.
+    pub async fn start(crds: Vec<CustomResourceDefinition>) -> anyhow::Result<KubeApiHandle> {
+        Self::start_with(crds, KubeApiConfig::default()).await
+    }
+
+    /// Starts an API hosting `crds` on `127.0.0.1:0`.
+    pub async fn start_with(
+        crds: Vec<CustomResourceDefinition>,
+        config: KubeApiConfig,
+    ) -> anyhow::Result<KubeApiHandle> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the sandbox Kubernetes API")?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::new(&crds, config.history_window)),
+            faults: Mutex::new(Vec::new()),
+            log: Mutex::new(Vec::new()),
+            latency: Mutex::new(None),
+            watches: Mutex::new(CancellationToken::new()),
+            shutdown: CancellationToken::new(),
+            config,
+            addr,
+        });
+        let router = http::router(shared.clone());
+        let stop = shared.shutdown.clone();
+        let server = tokio::spawn(async move {
+            let result = axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(error) = result {
+                tracing::warn!(%error, "sandbox Kubernetes API server stopped with an error");
+            }
+        });
+        Ok(KubeApiHandle {
+            shared,
+            server: Some(server),
+        })
+    }
+}
+
+/// Control of a running sandbox API. Dropping it stops the server.
+pub struct KubeApiHandle {
+    shared: Arc<Shared>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl KubeApiHandle {
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.shared.addr)
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// A kube client for this API, with the configured default namespace.
+    pub fn client(&self) -> anyhow::Result<kube::Client> {
+        let mut config = kube::Config::new(self.url().parse()?);
+        config.default_namespace = self.shared.config.namespace.clone();
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// A kubeconfig pointing at this API (cluster, user and context `sandbox`).
+    pub fn kubeconfig_yaml(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: sandbox\n  cluster:\n    server: {url}\nusers:\n- name: sandbox\n  user: {{}}\ncontexts:\n- name: sandbox\n  context:\n    cluster: sandbox\n    user: sandbox\n    namespace: {ns}\ncurrent-context: sandbox\npreferences: {{}}\n",
+            url = self.url(),
+            ns = self.shared.config.namespace
+        )
+    }
+
+    /// Writes [`Self::kubeconfig_yaml`] to `path`, for `KUBECONFIG`.
+    pub fn write_kubeconfig(&self, path: &Path) -> anyhow::Result<()> {
+        std::fs::write(path, self.kubeconfig_yaml())
+            .with_context(|| format!("writing kubeconfig {}", path.display()))
+    }
+
+    /// Adds a scripted failure; faults are consumed in the order added.
+    pub fn inject_fault(&self, fault: Fault) {
+        lock(&self.shared.faults).push(fault);
+    }
+
+    /// Removes every pending fault.
+    pub fn clear_faults(&self) {
+        lock(&self.shared.faults).clear();
+    }
+
+    /// Ends every open watch now (clients see the stream close and re-watch).
+    pub fn drop_watches(&self) {
+        let mut token = lock(&self.shared.watches);
+        token.cancel();
+        *token = CancellationToken::new();
+    }
+
+    /// Compacts the history: the next watch from any resourceVersion handed out so far gets
+    /// 410 Gone. Open watches are not touched; combine with [`Self::drop_watches`].
+    pub fn expire_history(&self) {
+        self.shared.store().expire_history();
+    }
+
+    /// Delays every request by `latency` (or stops delaying with `None`).
+    pub fn set_latency(&self, latency: Option<Duration>) {
+        *lock(&self.shared.latency) = latency;
+    }
+
+    /// Every request answered so far, oldest first.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        lock(&self.shared.log).clone()
+    }
+
+    /// How many requests had this verb, resource plural and subresource (`""` for the main resource).
+    pub fn count(&self, verb: Verb, resource: &str, subresource: &str) -> usize {
+        lock(&self.shared.log)
+            .iter()
+            .filter(|r| r.verb == verb && r.resource == resource && r.subresource == subresource)
+            .count()
+    }
+
+    /// Request counts keyed by (verb, resource, subresource).
+    pub fn counters(&self) -> HashMap<(Verb, String, String), usize> {
+        let mut counts = HashMap::new();
+        for r in lock(&self.shared.log).iter() {
+            *counts
+                .entry((r.verb, r.resource.clone(), r.subresource.clone()))
+                .or_default() += 1;
+        }
+        counts
+    }
+
+    /// Forgets the request log.
+    pub fn clear_requests(&self) {
+        lock(&self.shared.log).clear();
+    }
+
+    /// The latest resourceVersion handed out.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.store().rv
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn shutdown(mut self) {
+        self.shared.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+}
+
+impl Drop for KubeApiHandle {
+    fn drop(&mut self) {
+        self.shared.shutdown.cancel();
+    }
+}

@@ -1,0 +1,1048 @@
+//! The object store: hosted resource types, objects, the global resourceVersion counter,
+//! the bounded change history that feeds watches, and the write pipeline (strategy,
+//! admission, generation, managedFields, preconditions).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use rand::Rng;
+use serde_json::{Map, Value, json};
+use tokio::sync::broadcast;
+
+use super::error::{ApiError, FieldError, FieldErrorKind};
+use super::fields::{self, ManagedEntry, Scope, Writer};
+use super::selector::{FieldSelector, LabelSelector};
+use super::validation;
+
+/// Built-in behaviour beyond "store the JSON".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Builtin {
+    /// A custom resource from a CRD.
+    Custom,
+    /// core/v1 Secret: `stringData` is folded into `data`, `type` defaults to `Opaque`.
+    Secret,
+    /// Any other built-in kind, stored as sent.
+    Plain,
+}
+
+/// One hosted resource (group, version, plural) and how it behaves.
+#[derive(Clone, Debug)]
+pub(crate) struct ResourceType {
+    pub group: String,
+    pub version: String,
+    pub plural: String,
+    pub singular: String,
+    pub kind: String,
+    pub namespaced: bool,
+    pub status_subresource: bool,
+    pub short_names: Vec<String>,
+    pub categories: Vec<String>,
+    /// The version's `openAPIV3Schema` (custom resources only).
+    pub schema: Option<Value>,
+    /// CRD `selectableFields`, as dotted paths.
+    pub selectable_fields: Vec<String>,
+    pub builtin: Builtin,
+}
+
+impl ResourceType {
+    fn plain(
+        group: &str,
+        version: &str,
+        plural: &str,
+        kind: &str,
+        namespaced: bool,
+        builtin: Builtin,
+    ) -> Self {
+        Self {
+            group: group.into(),
+            version: version.into(),
+            plural: plural.into(),
+            singular: kind.to_lowercase(),
+            kind: kind.into(),
+            namespaced,
+            status_subresource: false,
+            short_names: Vec::new(),
+            categories: Vec::new(),
+            schema: None,
+            selectable_fields: Vec::new(),
+            builtin,
+        }
+    }
+
+    /// `group/version`, or `v1` for the core group.
+    pub(crate) fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// `plural.group` as used in NotFound / Conflict messages.
+    pub(crate) fn group_resource(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    /// `Kind.group` as used in Invalid messages.
+    pub(crate) fn group_kind(&self) -> String {
+        if self.group.is_empty() {
+            self.kind.clone()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        }
+    }
+
+    fn is_custom(&self) -> bool {
+        self.builtin == Builtin::Custom
+    }
+
+    fn field_selectable(&self, path: &str) -> bool {
+        path == "metadata.name"
+            || path == "metadata.namespace"
+            || self.selectable_fields.iter().any(|f| f == path)
+            // Built-ins support kind-specific fields (Event involvedObject.*, Secret type, ...):
+            // accept any path rather than keep per-kind tables.
+            || !self.is_custom()
+    }
+}
+
+/// The built-in kinds every sandbox hosts.
+fn builtin_types() -> Vec<ResourceType> {
+    vec![
+        ResourceType::plain("", "v1", "namespaces", "Namespace", false, Builtin::Plain),
+        ResourceType::plain("", "v1", "secrets", "Secret", true, Builtin::Secret),
+        ResourceType::plain("", "v1", "configmaps", "ConfigMap", true, Builtin::Plain),
+        ResourceType::plain("", "v1", "events", "Event", true, Builtin::Plain),
+        ResourceType::plain(
+            "events.k8s.io",
+            "v1",
+            "events",
+            "Event",
+            true,
+            Builtin::Plain,
+        ),
+        ResourceType::plain(
+            "coordination.k8s.io",
+            "v1",
+            "leases",
+            "Lease",
+            true,
+            Builtin::Plain,
+        ),
+    ]
+}
+
+/// Resource types for every served version of a CRD.
+pub(crate) fn crd_types(crd: &CustomResourceDefinition) -> Vec<ResourceType> {
+    let spec = &crd.spec;
+    spec.versions
+        .iter()
+        .filter(|v| v.served)
+        .map(|v| ResourceType {
+            group: spec.group.clone(),
+            version: v.name.clone(),
+            plural: spec.names.plural.clone(),
+            singular: spec
+                .names
+                .singular
+                .clone()
+                .unwrap_or_else(|| spec.names.kind.to_lowercase()),
+            kind: spec.names.kind.clone(),
+            namespaced: spec.scope == "Namespaced",
+            status_subresource: v.subresources.as_ref().is_some_and(|s| s.status.is_some()),
+            short_names: spec.names.short_names.clone().unwrap_or_default(),
+            categories: spec.names.categories.clone().unwrap_or_default(),
+            schema: v
+                .schema
+                .as_ref()
+                .and_then(|s| s.open_api_v3_schema.as_ref())
+                .and_then(|s| serde_json::to_value(s).ok()),
+            selectable_fields: v
+                .selectable_fields
+                .iter()
+                .flatten()
+                .map(|f| f.json_path.trim_start_matches('.').to_string())
+                .collect(),
+            builtin: Builtin::Custom,
+        })
+        .collect()
+}
+
+/// What happened to an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ChangeKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// One committed write, as watches see it.
+#[derive(Debug)]
+pub(crate) struct Change {
+    pub rv: u64,
+    pub ty: usize,
+    pub kind: ChangeKind,
+    pub object: Value,
+    /// The object before the write (for selector transitions).
+    pub old: Option<Value>,
+}
+
+/// Who writes and when.
+pub(crate) struct WriteCtx {
+    pub manager: String,
+    pub now: String,
+}
+
+/// A patch body, by content type.
+pub(crate) enum PatchBody {
+    Merge(Value),
+    Json(json_patch::Patch),
+    /// Strategic merge, for built-ins only; handled as a merge patch (maps merge the same way;
+    /// list merge keys are not emulated).
+    Strategic(Value),
+    Apply {
+        config: Value,
+        force: bool,
+    },
+}
+
+/// Filters of a list or watch.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Filter {
+    pub namespace: Option<String>,
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+}
+
+impl Filter {
+    pub(crate) fn matches(&self, object: &Value) -> bool {
+        if let Some(ns) = &self.namespace
+            && object
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                != Some(ns.as_str())
+        {
+            return false;
+        }
+        self.labels.matches(object) && self.fields.matches(object)
+    }
+}
+
+/// Parses a field selector for a type.
+pub(crate) fn parse_field_selector(ty: &ResourceType, s: &str) -> Result<FieldSelector, ApiError> {
+    FieldSelector::parse(s, |p| ty.field_selectable(p))
+}
+
+type Key = (String, String);
+
+/// All state behind the API.
+pub(crate) struct Store {
+    pub types: Vec<Arc<ResourceType>>,
+    objects: Vec<BTreeMap<Key, Value>>,
+    /// The last resourceVersion handed out.
+    pub rv: u64,
+    history: VecDeque<Arc<Change>>,
+    /// Watches from a resourceVersion below this get 410 Gone.
+    pub floor: u64,
+    history_window: usize,
+    pub tx: broadcast::Sender<Arc<Change>>,
+}
+
+fn meta<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
+    object
+        .get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+}
+
+fn meta_mut(object: &mut Value) -> &mut Map<String, Value> {
+    if !object.get("metadata").is_some_and(Value::is_object) {
+        object["metadata"] = json!({});
+    }
+    object["metadata"]
+        .as_object_mut()
+        .expect("metadata was just made an object")
+}
+
+fn parse_rv(s: &str) -> Option<u64> {
+    s.parse().ok()
+}
+
+/// Content outside `metadata`: a change there bumps `generation`.
+fn without_metadata(object: &Value) -> Value {
+    let mut copy = object.clone();
+    if let Some(map) = copy.as_object_mut() {
+        map.remove("metadata");
+    }
+    copy
+}
+
+const NAME_RE: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+fn name_errors(name: &str) -> Vec<FieldError> {
+    let re = regex::Regex::new(NAME_RE).expect("static name pattern compiles");
+    let mut errors = Vec::new();
+    if name.len() > 253 {
+        errors.push(FieldError::invalid(
+            "metadata.name",
+            json!(name),
+            "must be no more than 253 characters",
+        ));
+    }
+    if !re.is_match(name) {
+        errors.push(FieldError::invalid(
+            "metadata.name",
+            json!(name),
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+        ));
+    }
+    errors
+}
+
+fn generated_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// How managedFields change in a write.
+enum Ownership {
+    /// A non-apply write by this manager.
+    Update(String),
+    /// Entries already computed by server-side apply.
+    Applied(Vec<ManagedEntry>),
+}
+
+impl Store {
+    pub(crate) fn new(crds: &[CustomResourceDefinition], history_window: usize) -> Self {
+        let mut types = builtin_types();
+        for crd in crds {
+            types.extend(crd_types(crd));
+        }
+        let (tx, _) = broadcast::channel(4096);
+        Self {
+            objects: types.iter().map(|_| BTreeMap::new()).collect(),
+            types: types.into_iter().map(Arc::new).collect(),
+            rv: 1,
+            history: VecDeque::new(),
+            floor: 1,
+            history_window: history_window.max(1),
+            tx,
+        }
+    }
+
+    /// Finds a hosted type by group, version and plural.
+    pub(crate) fn find_type(&self, group: &str, version: &str, plural: &str) -> Option<usize> {
+        self.types
+            .iter()
+            .position(|t| t.group == group && t.version == version && t.plural == plural)
+    }
+
+    fn key(&self, ty: usize, namespace: &str, name: &str) -> Key {
+        let ns = if self.types[ty].namespaced {
+            namespace.to_string()
+        } else {
+            String::new()
+        };
+        (ns, name.to_string())
+    }
+
+    fn record(&mut self, ty: usize, kind: ChangeKind, object: Value, old: Option<Value>) {
+        let change = Arc::new(Change {
+            rv: self.rv,
+            ty,
+            kind,
+            object,
+            old,
+        });
+        self.history.push_back(change.clone());
+        while self.history.len() > self.history_window {
+            if let Some(dropped) = self.history.pop_front() {
+                self.floor = dropped.rv;
+            }
+        }
+        let _ = self.tx.send(change);
+    }
+
+    /// Forgets the change history, as an etcd compaction would: any watch resuming from a
+    /// resourceVersion issued so far gets 410 Gone and must re-list.
+    pub(crate) fn expire_history(&mut self) {
+        self.rv += 1;
+        self.floor = self.rv;
+        self.history.clear();
+    }
+
+    /// Changes after `from` (for resuming a watch), or 410 if the window no longer reaches back.
+    pub(crate) fn changes_since(&self, from: u64) -> Result<Vec<Arc<Change>>, ApiError> {
+        if from < self.floor {
+            return Err(ApiError::expired(format!(
+                "too old resource version: {from} ({})",
+                self.floor
+            )));
+        }
+        Ok(self
+            .history
+            .iter()
+            .filter(|c| c.rv > from)
+            .cloned()
+            .collect())
+    }
+
+    pub(crate) fn get(&self, ty: usize, namespace: &str, name: &str) -> Result<Value, ApiError> {
+        self.objects[ty]
+            .get(&self.key(ty, namespace, name))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&self.types[ty], name))
+    }
+
+    /// Objects matching the filter, in (namespace, name) order, starting after `after`.
+    pub(crate) fn list(
+        &self,
+        ty: usize,
+        filter: &Filter,
+        after: Option<&(String, String)>,
+    ) -> Vec<Value> {
+        self.objects[ty]
+            .iter()
+            .filter(|(k, _)| after.is_none_or(|a| *k > a))
+            .filter(|(_, v)| filter.matches(v))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    fn check_identity(
+        &self,
+        ty: usize,
+        namespace: &str,
+        object: &mut Value,
+    ) -> Result<(), ApiError> {
+        let t = &self.types[ty];
+        if let Some(kind) = object.get("kind").and_then(Value::as_str)
+            && kind != t.kind
+        {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({}) does not match the expected API version ({})",
+                object
+                    .get("apiVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+                t.api_version()
+            )));
+        }
+        object["apiVersion"] = json!(t.api_version());
+        object["kind"] = json!(t.kind);
+        let m = meta_mut(object);
+        if t.namespaced {
+            match m.get("namespace").and_then(Value::as_str) {
+                Some(ns) if !ns.is_empty() && ns != namespace => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+                _ => {
+                    m.insert("namespace".into(), json!(namespace));
+                }
+            }
+        } else {
+            m.remove("namespace");
+        }
+        Ok(())
+    }
+
+    /// Kind-specific normalisation, pruning, defaulting and validation.
+    fn admit(&self, ty: usize, object: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+        let t = &self.types[ty];
+        let name = meta(object, "name").unwrap_or_default().to_string();
+        let mut errors = Vec::new();
+        if old.is_none() {
+            errors.extend(name_errors(&name));
+        }
+        match t.builtin {
+            Builtin::Secret => errors.extend(normalise_secret(object)),
+            Builtin::Plain => {}
+            Builtin::Custom => {
+                if let Some(schema) = &t.schema {
+                    validation::prune_object(object, schema);
+                    *object = validation::apply_defaults(object, schema);
+                    let root = kube::core::cel::RootContext {
+                        api_version: t.api_version(),
+                        api_group: t.group.clone(),
+                        kind: t.kind.clone(),
+                    };
+                    errors.extend(validation::validate(object, old, schema, &root));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(t, &name, &errors))
+        }
+    }
+
+    fn writer<'a>(
+        &self,
+        ty: usize,
+        ctx: &'a WriteCtx,
+        manager: &'a str,
+        scope: Scope,
+        api_version: &'a str,
+    ) -> Writer<'a> {
+        let _ = ty;
+        Writer {
+            manager,
+            scope,
+            api_version,
+            now: &ctx.now,
+        }
+    }
+
+    fn main_scope(&self, ty: usize) -> Scope {
+        Scope::Main {
+            status_subresource: self.types[ty].status_subresource,
+        }
+    }
+
+    /// POST: create a new object.
+    pub(crate) fn create(
+        &mut self,
+        ty: usize,
+        namespace: &str,
+        body: Value,
+        ctx: &WriteCtx,
+    ) -> Result<Value, ApiError> {
+        self.create_owned(
+            ty,
+            namespace,
+            body,
+            ctx,
+            Ownership::Update(ctx.manager.clone()),
+        )
+    }
+
+    fn create_owned(
+        &mut self,
+        ty: usize,
+        namespace: &str,
+        mut object: Value,
+        ctx: &WriteCtx,
+        ownership: Ownership,
+    ) -> Result<Value, ApiError> {
+        if !object.is_object() {
+            return Err(ApiError::bad_request(
+                "the body of the request is not a JSON object",
+            ));
+        }
+        self.check_identity(ty, namespace, &mut object)?;
+        let t = self.types[ty].clone();
+        let m = meta_mut(&mut object);
+        if m.get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|rv| !rv.is_empty())
+        {
+            return Err(ApiError::internal(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
+        let name = match (
+            m.get("name").and_then(Value::as_str),
+            m.get("generateName").and_then(Value::as_str),
+        ) {
+            (Some(name), _) if !name.is_empty() => name.to_string(),
+            (_, Some(prefix)) if !prefix.is_empty() => format!("{prefix}{}", generated_suffix()),
+            _ => {
+                return Err(ApiError::invalid(
+                    &t,
+                    "",
+                    &[FieldError {
+                        field: "metadata.name".into(),
+                        kind: FieldErrorKind::Required {
+                            detail: "name or generateName is required".into(),
+                        },
+                    }],
+                ));
+            }
+        };
+        m.insert("name".into(), json!(name));
+        m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        m.insert("creationTimestamp".into(), json!(ctx.now));
+        for server_owned in [
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+            "selfLink",
+        ] {
+            m.remove(server_owned);
+        }
+        if t.is_custom() {
+            m.insert("generation".into(), json!(1));
+        } else {
+            m.remove("generation");
+        }
+        if t.status_subresource
+            && let Some(map) = object.as_object_mut()
+        {
+            map.remove("status");
+        }
+        self.admit(ty, &mut object, None)?;
+        let key = self.key(ty, namespace, &name);
+        if self.objects[ty].contains_key(&key) {
+            return Err(ApiError::already_exists(&t, &name));
+        }
+        let api_version = t.api_version();
+        let entries = match ownership {
+            Ownership::Update(manager) => {
+                let scope = self.main_scope(ty);
+                let mut entries = Vec::new();
+                let writer = self.writer(ty, ctx, &manager, scope, &api_version);
+                fields::record_update(
+                    &mut entries,
+                    &writer,
+                    &BTreeMap::new(),
+                    &fields::leaves(&object, t.schema.as_ref(), scope),
+                );
+                entries
+            }
+            Ownership::Applied(entries) => entries,
+        };
+        fields::write_managed(&mut object, &entries);
+        self.rv += 1;
+        meta_mut(&mut object).insert("resourceVersion".into(), json!(self.rv.to_string()));
+        self.objects[ty].insert(key, object.clone());
+        self.record(ty, ChangeKind::Added, object.clone(), None);
+        Ok(object)
+    }
+
+    fn check_precondition(
+        &self,
+        ty: usize,
+        name: &str,
+        old: &Value,
+        new: &Value,
+    ) -> Result<(), ApiError> {
+        match meta(new, "resourceVersion") {
+            Some(rv) if !rv.is_empty() => {
+                if parse_rv(rv).is_none() {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid resource version: {rv:?}"
+                    )));
+                }
+                if Some(rv) != meta(old, "resourceVersion") {
+                    return Err(ApiError::conflict_modified(&self.types[ty], name));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// PUT on the main resource or `/status`.
+    pub(crate) fn update(
+        &mut self,
+        ty: usize,
+        namespace: &str,
+        name: &str,
+        mut body: Value,
+        status: bool,
+        ctx: &WriteCtx,
+    ) -> Result<Value, ApiError> {
+        let t = self.types[ty].clone();
+        if !body.is_object() {
+            return Err(ApiError::bad_request(
+                "the body of the request is not a JSON object",
+            ));
+        }
+        self.check_identity(ty, namespace, &mut body)?;
+        if let Some(body_name) = meta(&body, "name")
+            && body_name != name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let old = self.get(ty, namespace, name)?;
+        if meta(&body, "resourceVersion").is_none_or(str::is_empty) && t.is_custom() {
+            // CRDs do not allow unconditional updates.
+            return Err(ApiError::invalid(
+                &t,
+                name,
+                &[FieldError::invalid(
+                    "metadata.resourceVersion",
+                    json!("0x0"),
+                    "must be specified for an update",
+                )],
+            ));
+        }
+        self.check_precondition(ty, name, &old, &body)?;
+        let scope = if status {
+            Scope::Status
+        } else {
+            self.main_scope(ty)
+        };
+        self.commit_update(
+            ty,
+            namespace,
+            name,
+            old,
+            body,
+            scope,
+            ctx,
+            Ownership::Update(ctx.manager.clone()),
+        )
+    }
+
+    /// PATCH (merge, JSON, strategic or apply) on the main resource or `/status`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn patch(
+        &mut self,
+        ty: usize,
+        namespace: &str,
+        name: &str,
+        patch: PatchBody,
+        status: bool,
+        ctx: &WriteCtx,
+    ) -> Result<Value, ApiError> {
+        let t = self.types[ty].clone();
+        let scope = if status {
+            Scope::Status
+        } else {
+            self.main_scope(ty)
+        };
+        let existing = self.get(ty, namespace, name);
+        match patch {
+            PatchBody::Apply { mut config, force } => {
+                if !config.is_object() {
+                    return Err(ApiError::bad_request(
+                        "the apply configuration is not an object",
+                    ));
+                }
+                if let Some(config_name) = meta(&config, "name")
+                    && config_name != name
+                {
+                    return Err(ApiError::bad_request(format!(
+                        "the name of the object ({config_name}) does not match the name on the URL ({name})"
+                    )));
+                }
+                if config.get("apiVersion").and_then(Value::as_str)
+                    != Some(t.api_version().as_str())
+                    || config.get("kind").and_then(Value::as_str) != Some(t.kind.as_str())
+                {
+                    return Err(ApiError::bad_request(format!(
+                        "apply configurations need apiVersion {:?} and kind {:?}",
+                        t.api_version(),
+                        t.kind
+                    )));
+                }
+                if let Some(schema) = &t.schema {
+                    validation::prune_object(&mut config, schema);
+                }
+                // The applied metadata.resourceVersion is a precondition, not a value to own.
+                let precondition = meta(&config, "resourceVersion").map(String::from);
+                if let Some(m) = config.get_mut("metadata").and_then(Value::as_object_mut) {
+                    for server_owned in [
+                        "resourceVersion",
+                        "uid",
+                        "creationTimestamp",
+                        "generation",
+                        "managedFields",
+                    ] {
+                        m.remove(server_owned);
+                    }
+                }
+                let api_version = t.api_version();
+                let writer = self.writer(ty, ctx, &ctx.manager, scope, &api_version);
+                match existing {
+                    Err(not_found) => {
+                        if status || precondition.is_some() {
+                            return Err(not_found);
+                        }
+                        let mut entries = Vec::new();
+                        let merged = fields::apply(
+                            &json!({}),
+                            &config,
+                            t.schema.as_ref(),
+                            &mut entries,
+                            &writer,
+                            force,
+                        )
+                        .map_err(|c| ApiError::apply_conflicts(&t, name, &c))?;
+                        let mut object = merged;
+                        meta_mut(&mut object).insert("name".into(), json!(name));
+                        self.create_owned(ty, namespace, object, ctx, Ownership::Applied(entries))
+                    }
+                    Ok(old) => {
+                        if let Some(rv) = &precondition
+                            && Some(rv.as_str()) != meta(&old, "resourceVersion")
+                        {
+                            return Err(ApiError::conflict_modified(&t, name));
+                        }
+                        let mut entries = fields::read_managed(&old);
+                        let merged = fields::apply(
+                            &old,
+                            &config,
+                            t.schema.as_ref(),
+                            &mut entries,
+                            &writer,
+                            force,
+                        )
+                        .map_err(|c| ApiError::apply_conflicts(&t, name, &c))?;
+                        self.commit_update(
+                            ty,
+                            namespace,
+                            name,
+                            old,
+                            merged,
+                            scope,
+                            ctx,
+                            Ownership::Applied(entries),
+                        )
+                    }
+                }
+            }
+            PatchBody::Merge(p) | PatchBody::Strategic(p) => {
+                let old = existing?;
+                let mut new = old.clone();
+                json_patch::merge(&mut new, &p);
+                self.check_precondition(ty, name, &old, &new)?;
+                self.commit_update(
+                    ty,
+                    namespace,
+                    name,
+                    old,
+                    new,
+                    scope,
+                    ctx,
+                    Ownership::Update(ctx.manager.clone()),
+                )
+            }
+            PatchBody::Json(p) => {
+                let old = existing?;
+                let mut new = old.clone();
+                json_patch::patch(&mut new, &p).map_err(|e| {
+                    ApiError::invalid(
+                        &t,
+                        name,
+                        &[FieldError::invalid("", json!(""), e.to_string())],
+                    )
+                })?;
+                self.check_precondition(ty, name, &old, &new)?;
+                self.commit_update(
+                    ty,
+                    namespace,
+                    name,
+                    old,
+                    new,
+                    scope,
+                    ctx,
+                    Ownership::Update(ctx.manager.clone()),
+                )
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn commit_update(
+        &mut self,
+        ty: usize,
+        namespace: &str,
+        name: &str,
+        old: Value,
+        mut new: Value,
+        scope: Scope,
+        ctx: &WriteCtx,
+        ownership: Ownership,
+    ) -> Result<Value, ApiError> {
+        let t = self.types[ty].clone();
+        // Strategy: which parts of the submitted object survive.
+        match scope {
+            Scope::Status => {
+                let status = new.get("status").cloned();
+                new = old.clone();
+                match status {
+                    Some(s) => new["status"] = s,
+                    None => {
+                        if let Some(map) = new.as_object_mut() {
+                            map.remove("status");
+                        }
+                    }
+                }
+            }
+            Scope::Main {
+                status_subresource: true,
+            } => match old.get("status") {
+                Some(s) => new["status"] = s.clone(),
+                None => {
+                    if let Some(map) = new.as_object_mut() {
+                        map.remove("status");
+                    }
+                }
+            },
+            Scope::Main {
+                status_subresource: false,
+            } => {}
+        }
+        self.check_identity(ty, namespace, &mut new)?;
+        {
+            let old_meta = old
+                .get("metadata")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            let m = meta_mut(&mut new);
+            for server_owned in [
+                "name",
+                "uid",
+                "creationTimestamp",
+                "generation",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "resourceVersion",
+            ] {
+                match old_meta.get(server_owned) {
+                    Some(v) => m.insert(server_owned.into(), v.clone()),
+                    None => m.remove(server_owned),
+                };
+            }
+            m.remove("selfLink");
+        }
+        self.admit(ty, &mut new, Some(&old))?;
+        if t.is_custom()
+            && scope != Scope::Status
+            && without_metadata(&new) != without_metadata(&old)
+        {
+            let generation = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            meta_mut(&mut new).insert("generation".into(), json!(generation + 1));
+        }
+        let entries = match ownership {
+            Ownership::Update(manager) => {
+                let mut entries = fields::read_managed(&old);
+                let api_version = t.api_version();
+                let writer = self.writer(ty, ctx, &manager, scope, &api_version);
+                let before = fields::leaves(&old, t.schema.as_ref(), scope);
+                let after = fields::leaves(&new, t.schema.as_ref(), scope);
+                fields::record_update(&mut entries, &writer, &before, &after);
+                entries
+            }
+            Ownership::Applied(entries) => entries,
+        };
+        fields::write_managed(&mut new, &entries);
+        if new == old {
+            // A no-op write is not persisted: no new resourceVersion, no watch event.
+            return Ok(old);
+        }
+        let key = self.key(ty, namespace, name);
+        self.rv += 1;
+        meta_mut(&mut new).insert("resourceVersion".into(), json!(self.rv.to_string()));
+        let finalized = new.pointer("/metadata/deletionTimestamp").is_some()
+            && new
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty);
+        if finalized {
+            self.objects[ty].remove(&key);
+            self.record(ty, ChangeKind::Deleted, new.clone(), Some(old));
+        } else {
+            self.objects[ty].insert(key, new.clone());
+            self.record(ty, ChangeKind::Modified, new.clone(), Some(old));
+        }
+        Ok(new)
+    }
+
+    /// DELETE: immediate unless finalizers are present, in which case `deletionTimestamp` is set
+    /// and the object goes once the last finalizer is removed.
+    pub(crate) fn delete(
+        &mut self,
+        ty: usize,
+        namespace: &str,
+        name: &str,
+        preconditions: (Option<String>, Option<String>),
+        now: &str,
+    ) -> Result<Value, ApiError> {
+        let t = self.types[ty].clone();
+        let old = self.get(ty, namespace, name)?;
+        let (rv, uid) = preconditions;
+        if let Some(rv) = rv
+            && Some(rv.as_str()) != meta(&old, "resourceVersion")
+        {
+            return Err(ApiError::conflict_modified(&t, name));
+        }
+        if let Some(uid) = uid
+            && Some(uid.as_str()) != meta(&old, "uid")
+        {
+            return Err(ApiError::conflict_modified(&t, name));
+        }
+        let key = self.key(ty, namespace, name);
+        let has_finalizers = old
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        self.rv += 1;
+        let mut object = old.clone();
+        let m = meta_mut(&mut object);
+        m.insert("resourceVersion".into(), json!(self.rv.to_string()));
+        if has_finalizers {
+            if old.pointer("/metadata/deletionTimestamp").is_some() {
+                self.rv -= 1;
+                return Ok(old);
+            }
+            m.insert("deletionTimestamp".into(), json!(now));
+            m.insert("deletionGracePeriodSeconds".into(), json!(0));
+            if t.is_custom() {
+                let generation = old
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1);
+                m.insert("generation".into(), json!(generation + 1));
+            }
+            self.objects[ty].insert(key, object.clone());
+            self.record(ty, ChangeKind::Modified, object.clone(), Some(old));
+        } else {
+            self.objects[ty].remove(&key);
+            self.record(ty, ChangeKind::Deleted, object.clone(), Some(old));
+        }
+        Ok(object)
+    }
+}
+
+/// Secret normalisation: `stringData` merged into base64 `data`, `type` defaulted, `data` checked.
+fn normalise_secret(object: &mut Value) -> Vec<FieldError> {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut errors = Vec::new();
+    let Some(map) = object.as_object_mut() else {
+        return errors;
+    };
+    if let Some(Value::Object(string_data)) = map.remove("stringData") {
+        let data = map.entry("data").or_insert_with(|| json!({}));
+        if let Some(data) = data.as_object_mut() {
+            for (k, v) in string_data {
+                data.insert(k, json!(engine.encode(v.as_str().unwrap_or_default())));
+            }
+        }
+    }
+    if !map.contains_key("type") {
+        map.insert("type".into(), json!("Opaque"));
+    }
+    if let Some(data) = map.get("data").and_then(Value::as_object) {
+        for (k, v) in data {
+            if v.as_str().is_none_or(|s| engine.decode(s).is_err()) {
+                errors.push(FieldError::invalid(
+                    &format!("data[{k}]"),
+                    json!("<secret>"),
+                    "must be base64-encoded bytes",
+                ));
+            }
+        }
+    }
+    errors
+}

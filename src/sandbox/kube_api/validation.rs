@@ -1,0 +1,577 @@
+//! Admission for custom resources: pruning, defaulting and validation against the CRD's
+//! structural `openAPIV3Schema`, then the CEL rules in `x-kubernetes-validations`.
+
+use serde_json::{Map, Value, json};
+
+use super::error::{FieldError, FieldErrorKind};
+use super::fields::{child_schema, item_key, items_schema, list_map_keys};
+
+/// `ObjectMeta` fields a client may send; anything else under `metadata` is dropped like the
+/// API server's decoder does.
+const OBJECT_META_FIELDS: [&str; 15] = [
+    "name",
+    "generateName",
+    "namespace",
+    "selfLink",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
+];
+
+/// Non-nullable nulls are dropped before defaulting (so a default, if any, fills them in),
+/// as `PruneNonNullableNullsWithoutDefaults` plus `Default` do in the API server.
+fn drop_non_nullable_nulls(map: &mut Map<String, Value>, schema: &Value) {
+    map.retain(|k, v| {
+        !(v.is_null()
+            && child_schema(Some(schema), k)
+                .is_some_and(|c| c.get("nullable").and_then(Value::as_bool) != Some(true)))
+    });
+}
+
+fn preserves_unknown(schema: &Value) -> bool {
+    schema
+        .get("x-kubernetes-preserve-unknown-fields")
+        .and_then(Value::as_bool)
+        == Some(true)
+}
+
+/// Drops fields the schema does not declare (unless `x-kubernetes-preserve-unknown-fields`).
+pub(crate) fn prune_object(object: &mut Value, schema: &Value) {
+    let Some(map) = object.as_object_mut() else {
+        return;
+    };
+    if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.retain(|k, _| OBJECT_META_FIELDS.contains(&k.as_str()));
+    }
+    let keep_unknown = preserves_unknown(schema);
+    let props = schema.get("properties").and_then(Value::as_object);
+    drop_non_nullable_nulls(map, schema);
+    map.retain(|k, _| {
+        matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
+            || keep_unknown
+            || props.is_some_and(|p| p.contains_key(k))
+    });
+    for (k, v) in map.iter_mut() {
+        if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+            continue;
+        }
+        if let Some(child) = child_schema(Some(schema), k) {
+            prune(v, child);
+        }
+    }
+}
+
+fn prune(value: &mut Value, schema: &Value) {
+    match value {
+        Value::Object(map) => {
+            if schema
+                .get("x-kubernetes-embedded-resource")
+                .and_then(Value::as_bool)
+                == Some(true)
+            {
+                return;
+            }
+            let keep_unknown = preserves_unknown(schema);
+            let props = schema.get("properties").and_then(Value::as_object);
+            let additional = schema
+                .get("additionalProperties")
+                .filter(|a| a.is_object() || a.as_bool() == Some(true));
+            if !keep_unknown && additional.is_none() {
+                map.retain(|k, _| props.is_some_and(|p| p.contains_key(k)));
+            }
+            drop_non_nullable_nulls(map, schema);
+            for (k, v) in map.iter_mut() {
+                if let Some(child) = child_schema(Some(schema), k) {
+                    prune(v, child);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for item in items {
+                    prune(item, item_schema);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Fills `default`s, the way the API server does after pruning.
+pub(crate) fn apply_defaults(object: &Value, schema: &Value) -> Value {
+    kube::core::cel::apply_defaults(schema, object)
+}
+
+fn join(path: &str, field: &str) -> String {
+    if path.is_empty() {
+        field.to_string()
+    } else {
+        format!("{path}.{field}")
+    }
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn type_matches(expected: &str, value: &Value) -> bool {
+    match expected {
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "boolean" => value.is_boolean(),
+        "number" => value.is_number(),
+        "integer" => {
+            value.is_i64() || value.is_u64() || value.as_f64().is_some_and(|f| f.fract() == 0.0)
+        }
+        _ => true,
+    }
+}
+
+/// Structural validation of the whole object (below `metadata`).
+pub(crate) fn validate_schema(object: &Value, schema: &Value) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if let Some(map) = object.as_object() {
+        if let Some(required) = schema.get("required").and_then(Value::as_array) {
+            for field in required.iter().filter_map(Value::as_str) {
+                if !map.contains_key(field) {
+                    errors.push(FieldError {
+                        field: field.to_string(),
+                        kind: FieldErrorKind::Required {
+                            detail: String::new(),
+                        },
+                    });
+                }
+            }
+        }
+        for (k, v) in map {
+            if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                continue;
+            }
+            if let Some(child) = child_schema(Some(schema), k) {
+                check(v, child, k, &mut errors);
+            }
+        }
+    }
+    errors
+}
+
+fn check(value: &Value, schema: &Value, path: &str, errors: &mut Vec<FieldError>) {
+    if value.is_null() {
+        if schema.get("nullable").and_then(Value::as_bool) == Some(true) {
+            return;
+        }
+        if let Some(expected) = schema.get("type").and_then(Value::as_str) {
+            errors.push(FieldError {
+                field: path.to_string(),
+                kind: FieldErrorKind::TypeInvalid {
+                    value: json!("null"),
+                    detail: format!("{path} in body must be of type {expected}: \"null\""),
+                },
+            });
+        }
+        return;
+    }
+    let int_or_string = schema
+        .get("x-kubernetes-int-or-string")
+        .and_then(Value::as_bool)
+        == Some(true);
+    if int_or_string {
+        if !(value.is_string() || value.is_i64() || value.is_u64()) {
+            errors.push(FieldError {
+                field: path.to_string(),
+                kind: FieldErrorKind::TypeInvalid {
+                    value: json!(json_type(value)),
+                    detail: format!(
+                        "{path} in body must be of type integer,string: \"{}\"",
+                        json_type(value)
+                    ),
+                },
+            });
+            return;
+        }
+    } else if let Some(expected) = schema.get("type").and_then(Value::as_str)
+        && !type_matches(expected, value)
+    {
+        errors.push(FieldError {
+            field: path.to_string(),
+            kind: FieldErrorKind::TypeInvalid {
+                value: json!(json_type(value)),
+                detail: format!(
+                    "{path} in body must be of type {expected}: \"{}\"",
+                    json_type(value)
+                ),
+            },
+        });
+        return;
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(value)
+    {
+        errors.push(FieldError {
+            field: path.to_string(),
+            kind: FieldErrorKind::NotSupported {
+                value: value.clone(),
+                supported: allowed.clone(),
+            },
+        });
+    }
+    match value {
+        Value::String(s) => check_string(s, value, schema, path, errors),
+        Value::Number(_) => check_number(value, schema, path, errors),
+        Value::Array(items) => check_array(items, schema, path, errors),
+        Value::Object(map) => {
+            if let Some(required) = schema.get("required").and_then(Value::as_array) {
+                for field in required.iter().filter_map(Value::as_str) {
+                    if !map.contains_key(field) {
+                        errors.push(FieldError {
+                            field: join(path, field),
+                            kind: FieldErrorKind::Required {
+                                detail: String::new(),
+                            },
+                        });
+                    }
+                }
+            }
+            for (k, v) in map {
+                if let Some(child) = child_schema(Some(schema), k) {
+                    check(v, child, &join(path, k), errors);
+                }
+            }
+        }
+        Value::Bool(_) | Value::Null => {}
+    }
+}
+
+fn check_string(s: &str, value: &Value, schema: &Value, path: &str, errors: &mut Vec<FieldError>) {
+    let chars = s.chars().count() as u64;
+    if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
+        && chars > max
+    {
+        errors.push(FieldError {
+            field: path.to_string(),
+            kind: FieldErrorKind::TooLong { max },
+        });
+    }
+    if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
+        && chars < min
+    {
+        errors.push(FieldError::invalid(
+            path,
+            value.clone(),
+            format!("{path} in body should be at least {min} chars long"),
+        ));
+    }
+    if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
+        match regex::Regex::new(pattern) {
+            Ok(re) if !re.is_match(s) => {
+                errors.push(FieldError::invalid(
+                    path,
+                    value.clone(),
+                    format!("{path} in body should match '{pattern}'"),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => errors.push(FieldError::invalid(
+                path,
+                value.clone(),
+                format!("schema pattern {pattern:?} does not compile: {e}"),
+            )),
+        }
+    }
+    if schema.get("format").and_then(Value::as_str) == Some("date-time")
+        && s.parse::<jiff::Timestamp>().is_err()
+    {
+        errors.push(FieldError::invalid(
+            path,
+            value.clone(),
+            format!("{path} in body must be of type date-time: \"{s}\""),
+        ));
+    }
+}
+
+fn check_number(value: &Value, schema: &Value, path: &str, errors: &mut Vec<FieldError>) {
+    let Some(n) = value.as_f64() else { return };
+    let exclusive = |k: &str| schema.get(k).and_then(Value::as_bool) == Some(true);
+    if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
+        if exclusive("exclusiveMaximum") && n >= max {
+            errors.push(FieldError::invalid(
+                path,
+                value.clone(),
+                format!("{path} in body should be less than {}", fmt_num(max)),
+            ));
+        } else if n > max {
+            errors.push(FieldError::invalid(
+                path,
+                value.clone(),
+                format!(
+                    "{path} in body should be less than or equal to {}",
+                    fmt_num(max)
+                ),
+            ));
+        }
+    }
+    if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
+        if exclusive("exclusiveMinimum") && n <= min {
+            errors.push(FieldError::invalid(
+                path,
+                value.clone(),
+                format!("{path} in body should be greater than {}", fmt_num(min)),
+            ));
+        } else if n < min {
+            errors.push(FieldError::invalid(
+                path,
+                value.clone(),
+                format!(
+                    "{path} in body should be greater than or equal to {}",
+                    fmt_num(min)
+                ),
+            ));
+        }
+    }
+}
+
+fn fmt_num(n: f64) -> String {
+    if n.fract() == 0.0 {
+        format!("{}", n as i64)
+    } else {
+        n.to_string()
+    }
+}
+
+fn check_array(items: &[Value], schema: &Value, path: &str, errors: &mut Vec<FieldError>) {
+    if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
+        && items.len() as u64 > max
+    {
+        errors.push(FieldError {
+            field: path.to_string(),
+            kind: FieldErrorKind::TooMany {
+                actual: items.len(),
+                max,
+            },
+        });
+    }
+    if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
+        && (items.len() as u64) < min
+    {
+        errors.push(FieldError::invalid(
+            path,
+            json!(items.len()),
+            format!("{path} in body should have at least {min} items"),
+        ));
+    }
+    let item_schema = items_schema(Some(schema));
+    if let Some(keys) = list_map_keys(Some(schema)) {
+        let mut seen = std::collections::HashSet::new();
+        for (i, item) in items.iter().enumerate() {
+            let key = item_key(item, &keys);
+            if !seen.insert(key.clone()) {
+                let value: Value = serde_json::from_str(&key).unwrap_or(Value::Null);
+                errors.push(FieldError {
+                    field: format!("{path}[{i}]"),
+                    kind: FieldErrorKind::Duplicate { value },
+                });
+            }
+        }
+    }
+    if let Some(item_schema) = item_schema {
+        for (i, item) in items.iter().enumerate() {
+            check(item, item_schema, &format!("{path}[{i}]"), errors);
+        }
+    }
+}
+
+/// Evaluates the CEL rules (`x-kubernetes-validations`), with `oldSelf` on updates.
+pub(crate) fn validate_cel(
+    object: &Value,
+    old: Option<&Value>,
+    schema: &Value,
+    root: &kube::core::cel::RootContext,
+) -> Vec<FieldError> {
+    let validator = kube::core::cel::Validator::new();
+    let Err(errors) = validator.validate_with_context(schema, object, old, Some(root)) else {
+        return Vec::new();
+    };
+    errors
+        .into_vec()
+        .into_iter()
+        .map(|e| {
+            let value_type = value_at(object, &e.field_path)
+                .map(json_type)
+                .unwrap_or("object");
+            let kind = match e.reason.as_deref() {
+                Some("FieldValueRequired") => FieldErrorKind::Required {
+                    detail: e.message.clone(),
+                },
+                Some("FieldValueForbidden") => FieldErrorKind::Forbidden {
+                    detail: e.message.clone(),
+                },
+                Some("FieldValueDuplicate") => FieldErrorKind::Duplicate {
+                    value: json!(value_type),
+                },
+                _ => FieldErrorKind::Invalid {
+                    value: json!(value_type),
+                    detail: e.message.clone(),
+                },
+            };
+            FieldError {
+                field: e.field_path.clone(),
+                kind,
+            }
+        })
+        .collect()
+}
+
+fn value_at<'a>(object: &'a Value, path: &str) -> Option<&'a Value> {
+    if path.is_empty() {
+        return Some(object);
+    }
+    let mut node = object;
+    for part in path.split('.') {
+        let (name, index) = match part.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        node = node.get(name)?;
+        if let Some(i) = index {
+            node = node.get(i)?;
+        }
+    }
+    Some(node)
+}
+
+/// The full admission check of a custom resource: structural errors first; CEL only runs
+/// when no type error makes the object unreadable, as the API server does.
+pub(crate) fn validate(
+    object: &Value,
+    old: Option<&Value>,
+    schema: &Value,
+    root: &kube::core::cel::RootContext,
+) -> Vec<FieldError> {
+    let mut errors = validate_schema(object, schema);
+    if errors
+        .iter()
+        .any(|e| matches!(e.kind, FieldErrorKind::TypeInvalid { .. }))
+    {
+        errors.push(FieldError {
+            field: String::new(),
+            kind: FieldErrorKind::Invalid {
+                value: json!("null"),
+                detail: "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation".into(),
+            },
+        });
+        return errors;
+    }
+    errors.extend(validate_cel(object, old, schema, root));
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> Value {
+        json!({"type": "object", "properties": {"spec": {
+            "type": "object",
+            "required": ["regionId"],
+            "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "spec is immutable"}],
+            "properties": {
+                "regionId": {"type": "string", "pattern": "^[a-z]{2,}(-[a-z0-9]+)+$", "maxLength": 64},
+                "backoffLimit": {"type": "integer", "minimum": 0, "maximum": 20, "default": 6},
+                "mode": {"type": "string", "enum": ["a", "b"]}
+            }
+        }}})
+    }
+
+    fn root() -> kube::core::cel::RootContext {
+        kube::core::cel::RootContext {
+            api_version: "x/v1".into(),
+            api_group: "x".into(),
+            kind: "T".into(),
+        }
+    }
+
+    #[test]
+    fn table_of_schema_errors() {
+        let cases = [
+            (json!({"spec": {"regionId": "cn-hangzhou"}}), vec![]),
+            (
+                json!({"spec": {"regionId": "BAD"}}),
+                vec![
+                    "spec.regionId: Invalid value: \"BAD\": spec.regionId in body should match '^[a-z]{2,}(-[a-z0-9]+)+$'",
+                ],
+            ),
+            (json!({"spec": {}}), vec!["spec.regionId: Required value"]),
+            (
+                json!({"spec": {"regionId": "cn-hangzhou", "backoffLimit": 21}}),
+                vec![
+                    "spec.backoffLimit: Invalid value: 21: spec.backoffLimit in body should be less than or equal to 20",
+                ],
+            ),
+            (
+                json!({"spec": {"regionId": "cn-hangzhou", "backoffLimit": -1}}),
+                vec![
+                    "spec.backoffLimit: Invalid value: -1: spec.backoffLimit in body should be greater than or equal to 0",
+                ],
+            ),
+            (
+                json!({"spec": {"regionId": "cn-hangzhou", "mode": "c"}}),
+                vec!["spec.mode: Unsupported value: \"c\": supported values: \"a\", \"b\""],
+            ),
+            (
+                json!({"spec": {"regionId": format!("cn-{}", "a".repeat(62))}}),
+                vec!["spec.regionId: Too long: may not be more than 64 bytes"],
+            ),
+        ];
+        for (object, expected) in cases {
+            let got: Vec<String> = validate(&object, None, &schema(), &root())
+                .iter()
+                .map(FieldError::message)
+                .collect();
+            assert_eq!(got, expected, "for {object}");
+        }
+    }
+
+    #[test]
+    fn transition_rule_sees_old_self() {
+        let old = json!({"spec": {"regionId": "cn-hangzhou"}});
+        let new = json!({"spec": {"regionId": "cn-beijing"}});
+        let got: Vec<String> = validate(&new, Some(&old), &schema(), &root())
+            .iter()
+            .map(FieldError::message)
+            .collect();
+        assert_eq!(
+            got,
+            vec!["spec: Invalid value: \"object\": spec is immutable"]
+        );
+    }
+
+    #[test]
+    fn pruning_keeps_declared_fields_and_metadata() {
+        let mut object = json!({"apiVersion": "x/v1", "kind": "T", "metadata": {"name": "a", "bogus": 1},
+            "spec": {"regionId": "cn-hangzhou", "extra": true, "mode": null}, "other": 1});
+        prune_object(&mut object, &schema());
+        assert_eq!(
+            object,
+            json!({"apiVersion": "x/v1", "kind": "T", "metadata": {"name": "a"}, "spec": {"regionId": "cn-hangzhou"}})
+        );
+        let defaulted = apply_defaults(&object, &schema());
+        assert_eq!(defaulted["spec"]["backoffLimit"], json!(6));
+    }
+}
