@@ -19,6 +19,8 @@ enum Command {
     Cancel(copyimage_canceller::cancel::CancelArgs),
     /// A local CancelCopyImage endpoint that checks signatures like ECS, with scriptable faults.
     EcsSimulator(copyimage_canceller::sandbox::ecs_simulator::cli::SimulatorArgs),
+    /// Run the controller: watch CopyImageCancellations and send CancelCopyImage for them.
+    Run(copyimage_canceller::controller::run::RunArgs),
     /// Print the CopyImageCancellation CustomResourceDefinition as YAML.
     Crd,
 }
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Cancel(args) => copyimage_canceller::cancel::run(args).await,
             Command::EcsSimulator(args) => exit_code(args.run().await),
+            Command::Run(args) => exit_code(copyimage_canceller::controller::run::run(args).await),
             Command::Crd => exit_code(print_crd()),
         }
     })

@@ -114,8 +114,9 @@ pub enum NextAction {
     WriteAheadThenSend,
     /// Look again after this long (zero: straight away).
     RequeueAfter(Duration),
-    /// Wait for the Secret to appear or change.
-    AwaitCredentials,
+    /// Wait for the Secret to appear or change; with a deadline, look again
+    /// no later than this (so `DeadlineExceeded` lands on time).
+    AwaitCredentials(Option<Duration>),
     /// Finished: nothing will ever be sent again.
     Done,
 }
@@ -237,7 +238,8 @@ impl Draft<'_, '_> {
     fn awaiting_credentials(mut self, why: &str) -> Decision {
         let message = format!("Nothing is sent until credentials are available: {why}");
         self.in_progress(reasons::AWAITING_CREDENTIALS, &message);
-        self.finish(NextAction::AwaitCredentials, None)
+        let by_deadline = self.deadline().map(|d| until(self.input.now, d));
+        self.finish(NextAction::AwaitCredentials(by_deadline), None)
     }
 
     fn write_ahead(mut self) -> Decision {
@@ -574,14 +576,19 @@ impl Draft<'_, '_> {
     /// NB: once an unrecorded attempt has been counted, a retry is scheduled
     /// (`nextAttemptTime`), which is what keeps it from being counted twice.
     fn in_flight_index(&self) -> Option<usize> {
-        let last = self.status.attempt_history.len().checked_sub(1)?;
-        let entry = &self.status.attempt_history[last];
-        (self.status.phase == Some(Phase::Running)
-            && self.status.next_attempt_time.is_none()
-            && entry.outcome == OUTCOME_UNKNOWN
-            && entry.number == self.status.attempts)
-            .then_some(last)
+        attempt_in_flight(&self.status).then(|| self.status.attempt_history.len() - 1)
     }
+}
+
+/// Whether `status` holds an attempt recorded before sending whose outcome
+/// is not recorded yet (in flight, or lost in a crash).
+pub fn attempt_in_flight(status: &CopyImageCancellationStatus) -> bool {
+    status.attempt_history.last().is_some_and(|entry| {
+        status.phase == Some(Phase::Running)
+            && status.next_attempt_time.is_none()
+            && entry.outcome == OUTCOME_UNKNOWN
+            && entry.number == status.attempts
+    })
 }
 
 /// A failed attempt, whatever its class.

@@ -1,4 +1,559 @@
-//! The controller: a pure decision core and the kube-runtime shell around it.
+//! The controller: a pure decision core ([`decide`]) and the kube-runtime
+//! shell around it (this module), which watches, resolves credentials,
+//! applies the status `decide` returns, sends, and records.
+//!
+//! ```text
+//! watch cache ──▶ reconcile ──▶ decide(Observe) ──▶ apply status (resourceVersion precondition)
+//!   (CICs, Secrets)                  │                   │ 409: someone moved; send nothing
+//!                                    │ WriteAheadThenSend ▼
+//!                                    └──────────────▶ EcsClient::cancel_copy_image
+//!                                                          │
+//!                   apply status (retried, never resent) ◀─┴─ decide(Attempted(outcome))
+//! ```
+//!
+//! NB: the write-ahead carries the resourceVersion that `decide` looked at,
+//! so a stale cache can never cause a second send: the API server refuses
+//! the write and nothing is sent.
 
 pub mod conditions;
 pub mod decide;
+pub mod run;
+pub mod secrets;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+use crate::credentials::AccessKey;
+use crate::ecs::CancelOutcome;
+use crate::ecs::client::EcsClient;
+use crate::resource::{CopyImageCancellation, CopyImageCancellationStatus};
+use crate::retry::Backoff;
+use decide::{Decision, EventKind, Input, NextAction, Trigger};
+
+/// Field manager of every status write (server-side apply).
+pub const FIELD_MANAGER: &str = "copyimage-canceller";
+/// The `reportingController` of published Events.
+pub const REPORTING_CONTROLLER: &str = "copyimage-canceller";
+/// The Event `action` of everything this controller does.
+const EVENT_ACTION: &str = "CancelCopyImage";
+/// How often a resource waiting for credentials looks again, in case a
+/// Secret event was missed.
+const CREDENTIALS_RECHECK: Duration = Duration::from_secs(300);
+/// Delay before looking again after a write lost an optimistic-concurrency race.
+const CONFLICT_REQUEUE: Duration = Duration::from_secs(1);
+/// Delay before `error_policy` retries a failed reconcile.
+const ERROR_REQUEUE: Duration = Duration::from_secs(5);
+/// Limit on one status write; beyond it the write counts as failed.
+const STATUS_WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a reconcile waits for the Secret cache's first list.
+const SECRETS_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts at recording an outcome before handing it to the next reconcile.
+const RECORD_ATTEMPTS: u32 = 4;
+
+/// Why a reconcile failed (the resource is requeued by [`error_policy`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A status write failed for another reason than a conflict or deletion.
+    #[error("writing the status of {resource}: {source}")]
+    StatusWrite {
+        /// `namespace/name`.
+        resource: String,
+        /// What the API server (or the connection) said.
+        #[source]
+        source: kube::Error,
+    },
+    /// A status write did not answer in time.
+    #[error("writing the status of {resource}: no answer within {timeout:?}")]
+    StatusWriteTimeout {
+        /// `namespace/name`.
+        resource: String,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// The Secret cache did not finish its first list.
+    #[error(
+        "the Secret cache is not ready after {0:?}; check the operator may list and watch Secrets"
+    )]
+    SecretsNotReady(Duration),
+    /// The object from the watch cache lacks a namespace or UID.
+    #[error("{0} has no namespace or UID")]
+    Incomplete(String),
+}
+
+/// What the operator was started with, shared by every reconcile.
+pub struct Settings {
+    /// Sends CancelCopyImage.
+    pub ecs: EcsClient,
+    /// Backoff between retries.
+    pub backoff: Backoff,
+    /// The operator's own credentials, or why there are none (for resources
+    /// without `credentialsSecretRef`).
+    pub operator_key: Result<AccessKey, String>,
+}
+
+/// An outcome that came back but could not be written to status yet: kept
+/// so the next reconcile records it instead of sending again.
+struct Unrecorded {
+    /// The resource as returned by the write-ahead.
+    written: CopyImageCancellation,
+    outcome: CancelOutcome,
+}
+
+/// State handed to every reconcile of one watch scope (all namespaces or one).
+pub struct Context {
+    client: kube::Client,
+    settings: Arc<Settings>,
+    /// Secrets of the scope, kept by a reflector (no per-reconcile GET).
+    secrets: Store<Secret>,
+    recorder: Recorder,
+    /// Bounds concurrent reconciles across scopes (`--max-concurrent-reconciles`).
+    permits: Arc<Semaphore>,
+    /// Outcomes not yet recorded, by resource UID.
+    unrecorded: Arc<Mutex<HashMap<String, Unrecorded>>>,
+}
+
+impl Context {
+    /// A context for one watch scope.
+    pub fn new(
+        client: kube::Client,
+        settings: Arc<Settings>,
+        secrets: Store<Secret>,
+        recorder: Recorder,
+        permits: Arc<Semaphore>,
+    ) -> Self {
+        Self {
+            client,
+            settings,
+            secrets,
+            recorder,
+            permits,
+            unrecorded: Arc::default(),
+        }
+    }
+
+    fn credentials(
+        &self,
+        obj: &CopyImageCancellation,
+        namespace: &str,
+    ) -> Result<AccessKey, String> {
+        match &obj.spec.credentials_secret_ref {
+            Some(secret_ref) => {
+                let key = ObjectRef::<Secret>::new(&secret_ref.name).within(namespace);
+                secrets::access_key_from_secret(
+                    self.secrets.get(&key).as_deref(),
+                    namespace,
+                    &secret_ref.name,
+                )
+            }
+            None => self.settings.operator_key.clone(),
+        }
+    }
+
+    async fn publish(&self, obj: &CopyImageCancellation, note: &decide::EventNote) {
+        let event = Event {
+            type_: match note.kind {
+                EventKind::Normal => EventType::Normal,
+                EventKind::Warning => EventType::Warning,
+            },
+            reason: note.reason.to_string(),
+            note: Some(note.note.clone()),
+            action: EVENT_ACTION.to_string(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            // NB: an Event is a courtesy; status holds the record.
+            warn!(resource = %describe(obj), reason = note.reason, error = %err, "could not publish Event");
+        }
+    }
+}
+
+fn describe(obj: &CopyImageCancellation) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// Outcome of one status write.
+enum Written {
+    /// Applied; the object as stored.
+    Applied(Box<CopyImageCancellation>),
+    /// The precondition failed: someone else moved the resource.
+    Conflict,
+    /// The resource is gone.
+    Gone,
+}
+
+/// Applies `status` with server-side apply through the status subresource.
+/// With `resource_version`, the write succeeds only if the object is still at
+/// that version (optimistic concurrency). The UID is sent too, so a resource
+/// deleted and re-created under the same name is never written to.
+async fn apply_status(
+    api: &Api<CopyImageCancellation>,
+    obj: &CopyImageCancellation,
+    status: &CopyImageCancellationStatus,
+    resource_version: Option<&str>,
+) -> Result<Written, Error> {
+    let name = obj.name_any();
+    let mut metadata = serde_json::json!({"name": name});
+    if let Some(uid) = obj.uid() {
+        metadata["uid"] = uid.into();
+    }
+    if let Some(rv) = resource_version {
+        metadata["resourceVersion"] = rv.into();
+    }
+    let patch = serde_json::json!({
+        "apiVersion": CopyImageCancellation::api_version(&()),
+        "kind": CopyImageCancellation::kind(&()),
+        "metadata": metadata,
+        "status": status,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let patch = Patch::Apply(&patch);
+    let write = api.patch_status(&name, &params, &patch);
+    match tokio::time::timeout(STATUS_WRITE_TIMEOUT, write).await {
+        Err(_) => Err(Error::StatusWriteTimeout {
+            resource: describe(obj),
+            timeout: STATUS_WRITE_TIMEOUT,
+        }),
+        Ok(Ok(applied)) => Ok(Written::Applied(Box::new(applied))),
+        Ok(Err(kube::Error::Api(status))) if status.code == 409 => Ok(Written::Conflict),
+        Ok(Err(kube::Error::Api(status))) if status.code == 404 => Ok(Written::Gone),
+        // NB: a UID mismatch (the name now belongs to a new resource) is refused as invalid.
+        Ok(Err(kube::Error::Api(status)))
+            if status.code == 422 && obj.uid().is_some() && status.message.contains("uid") =>
+        {
+            Ok(Written::Gone)
+        }
+        Ok(Err(source)) => Err(Error::StatusWrite {
+            resource: describe(obj),
+            source,
+        }),
+    }
+}
+
+/// Maps what `decide` asked for onto a requeue.
+fn requeue(action: NextAction) -> Action {
+    match action {
+        NextAction::RequeueAfter(wait) => Action::requeue(wait),
+        NextAction::AwaitCredentials(by_deadline) => {
+            Action::requeue(by_deadline.map_or(CREDENTIALS_RECHECK, |d| d.min(CREDENTIALS_RECHECK)))
+        }
+        NextAction::Done => Action::await_change(),
+        // NB: only reached when the write-ahead could not be applied.
+        NextAction::WriteAheadThenSend => Action::requeue(CONFLICT_REQUEUE),
+    }
+}
+
+/// Reconciles one resource: see the module documentation for the flow.
+pub async fn reconcile(
+    obj: Arc<CopyImageCancellation>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let _permit = ctx
+        .permits
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
+    let (Some(namespace), Some(uid)) = (obj.namespace(), obj.uid()) else {
+        return Err(Error::Incomplete(describe(&obj)));
+    };
+    let api: Api<CopyImageCancellation> = Api::namespaced(ctx.client.clone(), &namespace);
+
+    if let Some(action) = record_unrecorded(&ctx, &api, &obj, &uid).await? {
+        return Ok(action);
+    }
+
+    let settings = &ctx.settings;
+    let mut current: CopyImageCancellation = (*obj).clone();
+    // Pending is written first, then the write-ahead straight from what the
+    // API server returned: at most these two writes before a send.
+    for _ in 0..3 {
+        if current.spec.credentials_secret_ref.is_some() {
+            match tokio::time::timeout(SECRETS_READY_TIMEOUT, ctx.secrets.wait_until_ready()).await
+            {
+                Ok(Ok(())) => {}
+                _ => return Err(Error::SecretsNotReady(SECRETS_READY_TIMEOUT)),
+            }
+        }
+        let credentials = ctx.credentials(&current, &namespace);
+        let trigger = match &credentials {
+            Ok(_) => Trigger::Observe,
+            Err(why) => Trigger::CredentialsMissing(why),
+        };
+        let decision = decide::decide(
+            &Input {
+                spec: &current.spec,
+                generation: current.metadata.generation,
+                status: current.status.as_ref(),
+                now: Timestamp::now(),
+                backoff: settings.backoff,
+                jitter: rand::random::<f64>(),
+            },
+            trigger,
+        );
+        let Decision {
+            status,
+            action,
+            event,
+        } = decision;
+        if status_unchanged(&current, &status) {
+            if let Some(note) = &event {
+                ctx.publish(&current, note).await;
+            }
+            return Ok(requeue(action));
+        }
+        let rv = current.resource_version();
+        let written = match apply_status(&api, &current, &status, rv.as_deref()).await? {
+            Written::Applied(written) => *written,
+            Written::Conflict => {
+                debug!(resource = %describe(&current), "status moved under us; looking again, nothing sent");
+                return Ok(Action::requeue(CONFLICT_REQUEUE));
+            }
+            Written::Gone => return Ok(Action::await_change()),
+        };
+        if let Some(note) = &event {
+            ctx.publish(&written, note).await;
+        }
+        match action {
+            NextAction::WriteAheadThenSend => {
+                let key = credentials.expect("decide sends only with credentials at hand");
+                return send_and_record(&ctx, &api, written, &key, &uid).await;
+            }
+            NextAction::RequeueAfter(wait) if wait.is_zero() => current = written,
+            other => return Ok(requeue(other)),
+        }
+    }
+    Ok(Action::requeue(CONFLICT_REQUEUE))
+}
+
+fn status_unchanged(obj: &CopyImageCancellation, status: &CopyImageCancellationStatus) -> bool {
+    obj.status.as_ref() == Some(status)
+}
+
+/// Sends the attempt that `written` records, then records what came back.
+async fn send_and_record(
+    ctx: &Context,
+    api: &Api<CopyImageCancellation>,
+    written: CopyImageCancellation,
+    key: &AccessKey,
+    uid: &str,
+) -> Result<Action, Error> {
+    let attempt = written.status.as_ref().map_or(0, |s| s.attempts);
+    info!(resource = %describe(&written), attempt, "sending CancelCopyImage");
+    let outcome = ctx
+        .settings
+        .ecs
+        .cancel_copy_image(key, &written.spec.region_id, &written.spec.image_id)
+        .await;
+    info!(
+        resource = %describe(&written),
+        attempt,
+        outcome = outcome_label(&outcome),
+        request_id = outcome.request_id().unwrap_or(""),
+        "CancelCopyImage answered"
+    );
+    record(ctx, api, Unrecorded { written, outcome }, uid).await
+}
+
+fn outcome_label(outcome: &CancelOutcome) -> &str {
+    match outcome {
+        CancelOutcome::Cancelled { .. } => decide::OUTCOME_SUCCEEDED,
+        CancelOutcome::Service(e) => &e.code,
+        CancelOutcome::Transport(_) => decide::OUTCOME_TRANSPORT_ERROR,
+    }
+}
+
+/// Writes the outcome into status, retrying the write (never the send). If
+/// every try fails, the outcome is kept for the next reconcile.
+async fn record(
+    ctx: &Context,
+    api: &Api<CopyImageCancellation>,
+    unrecorded: Unrecorded,
+    uid: &str,
+) -> Result<Action, Error> {
+    let mut pause = Duration::from_millis(200);
+    let mut last_error = None;
+    for attempt in 1..=RECORD_ATTEMPTS {
+        let decision = decide::decide(
+            &Input {
+                spec: &unrecorded.written.spec,
+                generation: unrecorded.written.metadata.generation,
+                status: unrecorded.written.status.as_ref(),
+                now: Timestamp::now(),
+                backoff: ctx.settings.backoff,
+                jitter: rand::random::<f64>(),
+            },
+            Trigger::Attempted(&unrecorded.outcome),
+        );
+        // NB: no resourceVersion: this controller alone writes status, and
+        // the write-ahead it follows has just been accepted.
+        match apply_status(api, &unrecorded.written, &decision.status, None).await {
+            Ok(Written::Applied(stored)) => {
+                if let Some(note) = &decision.event {
+                    ctx.publish(&stored, note).await;
+                }
+                return Ok(requeue(decision.action));
+            }
+            Ok(Written::Gone) => {
+                info!(resource = %describe(&unrecorded.written), "deleted before its outcome was recorded");
+                return Ok(Action::await_change());
+            }
+            Ok(Written::Conflict) => {
+                last_error = Some(Error::Incomplete(format!(
+                    "{} (unexpected conflict)",
+                    describe(&unrecorded.written)
+                )));
+            }
+            Err(err) => {
+                warn!(resource = %describe(&unrecorded.written), attempt, error = %err, "could not record the outcome; retrying the write");
+                last_error = Some(err);
+            }
+        }
+        if attempt < RECORD_ATTEMPTS {
+            tokio::time::sleep(pause).await;
+            pause *= 3;
+        }
+    }
+    ctx.unrecorded
+        .lock()
+        .expect("unrecorded map poisoned")
+        .insert(uid.to_string(), unrecorded);
+    Err(last_error.expect("at least one write was tried"))
+}
+
+/// Records an outcome a previous reconcile could not write. `None` when there
+/// is nothing (left) to record.
+async fn record_unrecorded(
+    ctx: &Context,
+    api: &Api<CopyImageCancellation>,
+    cached: &CopyImageCancellation,
+    uid: &str,
+) -> Result<Option<Action>, Error> {
+    let pending = ctx
+        .unrecorded
+        .lock()
+        .expect("unrecorded map poisoned")
+        .remove(uid);
+    let Some(pending) = pending else {
+        return Ok(None);
+    };
+    let written_attempts = pending.written.status.as_ref().map_or(0, |s| s.attempts);
+    let already_recorded = cached.status.as_ref().is_some_and(|s| {
+        s.phase.is_some_and(crate::resource::Phase::is_finished)
+            || (s.attempts >= written_attempts && !decide::attempt_in_flight(s))
+    });
+    if already_recorded {
+        // The write did land (only its answer was lost).
+        return Ok(None);
+    }
+    record(ctx, api, pending, uid).await.map(Some)
+}
+
+/// Requeues a failed reconcile after a short pause.
+pub fn error_policy(obj: Arc<CopyImageCancellation>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(resource = %describe(&obj), error = %error, "reconcile failed; retrying");
+    Action::requeue(ERROR_REQUEUE)
+}
+
+/// The resources a Secret change should wake: those in its namespace that
+/// name it and are not finished.
+pub fn resources_using_secret(
+    secret: &Secret,
+    resources: &[Arc<CopyImageCancellation>],
+) -> Vec<ObjectRef<CopyImageCancellation>> {
+    let namespace = secret.namespace();
+    let name = secret.name_any();
+    resources
+        .iter()
+        .filter(|r| r.namespace() == namespace)
+        .filter(|r| {
+            r.spec
+                .credentials_secret_ref
+                .as_ref()
+                .is_some_and(|s| s.name == name)
+        })
+        .filter(|r| {
+            !r.status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_some_and(crate::resource::Phase::is_finished)
+        })
+        .map(|r| ObjectRef::from_obj(r.as_ref()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::{CopyImageCancellationSpec, CredentialsSecretRef, Phase};
+
+    fn cic(
+        namespace: &str,
+        name: &str,
+        secret: Option<&str>,
+        phase: Option<Phase>,
+    ) -> Arc<CopyImageCancellation> {
+        let mut r = CopyImageCancellation::new(
+            name,
+            CopyImageCancellationSpec {
+                region_id: "cn-hangzhou".into(),
+                image_id: "m-bp1caf3yicx5jlfl".into(),
+                credentials_secret_ref: secret.map(|s| CredentialsSecretRef { name: s.into() }),
+                backoff_limit: 6,
+                active_deadline_seconds: None,
+            },
+        );
+        r.metadata.namespace = Some(namespace.into());
+        r.status = phase.map(|p| CopyImageCancellationStatus {
+            phase: Some(p),
+            ..Default::default()
+        });
+        Arc::new(r)
+    }
+
+    #[test]
+    fn a_secret_wakes_the_unfinished_resources_that_name_it_in_its_namespace() {
+        let resources = vec![
+            cic("images", "a", Some("creds"), None),
+            cic("images", "b", Some("creds"), Some(Phase::Running)),
+            cic("images", "done", Some("creds"), Some(Phase::Succeeded)),
+            cic("images", "other-secret", Some("other"), None),
+            cic("images", "operator-keys", None, None),
+            cic("elsewhere", "same-name", Some("creds"), None),
+        ];
+        let mut secret = Secret::default();
+        secret.metadata.name = Some("creds".into());
+        secret.metadata.namespace = Some("images".into());
+        let woken: Vec<String> = resources_using_secret(&secret, &resources)
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(woken, ["a", "b"]);
+    }
+
+    #[test]
+    fn requeue_follows_the_decision() {
+        assert_eq!(
+            requeue(NextAction::RequeueAfter(Duration::from_secs(7))),
+            Action::requeue(Duration::from_secs(7))
+        );
+        assert_eq!(requeue(NextAction::Done), Action::await_change());
+        assert_eq!(
+            requeue(NextAction::AwaitCredentials(None)),
+            Action::requeue(CREDENTIALS_RECHECK)
+        );
+        assert_eq!(
+            requeue(NextAction::AwaitCredentials(Some(Duration::from_secs(9)))),
+            Action::requeue(Duration::from_secs(9))
+        );
+    }
+}

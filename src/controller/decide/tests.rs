@@ -237,7 +237,7 @@ fn table() {
                     "Nothing is sent until credentials are available: Secret images/alibaba-credentials not found",
                     [T0; 3]),
             }),
-            action: NextAction::AwaitCredentials,
+            action: NextAction::AwaitCredentials(None),
             event: None,
         },
         Row {
@@ -625,8 +625,8 @@ fn table() {
             )),
         },
         Row {
-            name: "credentials missing when a retry is due: no attempt counted",
-            spec: json!({}),
+            name: "credentials missing when a retry is due: no attempt counted, deadline still watched",
+            spec: json!({"activeDeadlineSeconds": 60}),
             before: Some(json!({
                 "phase": "Running", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
                 "errorCode": "InternalError", "httpStatus": 500, "errorMessage": "boom",
@@ -651,7 +651,8 @@ fn table() {
                      key accessKeySecret",
                     [T0; 3]),
             }),
-            action: NextAction::AwaitCredentials,
+            // The deadline (T0 + 60 s) still lands on time while waiting.
+            action: NextAction::AwaitCredentials(Some(Duration::from_secs(57))),
             event: None,
         },
         Row {

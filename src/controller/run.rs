@@ -1,0 +1,330 @@
+//! `copyimage-canceller run`: the command line of the controller, and the
+//! wiring of watches, caches and controllers around [`super::reconcile`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector;
+use kube::runtime::watcher::{self, watcher};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{
+    Context, REPORTING_CONTROLLER, Settings, error_policy, reconcile, resources_using_secret,
+};
+use crate::credentials::AccessKey;
+use crate::ecs::client::{DEFAULT_ENDPOINT_TEMPLATE, EcsClient, EcsClientConfig};
+use crate::resource::CopyImageCancellation;
+use crate::retry::Backoff;
+
+const AFTER_HELP: &str = "\
+Kubernetes access: the in-cluster service account, or KUBECONFIG / ~/.kube/config outside a cluster.
+The operator needs: get/list/watch on copyimagecancellations, patch on copyimagecancellations/status,
+list/watch on secrets (in the watched namespaces), and create/patch on events.k8s.io events.
+
+Credentials: a resource's spec.credentialsSecretRef names a Secret in its own namespace (keys
+accessKeyId, accessKeySecret, optional securityToken). Resources without one use the operator's own
+keys from ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET and the optional
+ALIBABA_CLOUD_SECURITY_TOKEN. While neither is available, nothing is sent and the resource waits
+(reason AwaitingCredentials).
+
+SIGTERM or Ctrl+C: no new work is taken; requests in flight finish and their outcomes are recorded
+in status; then the process exits.";
+
+/// Log output format.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Arguments of `run`.
+#[derive(clap::Args, Debug, Clone)]
+#[command(after_help = AFTER_HELP)]
+pub struct RunArgs {
+    /// ECS endpoint template; `{regionId}` is replaced by each resource's spec.regionId.
+    #[arg(long, value_name = "TEMPLATE", default_value = DEFAULT_ENDPOINT_TEMPLATE)]
+    pub ecs_endpoint: String,
+    /// Accept an http:// endpoint on a non-loopback host (requests then cross the network unencrypted).
+    #[arg(long)]
+    pub allow_insecure_endpoint: bool,
+    /// First backoff ceiling; each retry doubles it (full jitter below it).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub retry_base_delay: Duration,
+    /// Largest backoff ceiling (and largest honoured x-acs-retry-after).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub retry_max_delay: Duration,
+    /// Watch only this namespace (repeat for several); default: all namespaces.
+    #[arg(long = "watch-namespace", value_name = "NS", value_parser = parse_namespace)]
+    pub watch_namespaces: Vec<String>,
+    /// Only handle resources matching this label selector (e.g. `team=images,env!=dev`).
+    #[arg(long, value_name = "LABELS")]
+    pub selector: Option<String>,
+    /// Most reconciles (and so CancelCopyImage requests) in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_reconciles: u16,
+    /// Log format.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log level or filter directives (`info`, `debug`, `copyimage_canceller=debug,kube=warn`).
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+fn parse_namespace(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(
+            "expected a namespace name: lower-case letters, digits and '-', at most 63 characters"
+                .to_owned(),
+        )
+    }
+}
+
+/// Where and what the controllers watch.
+#[derive(Clone, Debug, Default)]
+pub struct WatchOptions {
+    /// Namespaces to watch; empty: all.
+    pub namespaces: Vec<String>,
+    /// Label selector for resources.
+    pub selector: Option<String>,
+    /// Most reconciles at once, across namespaces.
+    pub max_concurrent_reconciles: u16,
+    /// The Events' `reportingInstance` (the pod name).
+    pub instance: Option<String>,
+}
+
+/// Runs `run` until SIGTERM or Ctrl+C.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format, &args.log_level)?;
+    let backoff = Backoff::new(args.retry_base_delay, args.retry_max_delay)?;
+    let ecs = EcsClient::new(EcsClientConfig {
+        endpoint: args.ecs_endpoint.clone(),
+        allow_insecure_endpoint: args.allow_insecure_endpoint,
+        ..EcsClientConfig::default()
+    })
+    .context("--ecs-endpoint")?;
+    let operator_key = AccessKey::from_env().map_err(|err| {
+        format!(
+            "the resource names no credentialsSecretRef and the operator has no credentials: {err}"
+        )
+    });
+    if operator_key.is_err() {
+        info!(
+            "no operator credentials in the environment: only resources with a credentialsSecretRef will be sent"
+        );
+    }
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes (in-cluster service account, or KUBECONFIG)")?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    let options = WatchOptions {
+        namespaces: args.watch_namespaces,
+        selector: args.selector,
+        max_concurrent_reconciles: args.max_concurrent_reconciles,
+        instance: std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()),
+    };
+    let settings = Arc::new(Settings {
+        ecs,
+        backoff,
+        operator_key,
+    });
+    run_controllers(client, settings, options, shutdown).await
+}
+
+/// Cancels `shutdown` on SIGTERM or Ctrl+C.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c().map(|_| "SIGINT");
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+                "SIGTERM"
+            }
+            Err(err) => {
+                warn!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending().await
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<&str>();
+    let name = tokio::select! {
+        name = ctrl_c => name,
+        name = term => name,
+    };
+    info!(
+        signal = name,
+        "stopping: no new work; waiting for requests in flight to be recorded"
+    );
+    shutdown.cancel();
+}
+
+/// Runs one controller per watched namespace (or one for all) until
+/// `shutdown` is cancelled and every reconcile in flight has finished.
+pub async fn run_controllers(
+    client: kube::Client,
+    settings: Arc<Settings>,
+    options: WatchOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let scopes: Vec<Option<String>> = if options.namespaces.is_empty() {
+        vec![None]
+    } else {
+        options.namespaces.iter().cloned().map(Some).collect()
+    };
+    for scope in &scopes {
+        check_access(&client, scope.as_deref(), options.selector.as_deref()).await?;
+    }
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: REPORTING_CONTROLLER.to_string(),
+            instance: options.instance.clone(),
+        },
+    );
+    let concurrency = options.max_concurrent_reconciles.max(1);
+    let permits = Arc::new(Semaphore::new(usize::from(concurrency)));
+    let mut controllers = Vec::new();
+    let mut feeds = Vec::new();
+    for scope in scopes {
+        let (cics, secrets): (Api<CopyImageCancellation>, Api<Secret>) = match &scope {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+        // The Secret cache that credentials are read from; fed by its own
+        // task so it fills even while every reconcile slot is busy.
+        let (secret_store, writer) = reflector::store::<Secret>();
+        let feed = watcher(secrets.clone(), watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .for_each(|event| async move {
+                if let Err(err) = event {
+                    warn!(error = %err, "watching Secrets failed; retrying");
+                }
+            });
+        feeds.push(tokio::spawn(feed));
+
+        let mut config = watcher::Config::default();
+        if let Some(selector) = &options.selector {
+            config = config.labels(selector);
+        }
+        let controller = Controller::new(cics, config)
+            .with_config(controller::Config::default().concurrency(concurrency));
+        let resources = controller.store();
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            settings.clone(),
+            secret_store,
+            recorder.clone(),
+            permits.clone(),
+        ));
+        let stop = shutdown.clone();
+        let scope_name = scope
+            .clone()
+            .unwrap_or_else(|| "all namespaces".to_string());
+        info!(scope = %scope_name, "watching CopyImageCancellations");
+        let run = controller
+            // A created or rotated Secret wakes the resources waiting on it.
+            .watches(
+                secrets,
+                watcher::Config::default(),
+                move |secret: Secret| resources_using_secret(&secret, &resources.state()),
+            )
+            .graceful_shutdown_on(async move { stop.cancelled().await })
+            .run(reconcile, error_policy, ctx)
+            .for_each(|result| async move {
+                match result {
+                    Ok((obj, _)) => debug!(resource = %obj, "reconciled"),
+                    Err(controller::Error::ObjectNotFound(obj)) => {
+                        debug!(resource = %obj, "gone before its turn")
+                    }
+                    Err(err) => warn!(error = %err, "controller"),
+                }
+            });
+        controllers.push(run);
+    }
+    futures::future::join_all(controllers).await;
+    for feed in feeds {
+        feed.abort();
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// Fails early, with the fix, when the CRD is missing, access is denied, or
+/// the selector is malformed.
+async fn check_access(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    selector: Option<&str>,
+) -> anyhow::Result<()> {
+    let api: Api<CopyImageCancellation> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let mut params = ListParams::default().limit(1);
+    if let Some(selector) = selector {
+        params = params.labels(selector);
+    }
+    let scope = namespace.map_or_else(
+        || "all namespaces".to_string(),
+        |ns| format!("namespace {ns}"),
+    );
+    match api.list_metadata(&params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => anyhow::bail!(
+            "the CopyImageCancellation CRD is not installed: kubectl apply -f crds/copyimagecancellations.yaml"
+        ),
+        Err(kube::Error::Api(status)) if status.code == 403 => anyhow::bail!(
+            "not allowed to list copyimagecancellations in {scope}: {}; grant the operator's RBAC role",
+            status.message
+        ),
+        Err(kube::Error::Api(status)) if status.code == 400 && selector.is_some() => anyhow::bail!(
+            "--selector {:?} was refused by the API server: {}",
+            selector.unwrap_or_default(),
+            status.message
+        ),
+        Err(err) => Err(err).with_context(|| format!("listing copyimagecancellations in {scope}")),
+    }
+}
+
+/// Sets up logging on stderr.
+pub fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).with_context(|| {
+        format!(
+            "--log-level {level:?}: expected a level such as info or debug, or filter directives"
+        )
+    })?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    result.map_err(|err| anyhow::anyhow!("setting up logging: {err}"))
+}
