@@ -1273,3 +1273,332 @@ async fn finalizers_delay_deletion_until_removed() {
         .unwrap();
     assert_eq!(api_error(widgets.get("a").await.unwrap_err()).code, 404);
 }
+
+mod project_crd {
+    //! The sandbox hosting the product's own CRD, as the controller and the demo use it.
+
+    use super::*;
+    use copyimage_canceller::resource::{
+        CopyImageCancellation, CopyImageCancellationSpec, SPEC_IMMUTABLE_MESSAGE,
+    };
+    use kube::CustomResourceExt;
+
+    async fn start_project() -> KubeApiHandle {
+        let config = KubeApiConfig {
+            namespace: "images".into(),
+            ..KubeApiConfig::default()
+        };
+        KubeApi::start_with(vec![CopyImageCancellation::crd()], config)
+            .await
+            .expect("sandbox API starts")
+    }
+
+    fn cic(name: &str, region: &str) -> CopyImageCancellation {
+        CopyImageCancellation::new(
+            name,
+            CopyImageCancellationSpec {
+                region_id: region.into(),
+                image_id: "m-bp1caf3yicx5jlfl".into(),
+                credentials_secret_ref: None,
+                backoff_limit: 6,
+                active_deadline_seconds: None,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn admission_messages_match_the_real_api_server() {
+        let api = start_project().await;
+        let cics: Api<CopyImageCancellation> = Api::default_namespaced(api.client().unwrap());
+        let status = status_value(
+            cics.create(&PostParams::default(), &cic("x", "BAD"))
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!(
+            status["message"],
+            "CopyImageCancellation.ecs.alibabacloud.com \"x\" is invalid: spec.regionId: Invalid value: \"BAD\": spec.regionId in body should match '^[a-z]{2,}(-[a-z0-9]+)+$'"
+        );
+        assert_eq!(
+            status["details"]["causes"],
+            json!([{"reason": "FieldValueInvalid", "field": "spec.regionId",
+                "message": "Invalid value: \"BAD\": spec.regionId in body should match '^[a-z]{2,}(-[a-z0-9]+)+$'"}])
+        );
+        let mut too_many = cic("x", "cn-hangzhou");
+        too_many.spec.backoff_limit = 21;
+        let status = status_value(
+            cics.create(&PostParams::default(), &too_many)
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!(status["details"]["causes"][0]["field"], "spec.backoffLimit");
+
+        cics.create(&PostParams::default(), &cic("x", "cn-hangzhou"))
+            .await
+            .unwrap();
+        let change = json!({"spec": {"imageId": "m-other"}});
+        let status = status_value(
+            cics.patch("x", &PatchParams::default(), &Patch::Merge(&change))
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!(
+            status["message"],
+            format!(
+                "CopyImageCancellation.ecs.alibabacloud.com \"x\" is invalid: spec: Invalid value: \"object\": {SPEC_IMMUTABLE_MESSAGE}"
+            )
+        );
+
+        // A kstatus-style status passes the status schema (conditions, date-times, enums).
+        let applied = json!({"apiVersion": "ecs.alibabacloud.com/v1alpha1", "kind": "CopyImageCancellation", "metadata": {"name": "x"},
+        "status": {"phase": "Running", "attempts": 0, "observedGeneration": 1, "startTime": "2026-01-01T00:00:00Z",
+            "conditions": [
+                {"type": "Ready", "status": "False", "reason": "AwaitingCredentials", "message": "waiting", "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1},
+                {"type": "Reconciling", "status": "True", "reason": "AwaitingCredentials", "message": "waiting", "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1}
+            ]}});
+        let written = cics
+            .patch_status(
+                "x",
+                &PatchParams::apply("copyimage-canceller").force(),
+                &Patch::Apply(&applied),
+            )
+            .await
+            .unwrap();
+        assert_eq!(written.status.unwrap().conditions.len(), 2);
+        let mut bad = applied.clone();
+        bad["status"]["conditions"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("lastTransitionTime");
+        bad["status"]["startTime"] = json!("yesterday");
+        let status = status_value(
+            cics.patch_status(
+                "x",
+                &PatchParams::apply("copyimage-canceller").force(),
+                &Patch::Apply(&bad),
+            )
+            .await
+            .unwrap_err(),
+        );
+        let fields: Vec<&str> = status["details"]["causes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                "status.conditions[0].lastTransitionTime",
+                "status.startTime"
+            ],
+            "{status}"
+        );
+    }
+
+    #[tokio::test]
+    async fn field_validation_strict_refuses_unknown_fields_and_warn_prunes() {
+        let api = start_project().await;
+        let cics: Api<CopyImageCancellation> = Api::default_namespaced(api.client().unwrap());
+        cics.create(&PostParams::default(), &cic("x", "cn-hangzhou"))
+            .await
+            .unwrap();
+        let unknown = json!({"metadata": {"labels": {"a": "b"}}, "status": {"colour": "red"}});
+        let err = api_error(
+            cics.patch_status(
+                "x",
+                &PatchParams::default().validation_strict(),
+                &Patch::Merge(&unknown),
+            )
+            .await
+            .unwrap_err(),
+        );
+        assert_eq!(
+            (err.code, err.message.as_str()),
+            (
+                400,
+                "strict decoding error: unknown field \"status.colour\""
+            )
+        );
+        let pruned = cics
+            .patch_status("x", &PatchParams::default(), &Patch::Merge(&unknown))
+            .await
+            .unwrap();
+        assert_eq!(
+            serde_json::to_value(&pruned.status).unwrap(),
+            json!({"attempts": 0}),
+            "the unknown field is pruned under the default Warn (attempts is a schema default)"
+        );
+        let request = http::Request::patch(
+            "/apis/ecs.alibabacloud.com/v1alpha1/namespaces/images/copyimagecancellations/x/status",
+        )
+        .header("Content-Type", "application/merge-patch+json")
+        .body(serde_json::to_vec(&unknown).unwrap())
+        .unwrap();
+        let response = api
+            .client()
+            .unwrap()
+            .send(request.map(kube::client::Body::from))
+            .await
+            .unwrap();
+        let warnings: Vec<&str> = response
+            .headers()
+            .get_all("warning")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(
+            warnings,
+            vec!["299 - \"unknown field \\\"status.colour\\\"\""]
+        );
+    }
+
+    #[tokio::test]
+    async fn kubectl_get_shows_printer_columns() {
+        let api = start_project().await;
+        let client = api.client().unwrap();
+        let cics: Api<CopyImageCancellation> = Api::default_namespaced(client.clone());
+        cics.create(&PostParams::default(), &cic("x", "cn-hangzhou"))
+            .await
+            .unwrap();
+        let request = http::Request::get(
+            "/apis/ecs.alibabacloud.com/v1alpha1/namespaces/images/copyimagecancellations",
+        )
+        .header(
+            "Accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        )
+        .body(Vec::new())
+        .unwrap();
+        let table: Value = client.request(request).await.unwrap();
+        assert_eq!(table["kind"], "Table");
+        let columns: Vec<&str> = table["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            columns,
+            vec![
+                "Name",
+                "Region",
+                "Image",
+                "Phase",
+                "Request ID",
+                "Error",
+                "Attempts",
+                "Age"
+            ]
+        );
+        let cells = &table["rows"][0]["cells"];
+        assert_eq!(
+            (cells[0].as_str(), cells[1].as_str(), cells[2].as_str()),
+            (Some("x"), Some("cn-hangzhou"), Some("m-bp1caf3yicx5jlfl"))
+        );
+        assert!(
+            cells[7].as_str().unwrap().ends_with('s'),
+            "age is human readable: {}",
+            cells[7]
+        );
+    }
+
+    /// kubectl as users run it against the sandbox (skipped only where kubectl is not installed).
+    #[tokio::test]
+    async fn kubectl_apply_get_wait_and_explain() {
+        if std::process::Command::new("kubectl")
+            .arg("version")
+            .arg("--client")
+            .output()
+            .is_err()
+        {
+            eprintln!("kubectl is not installed: skipping the kubectl round trip");
+            return;
+        }
+        let api = start_project().await;
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        api.write_kubeconfig(&kubeconfig).unwrap();
+        let manifest = dir.path().join("cic.yaml");
+        std::fs::write(
+            &manifest,
+            "apiVersion: ecs.alibabacloud.com/v1alpha1\nkind: CopyImageCancellation\nmetadata: {name: stop-copy}\nspec: {regionId: cn-hangzhou, imageId: m-bp1caf3yicx5jlfl}\n",
+        )
+        .unwrap();
+        let kubectl = |args: &[&str]| {
+            let mut command = tokio::process::Command::new("kubectl");
+            command
+                .args(args)
+                .env("KUBECONFIG", &kubeconfig)
+                .env("HOME", dir.path());
+            async move {
+                let out = tokio::time::timeout(PATIENCE, command.output())
+                    .await
+                    .expect("kubectl in time")
+                    .expect("kubectl runs");
+                (
+                    out.status.success(),
+                    String::from_utf8_lossy(&out.stdout).into_owned()
+                        + &String::from_utf8_lossy(&out.stderr),
+                )
+            }
+        };
+        let manifest_arg = manifest.to_str().unwrap();
+        let (ok, out) = kubectl(&["apply", "-f", manifest_arg]).await;
+        assert!(ok && out.contains("stop-copy created"), "{out}");
+        let (ok, out) = kubectl(&["apply", "-f", manifest_arg]).await;
+        assert!(ok && out.contains("stop-copy unchanged"), "{out}");
+        let (ok, out) = kubectl(&[
+            "get",
+            "cic",
+            "stop-copy",
+            "-o",
+            "jsonpath={.spec.backoffLimit}",
+        ])
+        .await;
+        assert_eq!((ok, out.as_str()), (true, "6"));
+
+        let cics: Api<CopyImageCancellation> = Api::default_namespaced(api.client().unwrap());
+        let ready = json!({"apiVersion": "ecs.alibabacloud.com/v1alpha1", "kind": "CopyImageCancellation", "metadata": {"name": "stop-copy"},
+            "status": {"phase": "Succeeded", "requestId": "R-1", "attempts": 1, "conditions": [{"type": "Ready", "status": "True",
+                "reason": "Cancelled", "message": "done", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+        cics.patch_status(
+            "stop-copy",
+            &PatchParams::apply("test"),
+            &Patch::Apply(&ready),
+        )
+        .await
+        .unwrap();
+        let (ok, out) = kubectl(&[
+            "wait",
+            "--for=condition=Ready",
+            "cic/stop-copy",
+            "--timeout=20s",
+        ])
+        .await;
+        assert!(ok && out.contains("condition met"), "{out}");
+        let (ok, out) = kubectl(&["get", "cic"]).await;
+        assert!(ok, "{out}");
+        let header: Vec<&str> = out
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        assert_eq!(
+            header,
+            vec![
+                "NAME", "REGION", "IMAGE", "PHASE", "REQUEST", "ID", "ERROR", "ATTEMPTS", "AGE"
+            ]
+        );
+        assert!(out.contains("Succeeded") && out.contains("R-1"), "{out}");
+        let (ok, out) = kubectl(&["explain", "cic.spec.regionId"]).await;
+        assert!(ok && out.contains("DESTINATION"), "{out}");
+        std::fs::write(&manifest, "apiVersion: ecs.alibabacloud.com/v1alpha1\nkind: CopyImageCancellation\nmetadata: {name: typo}\nspec: {regionId: cn-hangzhou, imageId: m-abc, colour: red}\n").unwrap();
+        let (ok, out) = kubectl(&["apply", "-f", manifest_arg]).await;
+        assert!(
+            !ok && out.contains("unknown field \"spec.colour\""),
+            "{out}"
+        );
+    }
+}

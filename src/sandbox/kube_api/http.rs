@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::selector::LabelSelector;
-use super::store::{self, Filter, PatchBody, ResourceType, WriteCtx};
-use super::{FaultKind, RequestRecord, Shared, Verb, watch};
+use super::store::{self, FieldValidation, Filter, PatchBody, ResourceType, WriteCtx};
+use super::{FaultKind, RequestRecord, Shared, Verb, openapi, table, watch};
 
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
@@ -37,6 +37,8 @@ fn error_response(err: &ApiError) -> Response {
 /// Where a URL points.
 enum Route {
     Version,
+    OpenApiRoot,
+    OpenApi(String, String),
     Api,
     Apis,
     Group(String),
@@ -67,6 +69,11 @@ fn parse_route(path: &str) -> Option<Route> {
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let (group, version, rest) = match segs.as_slice() {
         ["version"] => return Some(Route::Version),
+        ["openapi", "v3"] => return Some(Route::OpenApiRoot),
+        ["openapi", "v3", "api", v] => return Some(Route::OpenApi(String::new(), v.to_string())),
+        ["openapi", "v3", "apis", g, v] => {
+            return Some(Route::OpenApi(g.to_string(), v.to_string()));
+        }
         ["api"] => return Some(Route::Api),
         ["apis"] => return Some(Route::Apis),
         ["api", v] => return Some(Route::GroupVersion(String::new(), v.to_string())),
@@ -112,6 +119,13 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             .collect();
     match route {
         Route::Version => json_response(200, &version()),
+        Route::OpenApiRoot => json_response(200, &openapi::root(&shared.store())),
+        Route::OpenApi(group, version) => {
+            match openapi::group_version(&shared.store(), &group, &version) {
+                Some(doc) => json_response(200, &doc),
+                None => error_response(&ApiError::path_not_found()),
+            }
+        }
         Route::Api => json_response(
             200,
             &json!({"kind": "APIVersions", "versions": ["v1"],
@@ -225,6 +239,14 @@ fn resource_list(shared: &Shared, group: &str, version: &str) -> Option<Value> {
     Some(
         json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
     )
+}
+
+/// A create or update body; protobuf is refused with 415 so client-go falls back to JSON.
+fn parse_object_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        return Err(ApiError::unsupported_media_type(content_type));
+    }
+    parse_body(body)
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
@@ -361,6 +383,10 @@ async fn serve(
             "dryRun is not supported by the sandbox Kubernetes API",
         ));
     }
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     let namespace = path.namespace.clone().unwrap_or_default();
     let name = path.name.clone().unwrap_or_default();
     let status = subresource == "status";
@@ -370,6 +396,17 @@ async fn serve(
             .cloned()
             .unwrap_or_else(|| user_agent_manager(headers)),
         now: now(),
+        field_validation: match query.get("fieldValidation").map(String::as_str) {
+            None | Some("" | "Warn") => FieldValidation::Warn,
+            Some("Ignore") => FieldValidation::Ignore,
+            Some("Strict") => FieldValidation::Strict,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "fieldValidation parameter unsupported: {other:?} (use Ignore, Warn or Strict)"
+                )));
+            }
+        },
+        warnings: std::sync::Mutex::new(Vec::new()),
     };
     let filter = || -> Result<Filter, ApiError> {
         Ok(Filter {
@@ -389,22 +426,28 @@ async fn serve(
             )?,
         })
     };
-    match verb {
-        Verb::Get => Ok(json_response(
-            200,
-            &shared.store().get(ty, &namespace, &name)?,
-        )),
-        Verb::List => list(shared, ty, t, &filter()?, query),
+    let mut response = match verb {
+        Verb::Get => {
+            let object = shared.store().get(ty, &namespace, &name)?;
+            if table::wants_table(accept) {
+                return Ok(json_response(
+                    200,
+                    &table::table(t, std::slice::from_ref(&object), None),
+                ));
+            }
+            Ok(json_response(200, &object))
+        }
+        Verb::List => list(shared, ty, t, &filter()?, query, table::wants_table(accept)),
         Verb::Watch => watch::watch(shared.clone(), ty, filter()?, query),
         Verb::Create => {
-            let object = parse_body(body)?;
+            let object = parse_object_body(content_type, body)?;
             Ok(json_response(
                 201,
                 &shared.store().create(ty, &namespace, object, &ctx)?,
             ))
         }
         Verb::Update => {
-            let object = parse_body(body)?;
+            let object = parse_object_body(content_type, body)?;
             Ok(json_response(
                 200,
                 &shared
@@ -489,7 +532,18 @@ async fn serve(
                 &json!({"kind": format!("{}List", t.kind), "apiVersion": t.api_version(), "metadata": {"resourceVersion": rv.to_string()}, "items": deleted}),
             ))
         }
+    }?;
+    let warnings = ctx.warnings.lock().map(|w| w.clone()).unwrap_or_default();
+    for warning in warnings {
+        let text = format!(
+            "299 - {}",
+            serde_json::to_string(&warning).unwrap_or_default()
+        );
+        if let Ok(value) = http::HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, value);
+        }
     }
+    Ok(response)
 }
 
 fn list(
@@ -498,6 +552,7 @@ fn list(
     t: &ResourceType,
     filter: &Filter,
     query: &HashMap<String, String>,
+    as_table: bool,
 ) -> Result<Response, ApiError> {
     let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let token: Option<ContinueToken> = match query.get("continue").filter(|c| !c.is_empty()) {
@@ -542,6 +597,11 @@ fn list(
         };
         metadata["continue"] = json!(engine.encode(serde_json::to_vec(&next).unwrap_or_default()));
         metadata["remainingItemCount"] = json!(remaining);
+    }
+    if as_table {
+        let mut rendered = table::table(t, &items, Some(rv));
+        rendered["metadata"] = metadata;
+        return Ok(json_response(200, &rendered));
     }
     Ok(json_response(
         200,

@@ -12,15 +12,17 @@
 //! webhooks, conversion between CRD versions (each served version is a separate store),
 //! graceful deletion periods, garbage collection (ownerReferences), namespace lifecycle
 //! (objects may live in any namespace whether or not a Namespace object exists), `dryRun`
-//! (rejected with 400), protobuf, Table output, `resourceVersionMatch` on lists, validation
+//! (rejected with 400), protobuf, Table output for watches, `resourceVersionMatch` on lists, validation
 //! ratcheting, and strategic-merge list semantics (strategic merge patches are applied as merge
 //! patches).
 
 mod error;
 mod fields;
 mod http;
+mod openapi;
 mod selector;
 mod store;
+mod table;
 mod validation;
 mod watch;
 

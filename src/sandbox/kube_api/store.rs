@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 use super::error::{ApiError, FieldError, FieldErrorKind};
 use super::fields::{self, ManagedEntry, Scope, Writer};
 use super::selector::{FieldSelector, LabelSelector};
+use super::table::PrinterColumn;
 use super::validation;
 
 /// Built-in behaviour beyond "store the JSON".
@@ -42,6 +43,8 @@ pub(crate) struct ResourceType {
     pub schema: Option<Value>,
     /// CRD `selectableFields`, as dotted paths.
     pub selectable_fields: Vec<String>,
+    /// CRD `additionalPrinterColumns`, for Table output.
+    pub printer_columns: Vec<PrinterColumn>,
     pub builtin: Builtin,
 }
 
@@ -66,6 +69,7 @@ impl ResourceType {
             categories: Vec::new(),
             schema: None,
             selectable_fields: Vec::new(),
+            printer_columns: Vec::new(),
             builtin,
         }
     }
@@ -113,28 +117,24 @@ impl ResourceType {
 
 /// The built-in kinds every sandbox hosts.
 fn builtin_types() -> Vec<ResourceType> {
-    vec![
-        ResourceType::plain("", "v1", "namespaces", "Namespace", false, Builtin::Plain),
-        ResourceType::plain("", "v1", "secrets", "Secret", true, Builtin::Secret),
-        ResourceType::plain("", "v1", "configmaps", "ConfigMap", true, Builtin::Plain),
-        ResourceType::plain("", "v1", "events", "Event", true, Builtin::Plain),
-        ResourceType::plain(
-            "events.k8s.io",
-            "v1",
-            "events",
-            "Event",
-            true,
-            Builtin::Plain,
-        ),
-        ResourceType::plain(
-            "coordination.k8s.io",
-            "v1",
-            "leases",
-            "Lease",
-            true,
-            Builtin::Plain,
-        ),
-    ]
+    use Builtin::{Plain, Secret};
+    // (group, plural, kind, namespaced, behaviour, short name)
+    let table = [
+        ("", "namespaces", "Namespace", false, Plain, Some("ns")),
+        ("", "secrets", "Secret", true, Secret, None),
+        ("", "configmaps", "ConfigMap", true, Plain, Some("cm")),
+        ("", "events", "Event", true, Plain, Some("ev")),
+        ("events.k8s.io", "events", "Event", true, Plain, Some("ev")),
+        ("coordination.k8s.io", "leases", "Lease", true, Plain, None),
+    ];
+    table
+        .into_iter()
+        .map(|(group, plural, kind, namespaced, builtin, short)| {
+            let mut t = ResourceType::plain(group, "v1", plural, kind, namespaced, builtin);
+            t.short_names = short.into_iter().map(String::from).collect();
+            t
+        })
+        .collect()
 }
 
 /// Resource types for every served version of a CRD.
@@ -168,6 +168,19 @@ pub(crate) fn crd_types(crd: &CustomResourceDefinition) -> Vec<ResourceType> {
                 .flatten()
                 .map(|f| f.json_path.trim_start_matches('.').to_string())
                 .collect(),
+            printer_columns: v
+                .additional_printer_columns
+                .iter()
+                .flatten()
+                .map(|c| PrinterColumn {
+                    name: c.name.clone(),
+                    type_: c.type_.clone(),
+                    format: c.format.clone().unwrap_or_default(),
+                    description: c.description.clone().unwrap_or_default(),
+                    priority: c.priority.unwrap_or(0),
+                    json_path: c.json_path.clone(),
+                })
+                .collect(),
             builtin: Builtin::Custom,
         })
         .collect()
@@ -196,6 +209,47 @@ pub(crate) struct Change {
 pub(crate) struct WriteCtx {
     pub manager: String,
     pub now: String,
+    pub field_validation: FieldValidation,
+    /// `Warning` headers to send back (unknown fields under `fieldValidation=Warn`).
+    pub warnings: std::sync::Mutex<Vec<String>>,
+}
+
+/// The `fieldValidation` query parameter: what to do about fields the schema does not know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FieldValidation {
+    /// Drop them silently.
+    Ignore,
+    /// Drop them and warn (the API server's default).
+    Warn,
+    /// Refuse the request with 400.
+    Strict,
+}
+
+impl WriteCtx {
+    /// Applies the `fieldValidation` policy to the fields pruning removed.
+    fn unknown_fields(&self, removed: Vec<String>) -> Result<(), ApiError> {
+        if removed.is_empty() {
+            return Ok(());
+        }
+        let described: Vec<String> = removed
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
+        match self.field_validation {
+            FieldValidation::Ignore => Ok(()),
+            FieldValidation::Warn => {
+                self.warnings
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(described);
+                Ok(())
+            }
+            FieldValidation::Strict => Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                described.join(", ")
+            ))),
+        }
+    }
 }
 
 /// A patch body, by content type.
@@ -457,7 +511,13 @@ impl Store {
     }
 
     /// Kind-specific normalisation, pruning, defaulting and validation.
-    fn admit(&self, ty: usize, object: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+    fn admit(
+        &self,
+        ty: usize,
+        object: &mut Value,
+        old: Option<&Value>,
+        ctx: &WriteCtx,
+    ) -> Result<(), ApiError> {
         let t = &self.types[ty];
         let name = meta(object, "name").unwrap_or_default().to_string();
         let mut errors = Vec::new();
@@ -469,7 +529,7 @@ impl Store {
             Builtin::Plain => {}
             Builtin::Custom => {
                 if let Some(schema) = &t.schema {
-                    validation::prune_object(object, schema);
+                    ctx.unknown_fields(validation::prune_object(object, schema))?;
                     *object = validation::apply_defaults(object, schema);
                     let root = kube::core::cel::RootContext {
                         api_version: t.api_version(),
@@ -591,7 +651,7 @@ impl Store {
         {
             map.remove("status");
         }
-        self.admit(ty, &mut object, None)?;
+        self.admit(ty, &mut object, None, ctx)?;
         let key = self.key(ty, namespace, &name);
         if self.objects[ty].contains_key(&key) {
             return Err(ApiError::already_exists(&t, &name));
@@ -741,7 +801,7 @@ impl Store {
                     )));
                 }
                 if let Some(schema) = &t.schema {
-                    validation::prune_object(&mut config, schema);
+                    ctx.unknown_fields(validation::prune_object(&mut config, schema))?;
                 }
                 // The applied metadata.resourceVersion is a precondition, not a value to own.
                 let precondition = meta(&config, "resourceVersion").map(String::from);
@@ -912,7 +972,7 @@ impl Store {
             }
             m.remove("selfLink");
         }
-        self.admit(ty, &mut new, Some(&old))?;
+        self.admit(ty, &mut new, Some(&old), ctx)?;
         if t.is_custom()
             && scope != Scope::Status
             && without_metadata(&new) != without_metadata(&old)

@@ -43,33 +43,50 @@ fn preserves_unknown(schema: &Value) -> bool {
         == Some(true)
 }
 
-/// Drops fields the schema does not declare (unless `x-kubernetes-preserve-unknown-fields`).
-pub(crate) fn prune_object(object: &mut Value, schema: &Value) {
+fn join_index(path: &str, i: usize) -> String {
+    format!("{path}[{i}]")
+}
+
+/// Drops fields the schema does not declare (unless `x-kubernetes-preserve-unknown-fields`)
+/// and returns their paths, for `fieldValidation` Warn / Strict.
+pub(crate) fn prune_object(object: &mut Value, schema: &Value) -> Vec<String> {
+    let mut removed = Vec::new();
     let Some(map) = object.as_object_mut() else {
-        return;
+        return removed;
     };
     if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.retain(|k, _| OBJECT_META_FIELDS.contains(&k.as_str()));
+        meta.retain(|k, _| {
+            let known = OBJECT_META_FIELDS.contains(&k.as_str());
+            if !known {
+                removed.push(format!("metadata.{k}"));
+            }
+            known
+        });
     }
     let keep_unknown = preserves_unknown(schema);
     let props = schema.get("properties").and_then(Value::as_object);
     drop_non_nullable_nulls(map, schema);
     map.retain(|k, _| {
-        matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
+        let known = matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
             || keep_unknown
-            || props.is_some_and(|p| p.contains_key(k))
+            || props.is_some_and(|p| p.contains_key(k));
+        if !known {
+            removed.push(k.clone());
+        }
+        known
     });
     for (k, v) in map.iter_mut() {
         if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
             continue;
         }
         if let Some(child) = child_schema(Some(schema), k) {
-            prune(v, child);
+            prune(v, child, k, &mut removed);
         }
     }
+    removed
 }
 
-fn prune(value: &mut Value, schema: &Value) {
+fn prune(value: &mut Value, schema: &Value, path: &str, removed: &mut Vec<String>) {
     match value {
         Value::Object(map) => {
             if schema
@@ -85,19 +102,25 @@ fn prune(value: &mut Value, schema: &Value) {
                 .get("additionalProperties")
                 .filter(|a| a.is_object() || a.as_bool() == Some(true));
             if !keep_unknown && additional.is_none() {
-                map.retain(|k, _| props.is_some_and(|p| p.contains_key(k)));
+                map.retain(|k, _| {
+                    let known = props.is_some_and(|p| p.contains_key(k));
+                    if !known {
+                        removed.push(join(path, k));
+                    }
+                    known
+                });
             }
             drop_non_nullable_nulls(map, schema);
             for (k, v) in map.iter_mut() {
                 if let Some(child) = child_schema(Some(schema), k) {
-                    prune(v, child);
+                    prune(v, child, &join(path, k), removed);
                 }
             }
         }
         Value::Array(items) => {
             if let Some(item_schema) = schema.get("items") {
-                for item in items {
-                    prune(item, item_schema);
+                for (i, item) in items.iter_mut().enumerate() {
+                    prune(item, item_schema, &join_index(path, i), removed);
                 }
             }
         }
@@ -566,7 +589,8 @@ mod tests {
     fn pruning_keeps_declared_fields_and_metadata() {
         let mut object = json!({"apiVersion": "x/v1", "kind": "T", "metadata": {"name": "a", "bogus": 1},
             "spec": {"regionId": "cn-hangzhou", "extra": true, "mode": null}, "other": 1});
-        prune_object(&mut object, &schema());
+        let removed = prune_object(&mut object, &schema());
+        assert_eq!(removed, vec!["metadata.bogus", "other", "spec.extra"]);
         assert_eq!(
             object,
             json!({"apiVersion": "x/v1", "kind": "T", "metadata": {"name": "a"}, "spec": {"regionId": "cn-hangzhou"}})
