@@ -328,6 +328,64 @@ async fn stale_update_and_stale_apply_get_409_conflict() {
 }
 
 #[tokio::test]
+async fn uid_preconditions_follow_the_real_strategies() {
+    let api = start().await;
+    let widgets = widgets(&api);
+    let first = widgets
+        .create(&PostParams::default(), &widget("a", "cn-hangzhou"))
+        .await
+        .unwrap();
+    widgets.delete("a", &DeleteParams::default()).await.unwrap();
+    let second = widgets
+        .create(&PostParams::default(), &widget("a", "cn-hangzhou"))
+        .await
+        .unwrap();
+    assert_ne!(first.uid(), second.uid());
+
+    // Main resource: metadata.uid is immutable, so a stale uid is refused.
+    let stale_uid = json!({"metadata": {"uid": first.uid()}, "spec": {"color": "red"}});
+    let status = status_value(
+        widgets
+            .patch("a", &PatchParams::default(), &Patch::Merge(&stale_uid))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        status["message"],
+        format!(
+            "Widget.test.example.com \"a\" is invalid: metadata.uid: Invalid value: \"{}\": field is immutable",
+            first.uid().unwrap()
+        )
+    );
+
+    // /status: the status strategy copies the stored object over everything but .status, so
+    // a uid is ignored there; only a resourceVersion protects a re-created object.
+    let by_uid = json!({"apiVersion": "test.example.com/v1", "kind": "Widget",
+        "metadata": {"name": "a", "uid": first.uid()}, "status": {"phase": "Running"}});
+    widgets
+        .patch_status("a", &PatchParams::apply("ctl"), &Patch::Apply(&by_uid))
+        .await
+        .expect("uid is not checked on /status");
+    let by_rv = json!({"apiVersion": "test.example.com/v1", "kind": "Widget",
+        "metadata": {"name": "a", "resourceVersion": first.resource_version()}, "status": {"phase": "Done"}});
+    let err = api_error(
+        widgets
+            .patch_status("a", &PatchParams::apply("ctl"), &Patch::Apply(&by_rv))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 409);
+    widgets.delete("a", &DeleteParams::default()).await.unwrap();
+    let err = api_error(
+        widgets
+            .patch_status("a", &PatchParams::apply("ctl"), &Patch::Apply(&by_uid))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 404, "subresources never create");
+}
+
+#[tokio::test]
 async fn generation_and_status_subresource_rules() {
     let api = start().await;
     let widgets = widgets(&api);

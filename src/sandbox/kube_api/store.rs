@@ -806,22 +806,31 @@ impl Store {
                 // The applied metadata.resourceVersion is a precondition, not a value to own.
                 let precondition = meta(&config, "resourceVersion").map(String::from);
                 if let Some(m) = config.get_mut("metadata").and_then(Value::as_object_mut) {
+                    // A uid stays in as a precondition for the main resource (an immutable
+                    // field); on /status the strategy copies the old object over it.
                     for server_owned in [
                         "resourceVersion",
-                        "uid",
                         "creationTimestamp",
                         "generation",
                         "managedFields",
                     ] {
                         m.remove(server_owned);
                     }
+                    if status {
+                        m.remove("uid");
+                    }
                 }
                 let api_version = t.api_version();
                 let writer = self.writer(ty, ctx, &ctx.manager, scope, &api_version);
                 match existing {
                     Err(not_found) => {
-                        if status || precondition.is_some() {
+                        // Subresources never create. NB: like the real server, an apply with
+                        // a resourceVersion to a missing object creates it.
+                        if status {
                             return Err(not_found);
+                        }
+                        if let Some(m) = config.get_mut("metadata").and_then(Value::as_object_mut) {
+                            m.remove("uid");
                         }
                         let mut entries = Vec::new();
                         let merged = fields::apply(
@@ -955,6 +964,20 @@ impl Store {
                 .and_then(Value::as_object)
                 .cloned()
                 .unwrap_or_default();
+            if scope != Scope::Status
+                && let Some(uid) = meta(&new, "uid").filter(|u| !u.is_empty())
+                && Some(uid) != meta(&old, "uid")
+            {
+                return Err(ApiError::invalid(
+                    &t,
+                    name,
+                    &[FieldError::invalid(
+                        "metadata.uid",
+                        json!(uid),
+                        "field is immutable",
+                    )],
+                ));
+            }
             let m = meta_mut(&mut new);
             for server_owned in [
                 "name",
