@@ -215,16 +215,24 @@ pub async fn run_controllers(
             ),
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
-        // The Secret cache that credentials are read from; fed by its own
-        // task so it fills even while every reconcile slot is busy.
+        // The Secret cache that credentials are read from, fed by its own
+        // task so it fills even while every reconcile slot is busy. Each
+        // Secret change is passed on only once the cache holds it, so the
+        // reconcile it wakes reads the new keys.
         let (secret_store, writer) = reflector::store::<Secret>();
-        let feed = watcher(secrets.clone(), watcher::Config::default())
+        let (changed_tx, changed_rx) =
+            futures::channel::mpsc::unbounded::<Result<Secret, watcher::Error>>();
+        let feed = watcher(secrets, watcher::Config::default())
             .default_backoff()
             .reflect(writer)
-            .for_each(|event| async move {
-                if let Err(err) = event {
-                    warn!(error = %err, "watching Secrets failed; retrying");
+            .touched_objects()
+            .for_each(move |event| {
+                match event {
+                    // NB: fails only once the controller has stopped.
+                    Ok(secret) => drop(changed_tx.unbounded_send(Ok(secret))),
+                    Err(err) => warn!(error = %err, "watching Secrets failed; retrying"),
                 }
+                std::future::ready(())
             });
         feeds.push(tokio::spawn(feed));
 
@@ -249,11 +257,9 @@ pub async fn run_controllers(
         info!(scope = %scope_name, "watching CopyImageCancellations");
         let run = controller
             // A created or rotated Secret wakes the resources waiting on it.
-            .watches(
-                secrets,
-                watcher::Config::default(),
-                move |secret: Secret| resources_using_secret(&secret, &resources.state()),
-            )
+            .watches_stream(changed_rx, move |secret: Secret| {
+                resources_using_secret(&secret, &resources.state())
+            })
             .graceful_shutdown_on(async move { stop.cancelled().await })
             .run(reconcile, error_policy, ctx)
             .for_each(|result| async move {

@@ -1,0 +1,623 @@
+//! The controller shell end to end, in process: `run_controllers` against the
+//! in-process Kubernetes API, with the ECS simulator as ECS. Asserts on what a
+//! user sees (status, conditions, Events) and on how many CancelCopyImage
+//! requests reached "ECS".
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use copyimage_canceller::controller::Settings;
+use copyimage_canceller::controller::run::{WatchOptions, run_controllers};
+use copyimage_canceller::credentials::AccessKey;
+use copyimage_canceller::ecs::client::{EcsClient, EcsClientConfig};
+use copyimage_canceller::resource::{
+    CopyImageCancellation, CopyImageCancellationSpec, CopyImageCancellationStatus,
+    CredentialsSecretRef, Phase,
+};
+use copyimage_canceller::retry::Backoff;
+use copyimage_canceller::sandbox::ecs_simulator::{
+    EcsSimulator, FaultCount, FaultKind, FaultSpec, FaultTarget, ImageState, SimulatorConfig,
+    SimulatorHandle,
+};
+use copyimage_canceller::sandbox::kube_api::{Fault, KubeApi, KubeApiHandle, Verb};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{CustomResourceExt, ResourceExt};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Generous: only a bound on a hung test, never a performance assertion.
+const PATIENCE: Duration = Duration::from_secs(60);
+const NS: &str = "images";
+const IMAGE: &str = "m-bp1caf3yicx5jlfl";
+const REGION: &str = "cn-hangzhou";
+const KEY_ID: &str = "LTAI5tSmokeTestKeyId";
+const KEY_SECRET: &str = "smoke-secret-value-never-shown";
+
+fn key() -> AccessKey {
+    AccessKey::new(KEY_ID, KEY_SECRET, None)
+}
+
+struct Harness {
+    api: KubeApiHandle,
+    sim: SimulatorHandle,
+    client: kube::Client,
+    shutdown: CancellationToken,
+    run: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Harness {
+    async fn start(sim: SimulatorConfig, backoff: Backoff) -> Self {
+        let api = KubeApi::start(vec![CopyImageCancellation::crd()])
+            .await
+            .unwrap();
+        let sim = EcsSimulator::start(sim).await.unwrap();
+        let client = api.client().unwrap();
+        let settings = Arc::new(Settings {
+            ecs: EcsClient::new(EcsClientConfig {
+                endpoint: sim.endpoint(),
+                ..EcsClientConfig::default()
+            })
+            .unwrap(),
+            backoff,
+            operator_key: Err("the operator has no credentials in this test".to_string()),
+        });
+        let shutdown = CancellationToken::new();
+        let options = WatchOptions {
+            namespaces: Vec::new(),
+            selector: None,
+            max_concurrent_reconciles: 4,
+            instance: Some("smoke-test".into()),
+        };
+        let run = tokio::spawn(run_controllers(
+            client.clone(),
+            settings,
+            options,
+            shutdown.clone(),
+        ));
+        Self {
+            api,
+            sim,
+            client,
+            shutdown,
+            run: Some(run),
+        }
+    }
+
+    fn cics(&self) -> Api<CopyImageCancellation> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    async fn create_secret(&self) {
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some("alibaba-credentials".into()),
+                namespace: Some(NS.into()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([
+                (
+                    "accessKeyId".to_string(),
+                    ByteString(KEY_ID.as_bytes().to_vec()),
+                ),
+                (
+                    "accessKeySecret".to_string(),
+                    ByteString(KEY_SECRET.as_bytes().to_vec()),
+                ),
+            ])),
+            ..Default::default()
+        };
+        Api::<Secret>::namespaced(self.client.clone(), NS)
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+    }
+
+    async fn create(&self, name: &str, backoff_limit: i32) {
+        let mut cic = CopyImageCancellation::new(
+            name,
+            CopyImageCancellationSpec {
+                region_id: REGION.into(),
+                image_id: IMAGE.into(),
+                credentials_secret_ref: Some(CredentialsSecretRef {
+                    name: "alibaba-credentials".into(),
+                }),
+                backoff_limit,
+                active_deadline_seconds: None,
+            },
+        );
+        cic.metadata.namespace = Some(NS.into());
+        self.cics()
+            .create(&PostParams::default(), &cic)
+            .await
+            .unwrap();
+    }
+
+    async fn status(&self, name: &str) -> Option<CopyImageCancellationStatus> {
+        self.cics().get(name).await.unwrap().status
+    }
+
+    /// Polls the status until `done` holds.
+    async fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        done: impl Fn(&CopyImageCancellationStatus) -> bool,
+    ) -> CopyImageCancellationStatus {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let status = self.status(name).await;
+            if let Some(s) = &status
+                && done(s)
+            {
+                return s.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name}: waited {PATIENCE:?} for {what}; status: {status:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn sent(&self) -> usize {
+        self.sim
+            .requests()
+            .iter()
+            .filter(|r| r.action.as_deref() == Some("CancelCopyImage"))
+            .count()
+    }
+
+    async fn events(&self, reason: &str) -> Vec<K8sEvent> {
+        Api::<K8sEvent>::namespaced(self.client.clone(), NS)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .collect()
+    }
+
+    /// Waits for at least one Event with `reason` (published just after the
+    /// status write it describes).
+    async fn wait_events(&self, reason: &str) -> Vec<K8sEvent> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let events = self.events(reason).await;
+            if !events.is_empty() {
+                return events;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {reason} Event after {PATIENCE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Touches the resource (a label), which makes the controller look at it again.
+    async fn touch(&self, name: &str, value: &str) {
+        let patch = serde_json::json!({"metadata": {"labels": {"touched": value}}});
+        self.cics()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(run) = self.run.take() {
+            within(run).await.unwrap().unwrap();
+        }
+    }
+}
+
+async fn within<T>(f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, f).await.expect("timed out")
+}
+
+fn fast() -> Backoff {
+    Backoff::new(Duration::from_millis(10), Duration::from_millis(50)).unwrap()
+}
+
+fn condition<'a>(
+    s: &'a CopyImageCancellationStatus,
+    type_: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    s.conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {s:#?}"))
+}
+
+fn finished(s: &CopyImageCancellationStatus) -> bool {
+    s.phase.is_some_and(Phase::is_finished)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancels_once_and_reports_ready() {
+    let h = Harness::start(
+        SimulatorConfig::new([key()]).with_image(IMAGE, ImageState::Copying),
+        fast(),
+    )
+    .await;
+    h.create_secret().await;
+    h.create("stop-copy", 6).await;
+    let s = h.wait_for("stop-copy", "Succeeded", finished).await;
+
+    assert_eq!(s.phase, Some(Phase::Succeeded));
+    assert_eq!(s.attempts, 1);
+    assert!(s.error_code.is_none());
+    let request_id = s.request_id.clone().expect("request ID recorded");
+    let ready = condition(&s, "Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "Cancelled")
+    );
+    assert_eq!(condition(&s, "Reconciling").status, "False");
+    assert_eq!(condition(&s, "Stalled").status, "False");
+    assert_eq!(s.observed_generation, Some(1));
+    assert_eq!(s.attempt_history.len(), 1);
+    assert_eq!(s.attempt_history[0].outcome, "Succeeded");
+    assert_eq!(h.sim.image(IMAGE), None, "the copy was cancelled");
+    assert_eq!(h.sent(), 1);
+
+    // Pending, the write-ahead, and the record: three status writes, all applied.
+    assert!(h.api.count(Verb::Patch, "copyimagecancellations", "status") >= 3);
+
+    let cancelled = h.wait_events("Cancelled").await;
+    assert_eq!(cancelled.len(), 1, "{cancelled:#?}");
+    assert!(
+        cancelled[0]
+            .note
+            .as_deref()
+            .unwrap_or("")
+            .contains(&request_id)
+    );
+    assert_eq!(cancelled[0].type_.as_deref(), Some("Normal"));
+
+    // A finished resource is never sent again, however often it is looked at.
+    for n in 0..3 {
+        h.touch("stop-copy", &n.to_string()).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(h.sent(), 1);
+    assert_eq!(h.status("stop-copy").await.unwrap().attempts, 1);
+
+    // The secret appears nowhere a user can read.
+    let everything = format!(
+        "{}{:?}",
+        serde_json::to_string(&h.cics().get("stop-copy").await.unwrap()).unwrap(),
+        h.events("Cancelled").await
+    );
+    assert!(!everything.contains(KEY_SECRET));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_for_credentials_then_proceeds_when_the_secret_appears() {
+    let h = Harness::start(
+        SimulatorConfig::new([key()]).with_image(IMAGE, ImageState::Copying),
+        fast(),
+    )
+    .await;
+    h.create("stop-copy", 6).await;
+    let s = h
+        .wait_for("stop-copy", "AwaitingCredentials", |s| {
+            s.conditions
+                .iter()
+                .any(|c| c.reason == "AwaitingCredentials")
+        })
+        .await;
+    assert_eq!(s.phase, Some(Phase::Pending));
+    assert_eq!(s.attempts, 0);
+    assert_eq!(condition(&s, "Reconciling").status, "True");
+    assert!(
+        condition(&s, "Reconciling")
+            .message
+            .contains("Secret images/alibaba-credentials not found")
+    );
+    assert_eq!(h.sent(), 0, "nothing is sent without credentials");
+
+    h.create_secret().await;
+    let s = h.wait_for("stop-copy", "Succeeded", finished).await;
+    assert_eq!(s.phase, Some(Phase::Succeeded));
+    assert_eq!(s.attempts, 1);
+    assert_eq!(h.sent(), 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_transient_failures_then_succeeds() {
+    let fault = FaultSpec::new(
+        FaultTarget::Image(IMAGE.into()),
+        FaultKind::InternalError,
+        FaultCount::Times(2),
+    );
+    let h = Harness::start(
+        SimulatorConfig::new([key()])
+            .with_image(IMAGE, ImageState::Copying)
+            .with_fault(fault),
+        fast(),
+    )
+    .await;
+    h.create_secret().await;
+    h.create("stop-copy", 6).await;
+    let s = h.wait_for("stop-copy", "Succeeded", finished).await;
+    assert_eq!(s.phase, Some(Phase::Succeeded));
+    assert_eq!((s.attempts, s.failed_attempts), (3, 2));
+    let outcomes: Vec<&str> = s
+        .attempt_history
+        .iter()
+        .map(|a| a.outcome.as_str())
+        .collect();
+    assert_eq!(outcomes, ["InternalError", "InternalError", "Succeeded"]);
+    assert!(s.error_code.is_none(), "cleared on success");
+    assert_eq!(h.sent(), 3);
+    assert_eq!(
+        h.events("RetryScheduled").await.len(),
+        1,
+        "repeated Events aggregate into a series"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_error_fails_after_exactly_one_attempt() {
+    // The image is not there at all: InvalidImageId.NotFound.
+    let h = Harness::start(SimulatorConfig::new([key()]), fast()).await;
+    h.create_secret().await;
+    h.create("stop-copy", 6).await;
+    let s = h.wait_for("stop-copy", "Failed", finished).await;
+    assert_eq!(s.phase, Some(Phase::Failed));
+    assert_eq!(s.attempts, 1);
+    assert_eq!(s.error_code.as_deref(), Some("InvalidImageId.NotFound"));
+    assert_eq!(s.http_status, Some(404));
+    let stalled = condition(&s, "Stalled");
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "InvalidImageIdNotFound")
+    );
+    assert_eq!(condition(&s, "Ready").status, "False");
+    let failed = h.wait_events("CancelFailed").await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].type_.as_deref(), Some("Warning"));
+
+    h.touch("stop-copy", "again").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(h.sent(), 1, "a terminal error is never sent again");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_status_write_is_retried_without_sending_again() {
+    let slow = FaultSpec::new(
+        FaultTarget::Image(IMAGE.into()),
+        FaultKind::Latency {
+            delay: Duration::from_secs(2),
+        },
+        FaultCount::Times(1),
+    );
+    let h = Harness::start(
+        SimulatorConfig::new([key()])
+            .with_image(IMAGE, ImageState::Copying)
+            .with_fault(slow),
+        fast(),
+    )
+    .await;
+    h.create_secret().await;
+    h.create("stop-copy", 6).await;
+    // The attempt is recorded (write-ahead) and now in flight.
+    h.wait_for("stop-copy", "the write-ahead", |s| {
+        s.attempts == 1 && s.phase == Some(Phase::Running)
+    })
+    .await;
+    h.api.inject_fault(
+        Fault::internal_error(2)
+            .verb(Verb::Patch)
+            .resource("copyimagecancellations")
+            .subresource("status"),
+    );
+    let s = h.wait_for("stop-copy", "Succeeded", finished).await;
+    assert_eq!(s.phase, Some(Phase::Succeeded));
+    assert_eq!(s.attempts, 1);
+    assert_eq!(h.sent(), 1, "the outcome was recorded, not re-sent");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflicting_status_write_sends_nothing_and_looks_again() {
+    let h = Harness::start(
+        SimulatorConfig::new([key()]).with_image(IMAGE, ImageState::Copying),
+        fast(),
+    )
+    .await;
+    h.create_secret().await;
+    h.api.inject_fault(
+        Fault::conflict(3)
+            .verb(Verb::Patch)
+            .resource("copyimagecancellations")
+            .subresource("status"),
+    );
+    h.create("stop-copy", 6).await;
+    let s = h.wait_for("stop-copy", "Succeeded", finished).await;
+    assert_eq!(s.attempts, 1);
+    assert_eq!(h.sent(), 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_the_request_in_flight_finish_and_be_recorded() {
+    let slow = FaultSpec::new(
+        FaultTarget::Image(IMAGE.into()),
+        FaultKind::Latency {
+            delay: Duration::from_secs(2),
+        },
+        FaultCount::Times(1),
+    );
+    let mut h = Harness::start(
+        SimulatorConfig::new([key()])
+            .with_image(IMAGE, ImageState::Copying)
+            .with_fault(slow),
+        fast(),
+    )
+    .await;
+    h.create_secret().await;
+    h.create("stop-copy", 6).await;
+    h.wait_for("stop-copy", "the write-ahead", |s| {
+        s.attempts == 1 && s.phase == Some(Phase::Running)
+    })
+    .await;
+    assert_eq!(
+        h.status("stop-copy").await.unwrap().attempt_history[0].outcome,
+        "Unknown"
+    );
+    h.shutdown.cancel();
+    within(h.run.take().unwrap()).await.unwrap().unwrap();
+    let s = h.status("stop-copy").await.unwrap();
+    assert_eq!(
+        s.phase,
+        Some(Phase::Succeeded),
+        "recorded before exiting: {s:#?}"
+    );
+    assert_eq!(h.sent(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_deleted_mid_retry_is_let_go() {
+    let failing = FaultSpec::new(
+        FaultTarget::Image(IMAGE.into()),
+        FaultKind::ServiceUnavailable,
+        FaultCount::Always,
+    );
+    let h = Harness::start(
+        SimulatorConfig::new([key()])
+            .with_image(IMAGE, ImageState::Copying)
+            .with_fault(failing),
+        Backoff::new(Duration::from_millis(100), Duration::from_millis(200)).unwrap(),
+    )
+    .await;
+    h.create_secret().await;
+    h.create("stop-copy", 20).await;
+    h.wait_for("stop-copy", "a retry", |s| s.failed_attempts >= 2)
+        .await;
+    h.cics()
+        .delete("stop-copy", &DeleteParams::default())
+        .await
+        .unwrap();
+    // Let whatever was in flight finish.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sent = h.sent();
+    let writes = h.api.count(Verb::Patch, "copyimagecancellations", "status");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        h.sent(),
+        sent,
+        "nothing more is sent for a deleted resource"
+    );
+    assert_eq!(
+        h.api.count(Verb::Patch, "copyimagecancellations", "status"),
+        writes,
+        "no status writes loop on a deleted resource"
+    );
+    assert!(
+        !h.run.as_ref().unwrap().is_finished(),
+        "the controller keeps running"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_watched_namespace_is_handled() {
+    let api = KubeApi::start(vec![CopyImageCancellation::crd()])
+        .await
+        .unwrap();
+    let sim =
+        EcsSimulator::start(SimulatorConfig::new([key()]).with_image(IMAGE, ImageState::Copying))
+            .await
+            .unwrap();
+    let client = api.client().unwrap();
+    let settings = Arc::new(Settings {
+        ecs: EcsClient::new(EcsClientConfig {
+            endpoint: sim.endpoint(),
+            ..EcsClientConfig::default()
+        })
+        .unwrap(),
+        backoff: fast(),
+        operator_key: Ok(key()),
+    });
+    let shutdown = CancellationToken::new();
+    let options = WatchOptions {
+        namespaces: vec!["watched".into()],
+        selector: Some("team=images".into()),
+        max_concurrent_reconciles: 2,
+        instance: None,
+    };
+    let run = tokio::spawn(run_controllers(
+        client.clone(),
+        settings,
+        options,
+        shutdown.clone(),
+    ));
+    let make = |ns: &str, name: &str, labelled: bool| {
+        let mut cic = CopyImageCancellation::new(
+            name,
+            CopyImageCancellationSpec {
+                region_id: REGION.into(),
+                image_id: IMAGE.into(),
+                credentials_secret_ref: None,
+                backoff_limit: 6,
+                active_deadline_seconds: None,
+            },
+        );
+        cic.metadata.namespace = Some(ns.into());
+        if labelled {
+            cic.metadata.labels =
+                Some(BTreeMap::from([("team".to_string(), "images".to_string())]));
+        }
+        cic
+    };
+    for (ns, name, labelled) in [
+        ("other", "ignored-ns", true),
+        ("watched", "ignored-label", false),
+        ("watched", "mine", true),
+    ] {
+        Api::<CopyImageCancellation>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &make(ns, name, labelled))
+            .await
+            .unwrap();
+    }
+    let watched: Api<CopyImageCancellation> = Api::namespaced(client.clone(), "watched");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let s = watched.get("mine").await.unwrap().status;
+        if s.as_ref().is_some_and(finished) {
+            assert_eq!(
+                s.unwrap().phase,
+                Some(Phase::Succeeded),
+                "operator credentials were used"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "mine never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(watched.get("ignored-label").await.unwrap().status.is_none());
+    let other: Api<CopyImageCancellation> = Api::namespaced(client.clone(), "other");
+    assert!(other.get("ignored-ns").await.unwrap().status.is_none());
+    assert_eq!(
+        other.get("ignored-ns").await.unwrap().name_any(),
+        "ignored-ns"
+    );
+    shutdown.cancel();
+    within(run).await.unwrap().unwrap();
+}
