@@ -1,0 +1,295 @@
+"""The Helm chart through the real helm v4 binary: lint, render with several
+value sets, validate every document against the Kubernetes schemas, check the
+security context, the exact RBAC, the flags passed to the binary, and that the
+values schema refuses typos and wrong types."""
+
+import filecmp
+import json
+import os
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+from common import (  # noqa: E402
+    CHART, HELM, ROOT, RULES_EDIT, RULES_LEASES, RULES_VIEW, by_kind, controller_rules, one, rbac_objects, run,
+)
+
+RELEASE = "cic"
+NAMESPACE = "platform"
+FULLNAME = "cic-copyimage-canceller"
+SA = {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}
+
+# Value sets users reach for; each is rendered, linted and checked.
+VALUE_SETS = {
+    "default": {},
+    "watch-namespaces": {"controller": {"watchNamespaces": ["images", "team-b"], "selector": "team=images"}},
+    "service-monitor": {
+        "admin": {"enabled": True},
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+    },
+    "leader-election": {
+        "replicaCount": 2,
+        "leaderElection": {"enabled": True},
+        "podDisruptionBudget": {"enabled": True},
+    },
+    "credentials-secret": {
+        "credentials": {"perResourceSecrets": False, "operatorSecret": {"name": "alibaba-operator-keys"}},
+        "serviceAccount": {"annotations": {"pod-identity.alibabacloud.com/role-name": "copyimage-canceller"}},
+    },
+    "network-policy": {
+        "admin": {"enabled": True},
+        "networkPolicy": {"enabled": True, "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
+        "controller": {"ecsEndpoint": "https://ecs-vpc.{regionId}.aliyuncs.com", "logFormat": "text", "logLevel": "debug"},
+    },
+    "everything": {
+        "replicaCount": 3,
+        "admin": {"enabled": True},
+        "leaderElection": {"enabled": True, "namespace": "leases"},
+        "controller": {"watchNamespaces": ["images"], "extraArgs": ["--max-concurrent-reconciles=4"]},
+        "credentials": {"operatorSecret": {"name": "keys", "securityTokenKey": "token"}},
+        "metrics": {"serviceMonitor": {"enabled": True}},
+        "podDisruptionBudget": {"enabled": True, "minAvailable": 2},
+        "networkPolicy": {"enabled": True},
+        "image": {"repository": "registry.example.com/platform/copyimage-canceller", "digest": "sha256:" + "a" * 64},
+    },
+}
+
+def values_file(values):
+    f = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+    json.dump(values, f)  # JSON is YAML
+    f.close()
+    return f.name
+
+
+def template(values, *extra, expect_ok=True):
+    path = values_file(values)
+    try:
+        return run([HELM, "template", RELEASE, CHART, "--namespace", NAMESPACE, "--include-crds", "-f", path] + list(extra), expect_ok=expect_ok)
+    finally:
+        os.unlink(path)
+
+
+def get(values, dotted, default=None):
+    node = values
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+class ChartTest(unittest.TestCase):
+    def render(self, name):
+        _, out, _ = template(VALUE_SETS[name])
+        return common.documents(out)
+
+    def test_lint_strict_with_every_value_set(self):
+        for name, values in VALUE_SETS.items():
+            with self.subTest(values=name):
+                path = values_file(values)
+                try:
+                    code, out, err = run([HELM, "lint", "--strict", CHART, "--namespace", NAMESPACE, "-f", path], expect_ok=False)
+                finally:
+                    os.unlink(path)
+                self.assertEqual(code, 0, out + err)
+                self.assertIn("0 chart(s) failed", out)
+
+    def test_every_rendered_document_is_valid_kubernetes(self):
+        for name in VALUE_SETS:
+            with self.subTest(values=name):
+                docs = self.render(name)
+                self.assertTrue(docs)
+                common.validate_strict(self, docs)
+
+    def test_deployment_is_hardened(self):
+        for name, values in VALUE_SETS.items():
+            with self.subTest(values=name):
+                docs = self.render(name)
+                deployment = one(self, docs, "Deployment")
+                common.assert_hardened_pod(self, deployment, admin_enabled=get(values, "admin.enabled", False))
+                pod = deployment["spec"]["template"]["spec"]
+                self.assertEqual(pod["serviceAccountName"], FULLNAME)
+                self.assertEqual(deployment["spec"]["replicas"], get(values, "replicaCount", 1))
+                strategy = "RollingUpdate" if get(values, "leaderElection.enabled") else "Recreate"
+                self.assertEqual(deployment["spec"]["strategy"]["type"], strategy)
+
+    def test_image_defaults_to_the_crate_version(self):
+        deployment = one(self, self.render("default"), "Deployment")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        self.assertEqual(container["image"], "copyimage-canceller:" + common.crate_version())
+        deployment = one(self, self.render("everything"), "Deployment")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        self.assertEqual(container["image"], "registry.example.com/platform/copyimage-canceller@sha256:" + "a" * 64)
+
+    def test_chart_app_version_is_the_crate_version(self):
+        import yaml
+
+        with open(os.path.join(CHART, "Chart.yaml")) as f:
+            chart = yaml.safe_load(f)
+        self.assertEqual(chart["apiVersion"], "v2")
+        self.assertEqual(chart["appVersion"], common.crate_version(), "set appVersion in Chart.yaml to the version in Cargo.toml")
+        self.assertTrue(chart["kubeVersion"].startswith(">="))
+
+    def test_chart_crds_are_the_repository_crds(self):
+        mine = os.path.join(CHART, "crds")
+        theirs = os.path.join(ROOT, "crds")
+        self.assertEqual(sorted(os.listdir(mine)), sorted(os.listdir(theirs)))
+        for name in os.listdir(theirs):
+            self.assertTrue(
+                filecmp.cmp(os.path.join(mine, name), os.path.join(theirs, name), shallow=False),
+                "charts/copyimage-canceller/crds/%s differs from crds/%s: cp crds/%s charts/copyimage-canceller/crds/" % (name, name, name),
+            )
+
+    def test_rbac_is_exactly_least_privilege(self):
+        for name, values in VALUE_SETS.items():
+            with self.subTest(values=name):
+                rbac = rbac_objects(self.render(name))
+                secrets = get(values, "credentials.perResourceSecrets", True)
+                rules = controller_rules(secrets)
+                expected = {
+                    ("ClusterRole", None, FULLNAME + "-view"): RULES_VIEW,
+                    ("ClusterRole", None, FULLNAME + "-edit"): RULES_EDIT,
+                }
+                namespaces = get(values, "controller.watchNamespaces", [])
+                if namespaces:
+                    for ns in namespaces:
+                        expected[("Role", ns, FULLNAME)] = rules
+                        expected[("RoleBinding", ns, FULLNAME)] = ({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": FULLNAME}, [SA])
+                else:
+                    expected[("ClusterRole", None, FULLNAME)] = rules
+                    expected[("ClusterRoleBinding", None, FULLNAME)] = ({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": FULLNAME}, [SA])
+                if get(values, "leaderElection.enabled"):
+                    lease_ns = get(values, "leaderElection.namespace") or NAMESPACE
+                    le = FULLNAME + "-leader-election"
+                    expected[("Role", lease_ns, le)] = RULES_LEASES
+                    expected[("RoleBinding", lease_ns, le)] = ({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": le}, [SA])
+                self.assertEqual(rbac, expected, common.dump({str(k): v for k, v in rbac.items()}))
+
+    def test_aggregated_roles_carry_the_aggregation_labels(self):
+        docs = self.render("default")
+        roles = {d["metadata"]["name"]: d["metadata"]["labels"] for d in by_kind(docs, "ClusterRole")}
+        self.assertEqual(roles[FULLNAME + "-view"].get("rbac.authorization.k8s.io/aggregate-to-view"), "true")
+        self.assertEqual(roles[FULLNAME + "-edit"].get("rbac.authorization.k8s.io/aggregate-to-edit"), "true")
+        self.assertNotIn("rbac.authorization.k8s.io/aggregate-to-view", roles[FULLNAME])
+        _, out, _ = template({"rbac": {"aggregateToDefaultRoles": False}})
+        names = {d["metadata"]["name"] for d in by_kind(common.documents(out), "ClusterRole")}
+        self.assertEqual(names, {FULLNAME})
+
+    def test_arguments_follow_the_values(self):
+        deployment = one(self, self.render("default"), "Deployment")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        self.assertEqual(container["args"], [
+            "run",
+            "--ecs-endpoint=https://ecs.{regionId}.aliyuncs.com",
+            "--retry-base-delay=1s",
+            "--retry-max-delay=5m",
+            "--max-concurrent-reconciles=16",
+            "--log-format=json",
+            "--log-level=info",
+        ])
+        self.assertEqual([e["name"] for e in container["env"]], ["POD_NAME", "POD_NAMESPACE"])
+
+        deployment = one(self, self.render("everything"), "Deployment")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        self.assertEqual(container["args"], [
+            "run",
+            "--ecs-endpoint=https://ecs.{regionId}.aliyuncs.com",
+            "--retry-base-delay=1s",
+            "--retry-max-delay=5m",
+            "--watch-namespace=images",
+            "--max-concurrent-reconciles=16",
+            "--log-format=json",
+            "--log-level=info",
+            "--admin-addr=0.0.0.0:8080",
+            "--leader-elect",
+            "--leader-election-namespace=leases",
+            "--max-concurrent-reconciles=4",
+        ])
+
+        deployment = one(self, self.render("watch-namespaces"), "Deployment")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        self.assertIn("--watch-namespace=images", container["args"])
+        self.assertIn("--watch-namespace=team-b", container["args"])
+        self.assertIn("--selector=team=images", container["args"])
+
+    def test_operator_credentials_come_from_the_named_secret(self):
+        deployment = one(self, self.render("credentials-secret"), "Deployment")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in container["env"]}
+        self.assertEqual(env["ALIBABA_CLOUD_ACCESS_KEY_ID"], {"name": "alibaba-operator-keys", "key": "accessKeyId"})
+        self.assertEqual(env["ALIBABA_CLOUD_ACCESS_KEY_SECRET"], {"name": "alibaba-operator-keys", "key": "accessKeySecret"})
+        self.assertEqual(env["ALIBABA_CLOUD_SECURITY_TOKEN"], {"name": "alibaba-operator-keys", "key": "securityToken", "optional": True})
+        sa = one(self, self.render("credentials-secret"), "ServiceAccount")
+        self.assertEqual(sa["metadata"]["annotations"], {"pod-identity.alibabacloud.com/role-name": "copyimage-canceller"})
+
+    def test_metrics_service_and_service_monitor_select_the_operator(self):
+        docs = self.render("service-monitor")
+        deployment = one(self, docs, "Deployment")
+        service = one(self, docs, "Service")
+        monitor = one(self, docs, "ServiceMonitor")
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        for key, value in service["spec"]["selector"].items():
+            self.assertEqual(pod_labels.get(key), value)
+        self.assertEqual(service["spec"]["ports"], [{"name": "metrics", "port": 8080, "targetPort": "admin", "protocol": "TCP"}])
+        # The ServiceMonitor has no schema in kubernetes-validate: check it by hand.
+        self.assertEqual(monitor["apiVersion"], "monitoring.coreos.com/v1")
+        self.assertEqual(set(monitor["spec"]), {"selector", "namespaceSelector", "endpoints"})
+        for key, value in monitor["spec"]["selector"]["matchLabels"].items():
+            self.assertEqual(service["metadata"]["labels"].get(key), value)
+        self.assertEqual(monitor["spec"]["namespaceSelector"], {"matchNames": [NAMESPACE]})
+        self.assertEqual(monitor["spec"]["endpoints"], [{"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}])
+        self.assertEqual(monitor["metadata"]["labels"]["release"], "prometheus")
+        # Without the admin server there is nothing to scrape.
+        self.assertEqual(by_kind(self.render("default"), "Service"), [])
+
+    def test_pdb_and_network_policy(self):
+        pdb = one(self, self.render("leader-election"), "PodDisruptionBudget")
+        self.assertEqual(pdb["spec"]["maxUnavailable"], 1)
+        pdb = one(self, self.render("everything"), "PodDisruptionBudget")
+        self.assertEqual(pdb["spec"]["minAvailable"], 2)
+        self.assertNotIn("maxUnavailable", pdb["spec"])
+        policy = one(self, self.render("network-policy"), "NetworkPolicy")
+        self.assertEqual(policy["spec"]["policyTypes"], ["Ingress", "Egress"])
+        self.assertEqual(policy["spec"]["ingress"], [{"ports": [{"port": 8080, "protocol": "TCP"}], "from": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]}])
+        egress_ports = sorted(p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"] if p["protocol"] == "TCP")
+        self.assertEqual(egress_ports, [53, 443, 6443])
+        for name in ("default", "watch-namespaces", "credentials-secret"):
+            docs = self.render(name)
+            self.assertEqual(by_kind(docs, "NetworkPolicy") + by_kind(docs, "PodDisruptionBudget"), [])
+
+    def test_values_schema_rejects_typos_and_wrong_types(self):
+        cases = [
+            (["--set", "controler.logLevel=debug"], "additional properties 'controler' not allowed"),
+            (["--set", "controller.loglevel=debug"], "additional properties 'loglevel' not allowed"),
+            (["--set", "credentials.operatorSecret.accessKeySecret=plain"], "additional properties 'accessKeySecret' not allowed"),
+            (["--set", "replicaCount=two"], "/replicaCount"),
+            (["--set", "replicaCount=0"], "/replicaCount"),
+            (["--set-string", "admin.enabled=yes"], "/admin/enabled"),
+            (["--set", "controller.logFormat=xml"], "/controller/logFormat"),
+            (["--set", "controller.retryBaseDelay=soon"], "/controller/retryBaseDelay"),
+            (["--set", "controller.ecsEndpoint=ecs.aliyuncs.com"], "/controller/ecsEndpoint"),
+            (["--set", "image.pullPolicy=Sometimes"], "/image/pullPolicy"),
+            (["--set-json", 'controller.watchNamespaces=["Images_Team"]'], "/controller/watchNamespaces/0"),
+            (["--set-json", 'controller.extraArgs=["rm -rf"]'], "/controller/extraArgs/0"),
+            (["--set", "networkPolicy.apiServerPorts[0]=70000"], "/networkPolicy/apiServerPorts/0"),
+            (["--set", "replicaCount=2"], "replicaCount > 1 needs leaderElection.enabled=true"),
+            (["--set", "metrics.serviceMonitor.enabled=true"], "metrics.serviceMonitor.enabled needs admin.enabled=true"),
+        ]
+        for argv, message in cases:
+            with self.subTest(argv=argv):
+                code, out, err = template({}, *argv, expect_ok=False)
+                self.assertNotEqual(code, 0, "helm accepted %s:\n%s" % (argv, out[:400]))
+                self.assertIn(message, err)
+
+    def test_notes_tell_how_to_create_a_first_resource(self):
+        code, out, err = run([HELM, "install", RELEASE, CHART, "--namespace", NAMESPACE, "--dry-run=client"], expect_ok=False)
+        self.assertEqual(code, 0, err)
+        notes = out.split("NOTES:", 1)[1]
+        for needle in ("kind: CopyImageCancellation", "kubectl -n images wait cic/", "--for=condition=Ready", "credentialsSecretRef", "rollout status deployment/" + FULLNAME):
+            self.assertIn(needle, notes)
+
+
+if __name__ == "__main__":
+    common.main()
