@@ -2,7 +2,8 @@
 //! the Helm chart through the real `helm` (lint, render, strict Kubernetes
 //! schema validation, exact RBAC, values schema), the kustomize base through
 //! `kubectl kustomize`, the Argo CD health check under Lua 5.1 with its own
-//! test cases, the kstatus reading of the same cases, and the Dockerfile.
+//! test cases, the kstatus reading of the same cases, the Dockerfile, and
+//! the flags the manifests pass against the binary's `run --help`.
 //!
 //! Needs `.tools/` from `scripts/install-tools.sh`; without it these tests FAIL
 //! (never skip) and say so. The freshly built binary is handed to the scripts
@@ -101,4 +102,9 @@ fn kstatus_agrees_with_the_health_check() {
 #[test]
 fn dockerfile() {
     run_script("test_dockerfile.py");
+}
+
+#[test]
+fn manifests_pass_only_flags_run_accepts() {
+    run_script("test_run_flags.py");
 }
