@@ -322,6 +322,11 @@ impl SimulatorHandle {
         self.shared.state().keys.insert(key);
     }
 
+    /// Stops accepting the key with this ID (as after a rotation), returning whether it was known.
+    pub fn remove_key(&self, id: &str) -> bool {
+        self.shared.state().keys.remove(id).is_some()
+    }
+
     /// Stops accepting, ends held connections, and waits for the listener to close.
     pub async fn shutdown(mut self) {
         self.shared.shutdown.cancel();

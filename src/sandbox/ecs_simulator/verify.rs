@@ -96,6 +96,11 @@ impl KeyRing {
         self.keys.insert(key.id.clone(), key);
     }
 
+    /// Removes a key (a rotated-out AccessKey), returning it.
+    pub fn remove(&mut self, id: &str) -> Option<AccessKey> {
+        self.keys.remove(id)
+    }
+
     /// The key with this ID.
     pub fn get(&self, id: &str) -> Option<&AccessKey> {
         self.keys.get(id)
