@@ -18,6 +18,7 @@
 pub mod cancel;
 pub mod controller;
 pub mod credentials;
+pub mod demo;
 pub mod ecs;
 pub mod resource;
 pub mod retry;

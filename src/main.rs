@@ -23,6 +23,8 @@ enum Command {
     Run(copyimage_canceller::controller::run::RunArgs),
     /// Print the CopyImageCancellation CustomResourceDefinition as YAML.
     Crd,
+    /// The whole controller path on embedded stand-ins: no cluster or cloud account needed.
+    Demo(copyimage_canceller::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
             Command::EcsSimulator(args) => exit_code(args.run().await),
             Command::Run(args) => exit_code(copyimage_canceller::controller::run::run(args).await),
             Command::Crd => exit_code(print_crd()),
+            Command::Demo(args) => exit_code(copyimage_canceller::demo::run(args).await),
         }
     })
 }
