@@ -1,0 +1,584 @@
+//! End-to-end harness: the real `copyimage-canceller run` binary against a
+//! Kubernetes API (the in-process sandbox, or a real cluster when asked) with
+//! the ECS simulator standing in for Alibaba Cloud, plus helpers that read
+//! what a user would read (status, conditions, Events, the simulator's log).
+#![allow(dead_code)] // NB: each test crate uses a different part of the harness.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use copyimage_canceller::credentials::AccessKey;
+use copyimage_canceller::resource::{
+    CopyImageCancellation, CopyImageCancellationSpec, CredentialsSecretRef,
+};
+use copyimage_canceller::sandbox::ecs_simulator::{
+    EcsSimulator, FaultCount, FaultKind, FaultSpec, FaultTarget, ImageState, RequestRecord,
+    SimulatorConfig, SimulatorHandle,
+};
+use copyimage_canceller::sandbox::kube_api::{KubeApi, KubeApiHandle};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{CustomResourceExt, ResourceExt};
+
+/// How long a test waits for the controller to get somewhere. Generous: the
+/// controller's own delays are tens of milliseconds, CI machines are slow.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+/// How often waiting helpers look again.
+const POLL: Duration = Duration::from_millis(100);
+
+/// The operator's own key pair (STS, so the token's secrecy is tested too).
+pub const OPERATOR_KEY_ID: &str = "LTAI5tE2eOperatorKey";
+/// The operator's AccessKey secret: must never appear in any log.
+pub const OPERATOR_KEY_SECRET: &str = "e2eOperatorSecretDoNotLeak9f3a";
+/// The operator's STS token (Base64, as the simulator checks): must never be logged.
+pub const OPERATOR_TOKEN: &str = "ZTJlT3BlcmF0b3JUb2tlbkRvTm90TGVhaw==";
+
+/// The operator's key as the simulator knows it.
+pub fn operator_key() -> AccessKey {
+    AccessKey::new(
+        OPERATOR_KEY_ID,
+        OPERATOR_KEY_SECRET,
+        Some(OPERATOR_TOKEN.to_string()),
+    )
+}
+
+/// The Kubernetes side of a test.
+enum Cluster {
+    /// The in-process API; the controller reaches it through a kubeconfig we write.
+    Sandbox(KubeApiHandle),
+    /// The cluster `KUBECONFIG` points at; the test owns one fresh namespace.
+    Real,
+}
+
+/// One scenario's world: API, simulator, and the controller process.
+pub struct Env {
+    cluster: Cluster,
+    /// A client for the API the controller watches.
+    pub client: kube::Client,
+    /// The ECS stand-in.
+    pub sim: SimulatorHandle,
+    /// The namespace resources are created in.
+    pub namespace: String,
+    dir: tempfile::TempDir,
+    kubeconfig: Option<PathBuf>,
+    controller: Option<tokio::process::Child>,
+    starts: usize,
+    extra_args: Vec<String>,
+}
+
+impl Env {
+    /// The in-process API with our CRD, the simulator accepting the operator
+    /// key, and the controller started.
+    pub async fn sandbox() -> Env {
+        Self::sandbox_with_args(&[]).await
+    }
+
+    /// [`Env::sandbox`], with extra `run` flags.
+    pub async fn sandbox_with_args(extra_args: &[&str]) -> Env {
+        let api = KubeApi::start(vec![CopyImageCancellation::crd()])
+            .await
+            .expect("start the in-process Kubernetes API");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        api.write_kubeconfig(&kubeconfig)
+            .expect("write the kubeconfig");
+        let client = api.client().expect("kube client for the sandbox");
+        let sim = start_simulator().await;
+        let mut env = Env {
+            cluster: Cluster::Sandbox(api),
+            client,
+            sim,
+            namespace: "images".to_string(),
+            dir,
+            kubeconfig: Some(kubeconfig),
+            controller: None,
+            starts: 0,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        env.start_controller();
+        env
+    }
+
+    /// The cluster `KUBECONFIG` points at, when `COPYIMAGE_CANCELLER_REAL_CLUSTER=1`
+    /// is set as well; `None` (after printing why) otherwise. Installs the
+    /// CRD, creates a fresh namespace and starts the controller watching it.
+    pub async fn real_cluster(test: &str) -> Option<Env> {
+        let opted_in = std::env::var("COPYIMAGE_CANCELLER_REAL_CLUSTER").as_deref() == Ok("1");
+        let kubeconfig = std::env::var("KUBECONFIG").ok().filter(|k| !k.is_empty());
+        if !opted_in || kubeconfig.is_none() {
+            println!(
+                "{test}: skipped: set COPYIMAGE_CANCELLER_REAL_CLUSTER=1 and KUBECONFIG to run it against a real cluster"
+            );
+            eprintln!("{test}: skipped: set COPYIMAGE_CANCELLER_REAL_CLUSTER=1");
+            return None;
+        }
+        let client = kube::Client::try_default()
+            .await
+            .expect("a kube client from KUBECONFIG");
+        install_crd(&client).await;
+        let namespace = format!(
+            "cic-e2e-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..10]
+        );
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some(namespace.clone());
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create the test namespace");
+        let sim = start_simulator().await;
+        let mut env = Env {
+            cluster: Cluster::Real,
+            client,
+            sim,
+            extra_args: vec!["--watch-namespace".into(), namespace.clone()],
+            namespace,
+            dir: tempfile::tempdir().expect("temp dir"),
+            kubeconfig: None,
+            controller: None,
+            starts: 0,
+        };
+        env.start_controller();
+        Some(env)
+    }
+
+    /// The in-process API, for fault injection and request counts.
+    pub fn sandbox_api(&self) -> &KubeApiHandle {
+        match &self.cluster {
+            Cluster::Sandbox(api) => api,
+            Cluster::Real => panic!("this scenario needs the in-process API"),
+        }
+    }
+
+    /// Spawns `copyimage-canceller run` with short retry delays, its stderr
+    /// going to `controller-N.log` in the test's directory.
+    pub fn start_controller(&mut self) {
+        assert!(
+            self.controller.is_none(),
+            "the controller is already running"
+        );
+        self.starts += 1;
+        let log_path = self.log_path(self.starts);
+        let log = std::fs::File::create(&log_path).expect("create the controller log");
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_copyimage-canceller"));
+        cmd.arg("run")
+            .args(["--ecs-endpoint", &self.sim.endpoint()])
+            .args(["--retry-base-delay", "50ms", "--retry-max-delay", "200ms"])
+            .args(["--log-level", "debug"])
+            .args(&self.extra_args)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", OPERATOR_KEY_ID)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", OPERATOR_KEY_SECRET)
+            .env("ALIBABA_CLOUD_SECURITY_TOKEN", OPERATOR_TOKEN)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
+        if let Some(kubeconfig) = &self.kubeconfig {
+            cmd.env("KUBECONFIG", kubeconfig);
+        }
+        self.controller = Some(cmd.spawn().expect("spawn copyimage-canceller run"));
+    }
+
+    /// Kills the controller with SIGKILL (no chance to record anything) and waits for it to die.
+    pub async fn kill_controller(&mut self) {
+        let mut child = self.controller.take().expect("the controller is running");
+        child.kill().await.expect("SIGKILL the controller");
+    }
+
+    /// Whether the controller process is still running.
+    pub fn controller_alive(&mut self) -> bool {
+        match &mut self.controller {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    fn log_path(&self, start: usize) -> PathBuf {
+        self.dir.path().join(format!("controller-{start}.log"))
+    }
+
+    /// Everything the controller processes wrote on stderr so far.
+    pub fn controller_log(&self) -> String {
+        (1..=self.starts)
+            .map(|n| std::fs::read_to_string(self.log_path(n)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Where the test's files (kubeconfig, logs) live.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The resources' API in the test namespace.
+    pub fn cics(&self) -> Api<CopyImageCancellation> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Creates a resource (admission may refuse it: the error is returned).
+    pub async fn try_create(
+        &self,
+        cic: &CopyImageCancellation,
+    ) -> Result<CopyImageCancellation, kube::Error> {
+        self.cics().create(&PostParams::default(), cic).await
+    }
+
+    /// Creates a resource that must be admitted.
+    pub async fn create(&self, cic: &CopyImageCancellation) -> CopyImageCancellation {
+        self.try_create(cic)
+            .await
+            .unwrap_or_else(|e| panic!("creating {}: {e}", cic.name_any()))
+    }
+
+    /// Deletes a resource.
+    pub async fn delete(&self, name: &str) {
+        self.cics()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("deleting {name}: {e}"));
+    }
+
+    /// Creates or replaces Secret `name` holding `key` in the test namespace.
+    pub async fn put_secret(&self, name: &str, key: &AccessKey) {
+        let mut data = serde_json::json!({
+            "accessKeyId": key.id,
+            "accessKeySecret": key.secret(),
+        });
+        if let Some(token) = key.security_token() {
+            data["securityToken"] = token.into();
+        }
+        let secret = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "type": "Opaque",
+            "stringData": data,
+        });
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let exists = secrets
+            .get_opt(name)
+            .await
+            .expect("look the Secret up")
+            .is_some();
+        let mut secret: Secret = serde_json::from_value(secret).expect("a Secret");
+        // NB: the sandbox may not turn stringData into data; send data directly.
+        secret.data = secret.string_data.take().map(|m| {
+            m.into_iter()
+                .map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes())))
+                .collect()
+        });
+        if exists {
+            secrets
+                .replace(name, &PostParams::default(), &secret)
+                .await
+                .expect("replace the Secret");
+        } else {
+            secrets
+                .create(&PostParams::default(), &secret)
+                .await
+                .expect("create the Secret");
+        }
+    }
+
+    /// Reads a resource now.
+    pub async fn get(&self, name: &str) -> CopyImageCancellation {
+        self.cics()
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("reading {name}: {e}"))
+    }
+
+    /// Polls `name` until `done` holds, panicking with the last object and
+    /// the controller's log after [`PATIENCE`].
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        done: impl Fn(&CopyImageCancellation) -> bool,
+    ) -> CopyImageCancellation {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let mut last = None;
+        loop {
+            if let Ok(Some(cic)) = self.cics().get_opt(name).await {
+                if done(&cic) {
+                    return cic;
+                }
+                last = Some(cic);
+            }
+            if tokio::time::Instant::now() > deadline {
+                self.fail(&format!(
+                    "{name}: not {what} after {PATIENCE:?}; last seen:\n{}",
+                    last.map(|c| yaml(&c)).unwrap_or_else(|| "(nothing)".into())
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until `name` is finished (phase Succeeded or Failed).
+    pub async fn wait_finished(&self, name: &str) -> CopyImageCancellation {
+        self.wait_for(name, "finished", |c| {
+            matches!(phase(c).as_deref(), Some("Succeeded" | "Failed"))
+        })
+        .await
+    }
+
+    /// Polls until `check` holds (any condition outside a resource).
+    pub async fn eventually(&self, what: &str, check: impl Fn(&Env) -> bool) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while !check(self) {
+            if tokio::time::Instant::now() > deadline {
+                self.fail(&format!("not {what} after {PATIENCE:?}"));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Panics with `message`, the simulator's log and the tail of the controller's log.
+    pub fn fail(&self, message: &str) -> ! {
+        let log = self.controller_log();
+        let tail: Vec<&str> = log.lines().rev().take(60).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!(
+            "{message}\n--- ECS simulator requests ---\n{:#?}\n--- controller log (tail) ---\n{}",
+            self.sim
+                .requests()
+                .iter()
+                .map(|r| format!(
+                    "{} {} {} {}",
+                    r.image_id.as_deref().unwrap_or("-"),
+                    r.access_key_id.as_deref().unwrap_or("-"),
+                    r.code,
+                    r.request_id.as_deref().unwrap_or("-")
+                ))
+                .collect::<Vec<_>>(),
+            tail.join("\n")
+        );
+    }
+
+    /// CancelCopyImage requests the simulator received for `image_id`, oldest first.
+    pub fn ecs_requests(&self, image_id: &str) -> Vec<RequestRecord> {
+        self.sim
+            .requests()
+            .into_iter()
+            .filter(|r| {
+                r.action.as_deref() == Some("CancelCopyImage")
+                    && r.image_id.as_deref() == Some(image_id)
+            })
+            .collect()
+    }
+
+    /// Makes `image_id` a copy in progress (CancelCopyImage will succeed).
+    pub fn copying(&self, image_id: &str) {
+        self.sim.set_image(image_id, ImageState::Copying);
+    }
+
+    /// Scripts `count` faults of `kind` for `image_id`.
+    pub fn fault(&self, image_id: &str, kind: FaultKind, count: FaultCount) {
+        self.sim.add_fault(FaultSpec::new(
+            FaultTarget::Image(image_id.to_string()),
+            kind,
+            count,
+        ));
+    }
+
+    /// Events published about resource `name`, oldest first.
+    pub async fn events_for(&self, name: &str) -> Vec<Event> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let mut list: Vec<Event> = events
+            .list(&ListParams::default())
+            .await
+            .expect("list Events")
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                    && e.regarding.as_ref().and_then(|r| r.kind.as_deref())
+                        == Some("CopyImageCancellation")
+            })
+            .collect();
+        list.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+        list
+    }
+
+    /// Waits until an Event with `reason` was published about `name`, and returns it.
+    pub async fn wait_event(&self, name: &str, reason: &str) -> Event {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(event) = self
+                .events_for(name)
+                .await
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some(reason))
+            {
+                return event;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let seen: Vec<_> = self
+                    .events_for(name)
+                    .await
+                    .into_iter()
+                    .map(|e| (e.type_, e.reason, e.note))
+                    .collect();
+                self.fail(&format!(
+                    "{name}: no Event with reason {reason} after {PATIENCE:?}; seen: {seen:?}"
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Deletes the test namespace of a real cluster (the sandbox just stops).
+    pub async fn cleanup(mut self) {
+        if let Some(mut child) = self.controller.take() {
+            let _ = child.kill().await;
+        }
+        if matches!(self.cluster, Cluster::Real) {
+            let namespaces: Api<Namespace> = Api::all(self.client.clone());
+            if let Err(err) = namespaces
+                .delete(&self.namespace, &DeleteParams::background())
+                .await
+            {
+                eprintln!("could not delete namespace {}: {err}", self.namespace);
+            }
+        }
+    }
+}
+
+/// Starts the simulator accepting the operator key, on loopback.
+async fn start_simulator() -> SimulatorHandle {
+    EcsSimulator::start(SimulatorConfig::new([operator_key()]))
+        .await
+        .expect("start the ECS simulator")
+}
+
+/// Installs (server-side apply) our CRD on a real cluster and waits until it is served.
+async fn install_crd(client: &kube::Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = CopyImageCancellation::crd();
+    let name = crd.name_any();
+    crds.patch(
+        &name,
+        &PatchParams::apply("copyimage-canceller-e2e").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("install the CRD (needs cluster-admin-like rights)");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let established = crds
+            .get(&name)
+            .await
+            .ok()
+            .and_then(|c| c.status)
+            .and_then(|s| s.conditions)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+        if established {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the CRD is not Established"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A resource for `image_id` in cn-hangzhou with the operator's credentials.
+pub fn cic(name: &str, image_id: &str) -> CopyImageCancellation {
+    CopyImageCancellation::new(
+        name,
+        CopyImageCancellationSpec {
+            region_id: "cn-hangzhou".into(),
+            image_id: image_id.into(),
+            credentials_secret_ref: None,
+            backoff_limit: 6,
+            active_deadline_seconds: None,
+        },
+    )
+}
+
+/// [`cic`] signing with the keys in Secret `secret`.
+pub fn cic_with_secret(name: &str, image_id: &str, secret: &str) -> CopyImageCancellation {
+    let mut r = cic(name, image_id);
+    r.spec.credentials_secret_ref = Some(CredentialsSecretRef {
+        name: secret.into(),
+    });
+    r
+}
+
+/// `status.phase` as text.
+pub fn phase(cic: &CopyImageCancellation) -> Option<String> {
+    cic.status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .map(|p| format!("{p:?}"))
+}
+
+/// The condition of type `type_`, if set.
+pub fn condition<'a>(cic: &'a CopyImageCancellation, type_: &str) -> Option<&'a Condition> {
+    cic.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// `(status, reason)` of condition `type_`, for compact assertions.
+pub fn cond(cic: &CopyImageCancellation, type_: &str) -> Option<(String, String)> {
+    condition(cic, type_).map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// `attemptHistory` outcomes, oldest first.
+pub fn outcomes(cic: &CopyImageCancellation) -> Vec<String> {
+    cic.status
+        .as_ref()
+        .map(|s| {
+            s.attempt_history
+                .iter()
+                .map(|a| a.outcome.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The resource as `kubectl get -o yaml` would show it (without managedFields).
+pub fn yaml(cic: &CopyImageCancellation) -> String {
+    let mut cic = cic.clone();
+    cic.metadata.managed_fields = None;
+    serde_yaml_ng::to_string(&cic).unwrap_or_else(|e| format!("(unprintable: {e})"))
+}
+
+/// Asserts the common shape of a finished resource: every condition carries
+/// the current generation, and exactly one of Ready / Stalled is True.
+pub fn assert_final_conditions(cic: &CopyImageCancellation) {
+    let status = cic.status.as_ref().expect("status");
+    assert_eq!(
+        status.observed_generation, cic.metadata.generation,
+        "observedGeneration"
+    );
+    for c in &status.conditions {
+        assert_eq!(
+            c.observed_generation, cic.metadata.generation,
+            "condition {} observedGeneration",
+            c.type_
+        );
+    }
+    assert_eq!(
+        cond(cic, "Reconciling").map(|c| c.0).as_deref(),
+        Some("False"),
+        "Reconciling is False once finished:\n{}",
+        yaml(cic)
+    );
+    assert!(status.completion_time.is_some(), "completionTime set");
+}

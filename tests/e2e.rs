@@ -1,0 +1,695 @@
+//! End-to-end scenarios through the real `copyimage-canceller run` binary,
+//! against the in-process Kubernetes API and the ECS simulator, asserting
+//! what a user sees: status, conditions, Events, and what reached ECS.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use copyimage_canceller::credentials::AccessKey;
+use copyimage_canceller::resource::SPEC_IMMUTABLE_MESSAGE;
+use copyimage_canceller::sandbox::ecs_simulator::{FaultCount, FaultKind, ImageState};
+use copyimage_canceller::sandbox::kube_api::{Fault, Verb};
+use futures::StreamExt;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::watcher;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_is_recorded_with_the_request_id_after_one_request() {
+    let env = Env::sandbox().await;
+    env.copying("m-e2esuccess");
+    env.create(&cic("stop-copy", "m-e2esuccess")).await;
+
+    let done = env.wait_finished("stop-copy").await;
+    let status = done.status.clone().expect("status");
+    let requests = env.ecs_requests("m-e2esuccess");
+    assert_eq!(requests.len(), 1, "exactly one CancelCopyImage");
+    assert_eq!(requests[0].code, "Success");
+    assert_eq!(
+        requests[0].access_key_id.as_deref(),
+        Some(OPERATOR_KEY_ID),
+        "signed with the operator's key"
+    );
+    assert_eq!(
+        phase(&done).as_deref(),
+        Some("Succeeded"),
+        "{}",
+        yaml(&done)
+    );
+    assert_eq!(status.request_id, requests[0].request_id);
+    assert_eq!(status.attempts, 1);
+    assert_eq!(status.error_code, None);
+    assert_eq!(outcomes(&done), ["Succeeded"]);
+    assert_eq!(status.attempt_history[0].request_id, requests[0].request_id);
+    assert_eq!(
+        cond(&done, "Ready"),
+        Some(("True".into(), "Cancelled".into()))
+    );
+    assert_eq!(
+        cond(&done, "Stalled").map(|c| c.0).as_deref(),
+        Some("False")
+    );
+    assert_final_conditions(&done);
+    assert_eq!(env.sim.image("m-e2esuccess"), None, "the copy is gone");
+
+    let event = env.wait_event("stop-copy", "Cancelled").await;
+    assert_eq!(event.type_.as_deref(), Some("Normal"));
+    let note = event.note.unwrap_or_default();
+    let request_id = status.request_id.unwrap();
+    assert!(
+        note.contains(&request_id),
+        "the Event names the request ID: {note}"
+    );
+}
+
+/// The first status is written before anything is sent, and each attempt is
+/// recorded (write-ahead) before its request reaches ECS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_is_written_before_any_request() {
+    let env = Env::sandbox().await;
+    env.copying("m-e2efirst");
+    // Hold the answer so the state while the request is at ECS can be read.
+    env.fault(
+        "m-e2efirst",
+        FaultKind::Latency {
+            delay: Duration::from_secs(3),
+        },
+        FaultCount::Times(1),
+    );
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let watch = {
+        let seen = seen.clone();
+        let stream = watcher(
+            env.cics(),
+            watcher::Config::default().fields("metadata.name=first"),
+        );
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                if let Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) = event {
+                    seen.lock().unwrap().push(obj);
+                }
+            }
+        })
+    };
+    // Let the watch start before the resource exists, so no version is missed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    env.create(&cic("first", "m-e2efirst")).await;
+
+    env.eventually("the request at ECS", |env| {
+        !env.ecs_requests("m-e2efirst").is_empty()
+    })
+    .await;
+    let in_flight = env.get("first").await;
+    let status = in_flight.status.clone().expect("status before the answer");
+    assert_eq!(status.attempts, 1, "{}", yaml(&in_flight));
+    assert_eq!(outcomes(&in_flight), ["Unknown"], "recorded before sending");
+    assert_eq!(phase(&in_flight).as_deref(), Some("Running"));
+    assert_eq!(
+        cond(&in_flight, "Reconciling"),
+        Some(("True".into(), "AttemptInFlight".into()))
+    );
+    assert_eq!(
+        cond(&in_flight, "Ready").map(|c| c.0).as_deref(),
+        Some("False")
+    );
+
+    env.wait_finished("first").await;
+    watch.abort();
+    let seen = seen.lock().unwrap().clone();
+    let first = seen
+        .iter()
+        .find(|o| o.status.is_some())
+        .expect("a version with status");
+    let status = first.status.as_ref().unwrap();
+    assert_eq!(phase(first).as_deref(), Some("Pending"), "{}", yaml(first));
+    assert_eq!(status.attempts, 0, "nothing sent at the first status");
+    assert!(status.attempt_history.is_empty());
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(
+        cond(first, "Reconciling"),
+        Some(("True".into(), "Pending".into()))
+    );
+    assert_eq!(cond(first, "Ready").map(|c| c.0).as_deref(), Some("False"));
+    assert_eq!(
+        condition(first, "Reconciling").unwrap().observed_generation,
+        Some(1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_internal_errors_then_success_takes_three_requests() {
+    let env = Env::sandbox().await;
+    env.copying("m-e2eretry");
+    env.fault("m-e2eretry", FaultKind::InternalError, FaultCount::Times(2));
+    env.create(&cic("retried", "m-e2eretry")).await;
+
+    let done = env.wait_finished("retried").await;
+    let status = done.status.clone().unwrap();
+    let requests = env.ecs_requests("m-e2eretry");
+    let codes: Vec<&str> = requests.iter().map(|r| r.code.as_str()).collect();
+    assert_eq!(codes, ["InternalError", "InternalError", "Success"]);
+    assert_eq!(
+        phase(&done).as_deref(),
+        Some("Succeeded"),
+        "{}",
+        yaml(&done)
+    );
+    assert_eq!(status.attempts, 3);
+    assert_eq!(status.failed_attempts, 2);
+    assert_eq!(
+        outcomes(&done),
+        ["InternalError", "InternalError", "Succeeded"]
+    );
+    let history_ids: Vec<_> = status
+        .attempt_history
+        .iter()
+        .map(|a| a.request_id.clone())
+        .collect();
+    let sim_ids: Vec<_> = requests.iter().map(|r| r.request_id.clone()).collect();
+    assert_eq!(history_ids, sim_ids, "every attempt keeps its request ID");
+    assert_eq!(status.request_id, requests[2].request_id);
+    assert_eq!(status.error_code, None, "cleared on success");
+    assert_eq!(status.error_message, None);
+    assert_eq!(status.http_status, None);
+    assert_eq!(
+        cond(&done, "Ready"),
+        Some(("True".into(), "Cancelled".into()))
+    );
+    assert_final_conditions(&done);
+    let retry = env.wait_event("retried", "RetryScheduled").await;
+    assert_eq!(retry.type_.as_deref(), Some("Normal"));
+    assert!(
+        retry.note.unwrap_or_default().contains("InternalError"),
+        "the retry Event says why"
+    );
+    env.wait_event("retried", "Cancelled").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_error_forever_ends_retries_exhausted_after_backoff_limit_plus_one() {
+    let env = Env::sandbox().await;
+    env.copying("m-e2eforever");
+    env.fault("m-e2eforever", FaultKind::InternalError, FaultCount::Always);
+    let mut r = cic("forever", "m-e2eforever");
+    r.spec.backoff_limit = 2;
+    env.create(&r).await;
+
+    let done = env.wait_finished("forever").await;
+    let status = done.status.clone().unwrap();
+    assert_eq!(phase(&done).as_deref(), Some("Failed"), "{}", yaml(&done));
+    assert_eq!(
+        env.ecs_requests("m-e2eforever").len(),
+        3,
+        "backoffLimit + 1"
+    );
+    assert_eq!(status.attempts, 3);
+    assert_eq!(status.error_code.as_deref(), Some("InternalError"));
+    assert_eq!(status.http_status, Some(500));
+    assert_eq!(
+        cond(&done, "Stalled"),
+        Some(("True".into(), "RetriesExhausted".into()))
+    );
+    assert_eq!(cond(&done, "Ready").map(|c| c.0).as_deref(), Some("False"));
+    assert_final_conditions(&done);
+    let failed = env.wait_event("forever", "CancelFailed").await;
+    assert_eq!(failed.type_.as_deref(), Some("Warning"));
+    assert!(failed.note.unwrap_or_default().contains("InternalError"));
+    // Finished means finished: nothing more is sent.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(env.ecs_requests("m-e2eforever").len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_terminal_code_fails_at_once_after_exactly_one_request() {
+    let env = Env::sandbox().await;
+    env.sim.set_image("m-e2ecopied", ImageState::Copied);
+    env.sim.set_image("m-e2enotcopy", ImageState::NotFromCopy);
+    // m-e2eabsent is unknown to ECS.
+    let cases = [
+        (
+            "too-late",
+            "m-e2ecopied",
+            "IncorrectImageStatus",
+            "IncorrectImageStatus",
+        ),
+        (
+            "not-a-copy",
+            "m-e2enotcopy",
+            "ImageCreatedNotFromCopy",
+            "ImageCreatedNotFromCopy",
+        ),
+        (
+            "no-such-image",
+            "m-e2eabsent",
+            "InvalidImageId.NotFound",
+            "InvalidImageIdNotFound",
+        ),
+    ];
+    for (name, image, _, _) in cases {
+        env.create(&cic(name, image)).await;
+    }
+    for (name, image, code, reason) in cases {
+        let done = env.wait_finished(name).await;
+        let status = done.status.clone().unwrap();
+        let requests = env.ecs_requests(image);
+        assert_eq!(requests.len(), 1, "{name}: exactly one request");
+        assert_eq!(requests[0].code, code);
+        assert_eq!(phase(&done).as_deref(), Some("Failed"), "{}", yaml(&done));
+        assert_eq!(status.attempts, 1, "{name}");
+        assert_eq!(
+            status.error_code.as_deref(),
+            Some(code),
+            "{name}: exact code"
+        );
+        assert_eq!(status.request_id, requests[0].request_id);
+        assert_eq!(
+            status.http_status.map(|s| s as u16),
+            requests[0].http_status
+        );
+        assert!(
+            status
+                .error_message
+                .as_deref()
+                .is_some_and(|m| !m.is_empty()),
+            "{name}: the service's message"
+        );
+        assert_eq!(
+            cond(&done, "Stalled"),
+            Some(("True".into(), reason.into())),
+            "{name}: sanitised reason"
+        );
+        assert!(
+            condition(&done, "Stalled").unwrap().message.contains(code),
+            "{name}: the message names the code"
+        );
+        assert_eq!(cond(&done, "Ready").map(|c| c.0).as_deref(), Some("False"));
+        assert_final_conditions(&done);
+        let event = env.wait_event(name, "CancelFailed").await;
+        assert_eq!(event.type_.as_deref(), Some("Warning"));
+        assert!(event.note.unwrap_or_default().contains(code));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (name, image, _, _) in cases {
+        assert_eq!(env.ecs_requests(image).len(), 1, "{name}: never sent again");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_is_retried_without_counting_against_backoff_limit() {
+    let env = Env::sandbox().await;
+    env.copying("m-e2ethrottled");
+    env.fault(
+        "m-e2ethrottled",
+        FaultKind::Throttling { retry_after: None },
+        FaultCount::Times(2),
+    );
+    let mut r = cic("throttled", "m-e2ethrottled");
+    r.spec.backoff_limit = 0;
+    env.create(&r).await;
+
+    let done = env.wait_finished("throttled").await;
+    let status = done.status.clone().unwrap();
+    assert_eq!(
+        phase(&done).as_deref(),
+        Some("Succeeded"),
+        "{}",
+        yaml(&done)
+    );
+    assert_eq!(env.ecs_requests("m-e2ethrottled").len(), 3);
+    assert_eq!(status.attempts, 3);
+    assert_eq!(status.failed_attempts, 0, "throttling is not counted");
+    assert_eq!(
+        outcomes(&done),
+        ["Throttling.User", "Throttling.User", "Succeeded"]
+    );
+    assert_final_conditions(&done);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_secret_holds_the_request_until_it_is_created() {
+    let env = Env::sandbox().await;
+    let team = AccessKey::new("LTAI5tE2eTeamKey", "e2eTeamSecretDoNotLeak", None);
+    env.sim.add_key(team.clone());
+    env.copying("m-e2ewaiting");
+    env.create(&cic_with_secret("waiting", "m-e2ewaiting", "team-keys"))
+        .await;
+
+    let waiting = env
+        .wait_for("waiting", "AwaitingCredentials", |c| {
+            cond(c, "Reconciling") == Some(("True".into(), "AwaitingCredentials".into()))
+        })
+        .await;
+    let status = waiting.status.clone().unwrap();
+    assert_eq!(phase(&waiting).as_deref(), Some("Pending"));
+    assert_eq!(status.attempts, 0);
+    let message = &condition(&waiting, "Reconciling").unwrap().message;
+    assert!(
+        message.contains("images/team-keys"),
+        "names the Secret: {message}"
+    );
+    // Give the controller time to (wrongly) send something.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        env.ecs_requests("m-e2ewaiting").is_empty(),
+        "nothing sent without credentials"
+    );
+    assert_eq!(env.get("waiting").await.status.unwrap().attempts, 0);
+
+    env.put_secret("team-keys", &team).await;
+    let done = env.wait_finished("waiting").await;
+    assert_eq!(
+        phase(&done).as_deref(),
+        Some("Succeeded"),
+        "{}",
+        yaml(&done)
+    );
+    let requests = env.ecs_requests("m-e2ewaiting");
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].access_key_id.as_deref(), Some(team.id.as_str()));
+    assert_eq!(done.status.unwrap().attempts, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_secret_is_used_without_a_restart() {
+    let env = Env::sandbox().await;
+    let old = AccessKey::new("LTAI5tE2eOldKey", "e2eOldSecret", None);
+    let new = AccessKey::new("LTAI5tE2eNewKey", "e2eNewSecret", None);
+    env.sim.add_key(old.clone());
+    env.put_secret("team-keys", &old).await;
+    env.copying("m-e2ebefore");
+    env.copying("m-e2eafter");
+
+    env.create(&cic_with_secret("before", "m-e2ebefore", "team-keys"))
+        .await;
+    let before = env.wait_finished("before").await;
+    assert_eq!(
+        phase(&before).as_deref(),
+        Some("Succeeded"),
+        "{}",
+        yaml(&before)
+    );
+    assert_eq!(
+        env.ecs_requests("m-e2ebefore")[0].access_key_id.as_deref(),
+        Some(old.id.as_str())
+    );
+
+    // Rotation: ECS now accepts only the new key.
+    env.sim.add_key(new.clone());
+    env.put_secret("team-keys", &new).await;
+    assert!(env.sim.remove_key(&old.id));
+    // NB: the Secret and the resources come through separate watches; a user
+    // creating the next resource a moment after rotating is the case here.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    env.create(&cic_with_secret("after", "m-e2eafter", "team-keys"))
+        .await;
+    let after = env.wait_finished("after").await;
+    assert_eq!(
+        phase(&after).as_deref(),
+        Some("Succeeded"),
+        "{}",
+        yaml(&after)
+    );
+    let requests = env.ecs_requests("m-e2eafter");
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].access_key_id.as_deref(), Some(new.id.as_str()));
+    let mut env = env;
+    assert!(env.controller_alive(), "same controller process throughout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicts_on_status_writes_never_cause_a_second_request() {
+    let env = Env::sandbox().await;
+    env.copying("m-e2econflict");
+    // Keep the request at ECS long enough to arm the second conflict.
+    env.fault(
+        "m-e2econflict",
+        FaultKind::Latency {
+            delay: Duration::from_secs(3),
+        },
+        FaultCount::Times(1),
+    );
+    let status_conflict = || {
+        Fault::conflict(1)
+            .verb(Verb::Patch)
+            .resource("copyimagecancellations")
+            .subresource("status")
+    };
+    let api = env.sandbox_api();
+    // The first status write (before anything is sent) meets a 409 ...
+    api.inject_fault(status_conflict());
+    env.create(&cic("conflicted", "m-e2econflict")).await;
+    env.eventually("the request at ECS", |env| {
+        !env.ecs_requests("m-e2econflict").is_empty()
+    })
+    .await;
+    // ... and so does the write that records the answer.
+    api.inject_fault(status_conflict());
+
+    let done = env.wait_finished("conflicted").await;
+    assert_eq!(
+        phase(&done).as_deref(),
+        Some("Succeeded"),
+        "{}",
+        yaml(&done)
+    );
+    let conflicts = api
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.resource == "copyimagecancellations" && r.subresource == "status" && r.code == 409
+        })
+        .count();
+    assert_eq!(conflicts, 2, "both injected 409s were met");
+    assert_eq!(
+        env.ecs_requests("m-e2econflict").len(),
+        1,
+        "exactly one request"
+    );
+    let status = done.status.unwrap();
+    assert_eq!(status.attempts, 1);
+    assert_eq!(
+        status.request_id,
+        env.ecs_requests("m-e2econflict")[0].request_id
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        env.ecs_requests("m-e2econflict").len(),
+        1,
+        "never sent again"
+    );
+}
+
+/// SIGKILL while ECS holds the request open: the restarted controller shows
+/// the `Unknown` attempt, repeats it, and explains the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_request_then_restart_explains_the_unknown_attempt() {
+    let mut env = Env::sandbox().await;
+    // still-copying: the first request never arrived, the repeat cancels.
+    // cancelled-by-first: the first request did cancel (the image is gone).
+    // finished-meanwhile: the copy completed (IncorrectImageStatus on repeat).
+    let cases = [
+        ("still-copying", "m-e2ekill1"),
+        ("cancelled-by-first", "m-e2ekill2"),
+        ("finished-meanwhile", "m-e2ekill3"),
+    ];
+    for (name, image) in cases {
+        env.copying(image);
+        env.fault(image, FaultKind::Hang, FaultCount::Times(1));
+        env.create(&cic(name, image)).await;
+    }
+    env.eventually("all three requests held at ECS", |env| {
+        cases
+            .iter()
+            .all(|(_, image)| env.ecs_requests(image).len() == 1)
+    })
+    .await;
+    for (name, _) in cases {
+        let held = env.get(name).await;
+        assert_eq!(outcomes(&held), ["Unknown"], "{}", yaml(&held));
+    }
+    env.kill_controller().await;
+    env.sim.remove_image("m-e2ekill2");
+    env.sim.set_image("m-e2ekill3", ImageState::Copied);
+    env.start_controller();
+
+    let still = env.wait_finished("still-copying").await;
+    assert_eq!(
+        phase(&still).as_deref(),
+        Some("Succeeded"),
+        "{}",
+        yaml(&still)
+    );
+    assert_eq!(outcomes(&still), ["Unknown", "Succeeded"]);
+    assert_eq!(still.status.as_ref().unwrap().attempts, 2);
+    assert_eq!(env.ecs_requests("m-e2ekill1").len(), 2);
+
+    for (name, image, code) in [
+        (
+            "cancelled-by-first",
+            "m-e2ekill2",
+            "InvalidImageId.NotFound",
+        ),
+        ("finished-meanwhile", "m-e2ekill3", "IncorrectImageStatus"),
+    ] {
+        let done = env.wait_finished(name).await;
+        let status = done.status.clone().unwrap();
+        assert_eq!(phase(&done).as_deref(), Some("Failed"), "{}", yaml(&done));
+        assert_eq!(outcomes(&done), ["Unknown", code], "{name}");
+        assert_eq!(status.attempts, 2);
+        assert_eq!(status.ambiguous_attempts, 1);
+        assert_eq!(status.error_code.as_deref(), Some(code));
+        assert_eq!(env.ecs_requests(image).len(), 2);
+        assert_eq!(
+            cond(&done, "Stalled"),
+            Some(("True".into(), "PreviousAttemptMayHaveSucceeded".into()))
+        );
+        let message = &condition(&done, "Stalled").unwrap().message;
+        assert!(
+            message.contains("may well have cancelled the copy"),
+            "{name}: the message explains: {message}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_resources_and_spec_changes_are_rejected_at_admission() {
+    let env = Env::sandbox().await;
+    let api_error = |result: Result<_, kube::Error>| match result {
+        Err(kube::Error::Api(status)) => (status.code, status.message),
+        Ok(_) => panic!("admitted"),
+        Err(other) => panic!("not an API error: {other}"),
+    };
+
+    let mut bad_region = cic("bad-region", "m-e2eadmission");
+    bad_region.spec.region_id = "Hangzhou_1".into();
+    let (code, message) = api_error(env.try_create(&bad_region).await);
+    assert_eq!(code, 422);
+    assert!(
+        message.contains("spec.regionId") && message.contains("^[a-z]{2,}(-[a-z0-9]+)+$"),
+        "{message}"
+    );
+
+    let bad_image = cic("bad-image", "img-123");
+    let (code, message) = api_error(env.try_create(&bad_image).await);
+    assert_eq!(code, 422);
+    assert!(
+        message.contains("spec.imageId") && message.contains("^m-[a-z0-9]+$"),
+        "{message}"
+    );
+
+    let mut bad_limit = cic("bad-limit", "m-e2eadmission");
+    bad_limit.spec.backoff_limit = 21;
+    let (code, message) = api_error(env.try_create(&bad_limit).await);
+    assert_eq!(code, 422);
+    assert!(message.contains("spec.backoffLimit"), "{message}");
+
+    env.sim.set_image("m-e2eadmission", ImageState::Copied);
+    env.create(&cic("immutable", "m-e2eadmission")).await;
+    let change = serde_json::json!({"spec": {"imageId": "m-e2eother"}});
+    let (code, message) = api_error(
+        env.cics()
+            .patch("immutable", &PatchParams::default(), &Patch::Merge(&change))
+            .await,
+    );
+    assert_eq!(code, 422);
+    assert!(message.contains(SPEC_IMMUTABLE_MESSAGE), "{message}");
+    let kept = env.wait_finished("immutable").await;
+    assert_eq!(kept.spec.image_id, "m-e2eadmission");
+    assert_eq!(kept.metadata.generation, Some(1));
+    assert!(env.ecs_requests("m-e2eother").is_empty());
+    assert_eq!(env.ecs_requests("m-e2eadmission").len(), 1);
+    for name in ["bad-region", "bad-image", "bad-limit"] {
+        assert!(env.cics().get_opt(name).await.unwrap().is_none());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_resource_mid_retry_stops_it_cleanly() {
+    let mut env = Env::sandbox().await;
+    env.copying("m-e2edeleted");
+    env.fault("m-e2edeleted", FaultKind::InternalError, FaultCount::Always);
+    let mut r = cic("deleted", "m-e2edeleted");
+    r.spec.backoff_limit = 20;
+    env.create(&r).await;
+    env.wait_for("deleted", "retrying", |c| {
+        c.status.as_ref().is_some_and(|s| s.failed_attempts >= 2)
+    })
+    .await;
+
+    env.delete("deleted").await;
+    // No finalizer: the resource is gone straight away.
+    assert!(env.cics().get_opt("deleted").await.unwrap().is_none());
+    // A request already in flight may still land; after that, silence.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let settled = env.ecs_requests("m-e2edeleted").len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        env.ecs_requests("m-e2edeleted").len(),
+        settled,
+        "nothing sent for a deleted resource"
+    );
+
+    // Still healthy: the next resource goes through.
+    env.copying("m-e2eafterdelete");
+    env.create(&cic("next", "m-e2eafterdelete")).await;
+    let next = env.wait_finished("next").await;
+    assert_eq!(
+        phase(&next).as_deref(),
+        Some("Succeeded"),
+        "{}",
+        yaml(&next)
+    );
+    assert!(env.controller_alive());
+    let log = env.controller_log();
+    let failures = log
+        .lines()
+        .filter(|l| l.contains("reconcile failed") || l.contains("ERROR"))
+        .count();
+    assert_eq!(failures, 0, "no error loop in the controller's log:\n{log}");
+}
+
+/// The controller's log never holds an AccessKey secret or STS token, even at
+/// debug level, across success, errors, retries and Secret-based keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_log_status_or_events() {
+    use base64::Engine as _;
+    let env = Env::sandbox().await;
+    let team_secret = "e2eTeamSecretMustNotLeak";
+    let team_token = "ZTJlVGVhbVRva2VuTXVzdE5vdExlYWs=";
+    let team = AccessKey::new("LTAI5tE2eLeakTeam", team_secret, Some(team_token.into()));
+    env.sim.add_key(team.clone());
+    env.put_secret("team-keys", &team).await;
+    env.copying("m-e2eleak1");
+    env.copying("m-e2eleak2");
+    env.fault("m-e2eleak2", FaultKind::InternalError, FaultCount::Times(1));
+    env.create(&cic("operator-keys", "m-e2eleak1")).await;
+    env.create(&cic_with_secret("team-keys", "m-e2eleak2", "team-keys"))
+        .await;
+    env.create(&cic("unknown-image", "m-e2eleak3")).await;
+    let mut everything = String::new();
+    for name in ["operator-keys", "team-keys", "unknown-image"] {
+        everything += &yaml(&env.wait_finished(name).await);
+        for e in env.events_for(name).await {
+            everything += &format!("{e:?}");
+        }
+    }
+    assert_eq!(
+        phase(&env.get("team-keys").await).as_deref(),
+        Some("Succeeded")
+    );
+    let log = env.controller_log();
+    assert!(
+        log.contains("CancelCopyImage"),
+        "the log has content:\n{log}"
+    );
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    for secret in [OPERATOR_KEY_SECRET, OPERATOR_TOKEN, team_secret, team_token] {
+        for form in [secret.to_string(), b64(secret)] {
+            assert!(!log.contains(&form), "the controller log leaks {form}");
+            assert!(!everything.contains(&form), "status or Events leak {form}");
+        }
+    }
+    assert!(!log.contains("Signature="), "no signed query in the log");
+}
