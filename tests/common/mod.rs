@@ -111,9 +111,8 @@ impl Env {
         let kubeconfig = std::env::var("KUBECONFIG").ok().filter(|k| !k.is_empty());
         if !opted_in || kubeconfig.is_none() {
             println!(
-                "{test}: skipped: set COPYIMAGE_CANCELLER_REAL_CLUSTER=1 and KUBECONFIG to run it against a real cluster"
+                "{test}: skipped: set COPYIMAGE_CANCELLER_REAL_CLUSTER=1 (and KUBECONFIG) to run it against a real cluster"
             );
-            eprintln!("{test}: skipped: set COPYIMAGE_CANCELLER_REAL_CLUSTER=1");
             return None;
         }
         let client = kube::Client::try_default()
