@@ -20,6 +20,7 @@ pub mod controller;
 pub mod credentials;
 pub mod demo;
 pub mod ecs;
+pub mod identity;
 pub mod resource;
 pub mod retry;
 pub mod sandbox;

@@ -1,0 +1,356 @@
+//! RRSA (RAM Roles for Service Accounts on ACK): exchanges the projected
+//! service account token for STS credentials with the unsigned
+//! `AssumeRoleWithOIDC` call. The token file is read again on every call,
+//! because the kubelet rotates it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use reqwest::Url;
+use serde::Deserialize;
+
+use super::{FetchError, TemporaryCredentials, http_client, read_capped, redact};
+use crate::credentials::AccessKey;
+
+/// The STS API version of `AssumeRoleWithOIDC`.
+pub const STS_API_VERSION: &str = "2015-04-01";
+/// The action.
+pub const ACTION: &str = "AssumeRoleWithOIDC";
+/// `DurationSeconds` asked for unless configured: one hour, like the SDKs.
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(3600);
+/// The least `DurationSeconds` STS accepts.
+pub const MIN_DURATION: Duration = Duration::from_secs(900);
+/// The most of an STS answer read.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+/// The most of a token file read; projected tokens are a few KiB.
+const MAX_TOKEN_BYTES: u64 = 64 * 1024;
+
+/// Where and how to assume the role. Holds no secret: the token stays in its file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RrsaConfig {
+    /// `RoleArn`.
+    pub role_arn: String,
+    /// `OIDCProviderArn`.
+    pub oidc_provider_arn: String,
+    /// The projected token, read again on every call.
+    pub token_file: PathBuf,
+    /// `RoleSessionName`.
+    pub session_name: String,
+    /// STS base URL.
+    pub endpoint: Url,
+    /// `DurationSeconds`.
+    pub duration: Duration,
+    /// Connection timeout.
+    pub connect_timeout: Duration,
+    /// Whole-call timeout.
+    pub request_timeout: Duration,
+}
+
+/// Whether STS would accept `name` as `RoleSessionName`: 2 to 64 of
+/// letters, digits, `.`, `@`, `-`, `_`.
+pub fn is_valid_session_name(name: &str) -> bool {
+    (2..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'@' | b'-' | b'_'))
+}
+
+/// Calls `AssumeRoleWithOIDC` with the configured role.
+#[derive(Clone, Debug)]
+pub struct RrsaFetcher {
+    config: RrsaConfig,
+    http: reqwest::Client,
+}
+
+impl RrsaFetcher {
+    /// A fetcher for `config`.
+    pub fn new(config: RrsaConfig) -> Result<Self, super::ChainError> {
+        let http =
+            http_client(config.connect_timeout, config.request_timeout, false).map_err(|e| {
+                super::ChainError::Http {
+                    what: "STS",
+                    reason: e.to_string(),
+                }
+            })?;
+        Ok(Self { config, http })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RrsaConfig {
+        &self.config
+    }
+
+    /// Reads the token file and exchanges the token for credentials.
+    pub async fn fetch(&self) -> Result<TemporaryCredentials, FetchError> {
+        let token = read_token(&self.config.token_file).await?;
+        let form = form_body(&self.config, &token, Timestamp::now());
+        let url = self.config.endpoint.clone();
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let sent = self
+            .http
+            .post(url)
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(http::header::ACCEPT, "application/json")
+            .body(form)
+            .send()
+            .await;
+        let mut response = sent.map_err(|e| FetchError::Transport {
+            service: "STS",
+            message: redact(&super::describe_reqwest(&e, &host), &[&token]),
+        })?;
+        let status = response.status().as_u16();
+        let body = read_capped(&mut response, MAX_BODY_BYTES)
+            .await
+            .map_err(|message| FetchError::Transport {
+                service: "STS",
+                message: format!("HTTP {status} from {host}: {message}"),
+            })?;
+        parse_response(status, &body, &[&token])
+    }
+}
+
+/// Reads the projected token; a missing, unreadable or empty file is an error naming it.
+async fn read_token(path: &std::path::Path) -> Result<String, FetchError> {
+    use tokio::io::AsyncReadExt as _;
+    let unreadable = |reason: String| FetchError::TokenFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| unreadable(e.to_string()))?;
+    let mut token = String::new();
+    file.take(MAX_TOKEN_BYTES + 1)
+        .read_to_string(&mut token)
+        .await
+        .map_err(|e| unreadable(e.to_string()))?;
+    if token.len() as u64 > MAX_TOKEN_BYTES {
+        return Err(unreadable(format!(
+            "it is larger than {MAX_TOKEN_BYTES} bytes, not a service account token"
+        )));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(unreadable("it is empty".to_owned()));
+    }
+    Ok(token.to_owned())
+}
+
+/// The form body of the call. Pure.
+///
+/// NB: everything goes in the POST body, token included, so that the token
+/// never lands in a URL (and in proxies' access logs).
+pub fn form_body(config: &RrsaConfig, token: &str, now: Timestamp) -> String {
+    let timestamp = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let duration = config.duration.as_secs().to_string();
+    form_urlencoded::Serializer::new(String::new())
+        .append_pair("Action", ACTION)
+        .append_pair("Version", STS_API_VERSION)
+        .append_pair("Format", "JSON")
+        .append_pair("Timestamp", &timestamp)
+        .append_pair("DurationSeconds", &duration)
+        .append_pair("RoleArn", &config.role_arn)
+        .append_pair("OIDCProviderArn", &config.oidc_provider_arn)
+        .append_pair("OIDCToken", token)
+        .append_pair("RoleSessionName", &config.session_name)
+        .finish()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SuccessBody {
+    credentials: CredentialsBody,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CredentialsBody {
+    access_key_id: String,
+    access_key_secret: String,
+    security_token: String,
+    expiration: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(alias = "code")]
+    #[serde(rename = "Code")]
+    code: Option<String>,
+    #[serde(alias = "message")]
+    #[serde(rename = "Message")]
+    message: Option<String>,
+    #[serde(alias = "requestId")]
+    #[serde(rename = "RequestId")]
+    request_id: Option<String>,
+}
+
+/// Turns an STS answer into credentials or an error. Pure. `sensitive`
+/// values (the OIDC token) are scrubbed from every message.
+pub fn parse_response(
+    status: u16,
+    body: &[u8],
+    sensitive: &[&str],
+) -> Result<TemporaryCredentials, FetchError> {
+    if (200..300).contains(&status) {
+        let parsed: SuccessBody =
+            serde_json::from_slice(body).map_err(|e| FetchError::InvalidResponse {
+                service: "STS",
+                message: format!(
+                    "HTTP {status}: the body is not an AssumeRoleWithOIDC answer ({e})"
+                ),
+            })?;
+        let c = parsed.credentials;
+        let expiration = parse_expiration(&c.expiration, "STS")?;
+        if c.access_key_id.is_empty()
+            || c.access_key_secret.is_empty()
+            || c.security_token.is_empty()
+        {
+            return Err(FetchError::InvalidResponse {
+                service: "STS",
+                message: format!(
+                    "HTTP {status}: the answer's Credentials lack a key, secret or token"
+                ),
+            });
+        }
+        return Ok(TemporaryCredentials {
+            key: AccessKey::new(c.access_key_id, c.access_key_secret, Some(c.security_token)),
+            expiration,
+        });
+    }
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(ErrorBody {
+            code: Some(code),
+            message,
+            request_id,
+        }) => Err(FetchError::Service {
+            service: "STS",
+            http_status: status,
+            code: redact(&code, sensitive),
+            message: redact(&message.unwrap_or_default(), sensitive),
+            request_id,
+        }),
+        _ => Err(FetchError::InvalidResponse {
+            service: "STS",
+            message: format!("HTTP {status} without an STS error body"),
+        }),
+    }
+}
+
+/// `Expiration` as STS and the metadata service write it (`2026-11-27T12:00:00Z`).
+pub(super) fn parse_expiration(
+    value: &str,
+    service: &'static str,
+) -> Result<Timestamp, FetchError> {
+    value.parse().map_err(|_| FetchError::InvalidResponse {
+        service,
+        message: format!("Expiration {value:?} is not an RFC 3339 time"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> RrsaConfig {
+        RrsaConfig {
+            role_arn: "acs:ram::1:role/r".into(),
+            oidc_provider_arn: "acs:ram::1:oidc-provider/p".into(),
+            token_file: "/t".into(),
+            session_name: "s1".into(),
+            endpoint: "https://sts.aliyuncs.com".parse().unwrap(),
+            duration: DEFAULT_DURATION,
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn form_body_has_every_parameter() {
+        let body = form_body(
+            &config(),
+            "eyJ.tok+en",
+            "2026-11-27T12:00:00Z".parse().unwrap(),
+        );
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect();
+        let want: Vec<(String, String)> = [
+            ("Action", "AssumeRoleWithOIDC"),
+            ("Version", "2015-04-01"),
+            ("Format", "JSON"),
+            ("Timestamp", "2026-11-27T12:00:00Z"),
+            ("DurationSeconds", "3600"),
+            ("RoleArn", "acs:ram::1:role/r"),
+            ("OIDCProviderArn", "acs:ram::1:oidc-provider/p"),
+            ("OIDCToken", "eyJ.tok+en"),
+            ("RoleSessionName", "s1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(pairs, want);
+    }
+
+    #[test]
+    fn parse_table() {
+        let ok = br#"{"RequestId":"R1","AssumedRoleUser":{"Arn":"a","AssumedRoleId":"i"},
+            "Credentials":{"AccessKeyId":"STS.abc","AccessKeySecret":"sec","SecurityToken":"CAIS","Expiration":"2026-11-27T13:00:00Z"}}"#;
+        let got = parse_response(200, ok, &[]).unwrap();
+        assert_eq!(got.key.id, "STS.abc");
+        assert_eq!(got.key.secret(), "sec");
+        assert_eq!(got.key.security_token(), Some("CAIS"));
+        assert_eq!(got.expiration, "2026-11-27T13:00:00Z".parse().unwrap());
+
+        let rows: Vec<(u16, &[u8], &str)> = vec![
+            (
+                400,
+                br#"{"RequestId":"R2","HostId":"sts.aliyuncs.com","Code":"AuthenticationFail.OIDCToken.Expired","Message":"The OIDC token has expired."}"#,
+                "STS answered HTTP 400 AuthenticationFail.OIDCToken.Expired: The OIDC token has expired. (request ID R2)",
+            ),
+            (
+                400,
+                br#"{"code":"InvalidParameter.OIDCToken","message":"token eyJsecret is invalid"}"#,
+                "STS answered HTTP 400 InvalidParameter.OIDCToken: token [REDACTED] is invalid",
+            ),
+            (
+                502,
+                b"<html>Bad Gateway</html>",
+                "STS answered with something else than expected: HTTP 502 without an STS error body",
+            ),
+            (
+                200,
+                br#"{"RequestId":"R3"}"#,
+                "STS answered with something else than expected: HTTP 200: the body is not an AssumeRoleWithOIDC answer (missing field `Credentials` at line 1 column 18)",
+            ),
+            (
+                200,
+                br#"{"Credentials":{"AccessKeyId":"a","AccessKeySecret":"b","SecurityToken":"c","Expiration":"soon"}}"#,
+                "STS answered with something else than expected: Expiration \"soon\" is not an RFC 3339 time",
+            ),
+        ];
+        for (i, (status, body, want)) in rows.into_iter().enumerate() {
+            let err = parse_response(status, body, &["eyJsecret"]).unwrap_err();
+            assert_eq!(err.to_string(), want, "row {i}");
+        }
+    }
+
+    #[test]
+    fn session_names() {
+        for (name, ok) in [
+            ("ab", true),
+            ("a", false),
+            ("copyimage-canceller-1700000000", true),
+            ("a.b@c_d-e", true),
+            ("a b", false),
+            ("a/b", false),
+            (&"x".repeat(64), true),
+            (&"x".repeat(65), false),
+        ] {
+            assert_eq!(is_valid_session_name(name), ok, "{name}");
+        }
+    }
+}
