@@ -2,3 +2,5 @@
 
 pub mod ecs_simulator;
 pub mod kube_api;
+pub mod metadata_simulator;
+pub mod sts_simulator;

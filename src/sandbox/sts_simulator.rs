@@ -1,0 +1,653 @@
+//! A local STS endpoint answering `AssumeRoleWithOIDC` like Alibaba Cloud
+//! STS: parameter checks, the OIDC token compared with the one it expects,
+//! credentials with a configurable lifetime, scriptable error answers, and a
+//! call log. Minted keys can be handed to the ECS simulator, so a whole
+//! RRSA → STS → ECS flow runs on loopback.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use base64::Engine as _;
+use jiff::Timestamp;
+use rand::Rng as _;
+use rand::distr::Alphanumeric;
+use sha2::Digest as _;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::credentials::AccessKey;
+
+/// `HostId` in error bodies.
+pub const HOST_ID: &str = "sts.aliyuncs.com";
+
+/// Receives every key a stand-in mints, e.g. to make the ECS simulator accept it.
+#[derive(Clone)]
+pub struct KeySink(Arc<dyn Fn(AccessKey) + Send + Sync>);
+
+impl KeySink {
+    /// A sink calling `f` with each minted key.
+    pub fn new(f: impl Fn(AccessKey) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// A sink adding each minted key to a running ECS simulator.
+    pub fn ecs(simulator: Arc<super::ecs_simulator::SimulatorHandle>) -> Self {
+        Self::new(move |key| simulator.add_key(key))
+    }
+
+    pub(crate) fn send(&self, key: AccessKey) {
+        (self.0)(key)
+    }
+}
+
+impl std::fmt::Debug for KeySink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeySink")
+    }
+}
+
+/// An error answer STS gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StsFault {
+    /// HTTP status.
+    pub http_status: u16,
+    /// `Code`.
+    pub code: String,
+    /// `Message`.
+    pub message: String,
+}
+
+impl StsFault {
+    /// Any error answer.
+    pub fn new(http_status: u16, code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            http_status,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    /// `InvalidParameter.OIDCToken`: the token is not one STS accepts.
+    pub fn invalid_oidc_token() -> Self {
+        Self::new(
+            400,
+            "InvalidParameter.OIDCToken",
+            "The specified OIDCToken is invalid.",
+        )
+    }
+
+    /// `AuthenticationFail.OIDCToken.Expired`.
+    pub fn oidc_token_expired() -> Self {
+        Self::new(
+            400,
+            "AuthenticationFail.OIDCToken.Expired",
+            "The OIDC token has expired.",
+        )
+    }
+
+    /// `InternalError`.
+    pub fn internal_error() -> Self {
+        Self::new(
+            500,
+            "InternalError",
+            "The request processing has failed due to some unknown error.",
+        )
+    }
+}
+
+/// How to start an STS simulator.
+#[derive(Clone, Debug)]
+pub struct StsSimulatorConfig {
+    /// Address to listen on (default `127.0.0.1:0`).
+    pub listen: SocketAddr,
+    /// The one OIDC token accepted (`None`: any non-empty token).
+    pub expected_token: Option<String>,
+    /// The only `RoleArn` that exists (`None`: any well-formed one).
+    pub role_arn: Option<String>,
+    /// The only `OIDCProviderArn` that exists (`None`: any well-formed one).
+    pub oidc_provider_arn: Option<String>,
+    /// Lifetime of minted credentials (`None`: the `DurationSeconds` asked for).
+    pub lifetime: Option<Duration>,
+    /// Receives every minted key.
+    pub sink: Option<KeySink>,
+}
+
+impl Default for StsSimulatorConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            expected_token: None,
+            role_arn: None,
+            oidc_provider_arn: None,
+            lifetime: None,
+            sink: None,
+        }
+    }
+}
+
+/// One call, as the simulator saw it. Holds no token, only its SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StsCall {
+    /// When it arrived.
+    pub time: Timestamp,
+    /// `Action`.
+    pub action: Option<String>,
+    /// `RoleArn`.
+    pub role_arn: Option<String>,
+    /// `OIDCProviderArn`.
+    pub oidc_provider_arn: Option<String>,
+    /// `RoleSessionName`.
+    pub session_name: Option<String>,
+    /// `DurationSeconds`.
+    pub duration_seconds: Option<String>,
+    /// Hex SHA-256 of `OIDCToken`, when one was sent.
+    pub token_sha256: Option<String>,
+    /// Whether the call carried an `AccessKeyId` or `Signature` (it should not: the call is unsigned).
+    pub signed: bool,
+    /// `Success` or the error code answered.
+    pub code: String,
+    /// The AccessKey ID minted, on success.
+    pub access_key_id: Option<String>,
+}
+
+/// Hex SHA-256 of a token, to compare with [`StsCall::token_sha256`].
+pub fn token_sha256(token: &str) -> String {
+    hex::encode(sha2::Sha256::digest(token.trim().as_bytes()))
+}
+
+#[derive(Debug)]
+struct StsState {
+    expected_token: Option<String>,
+    role_arn: Option<String>,
+    oidc_provider_arn: Option<String>,
+    lifetime: Option<Duration>,
+    sink: Option<KeySink>,
+    faults: VecDeque<StsFault>,
+    persistent_fault: Option<StsFault>,
+    calls: Vec<StsCall>,
+    minted: Vec<AccessKey>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<StsState>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, StsState> {
+        // NB: every mutation is a single step, so a poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The simulator, started with [`StsSimulator::start`].
+#[derive(Debug)]
+pub struct StsSimulator;
+
+impl StsSimulator {
+    /// Binds `config.listen` and serves until the handle is shut down or dropped.
+    pub async fn start(config: StsSimulatorConfig) -> anyhow::Result<StsSimulatorHandle> {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("sts-simulator cannot listen on {}: {e}", config.listen)
+            })?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(StsState {
+                expected_token: config.expected_token.map(|t| t.trim().to_owned()),
+                role_arn: config.role_arn,
+                oidc_provider_arn: config.oidc_provider_arn,
+                lifetime: config.lifetime,
+                sink: config.sink,
+                faults: VecDeque::new(),
+                persistent_fault: None,
+                calls: Vec::new(),
+                minted: Vec::new(),
+            }),
+        });
+        let stop = CancellationToken::new();
+        let app = Router::new()
+            .route("/", any(api))
+            .with_state(shared.clone());
+        let shutdown = stop.clone();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "sts-simulator stopped");
+            }
+        });
+        Ok(StsSimulatorHandle {
+            addr,
+            shared,
+            stop,
+            task: Some(task),
+        })
+    }
+}
+
+/// Controls a running STS simulator. Dropping it stops the simulator.
+#[derive(Debug)]
+pub struct StsSimulatorHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl StsSimulatorHandle {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`, for `ALIBABA_CLOUD_STS_ENDPOINT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Accepts only this token from now on (a rotated token file).
+    pub fn set_expected_token(&self, token: impl Into<String>) {
+        self.shared.state().expected_token = Some(token.into().trim().to_owned());
+    }
+
+    /// Lifetime of credentials minted from now on.
+    pub fn set_lifetime(&self, lifetime: Duration) {
+        self.shared.state().lifetime = Some(lifetime);
+    }
+
+    /// Answers the next call with `fault` (queued, in order).
+    pub fn push_fault(&self, fault: StsFault) {
+        self.shared.state().faults.push_back(fault);
+    }
+
+    /// Answers every call with `fault` until cleared with `None`.
+    pub fn set_persistent_fault(&self, fault: Option<StsFault>) {
+        self.shared.state().persistent_fault = fault;
+    }
+
+    /// Every call so far, oldest first.
+    pub fn calls(&self) -> Vec<StsCall> {
+        self.shared.state().calls.clone()
+    }
+
+    /// How many calls arrived.
+    pub fn call_count(&self) -> usize {
+        self.shared.state().calls.len()
+    }
+
+    /// Every key minted so far, oldest first.
+    pub fn minted(&self) -> Vec<AccessKey> {
+        self.shared.state().minted.clone()
+    }
+
+    /// Stops serving and waits for the listener to close.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for StsSimulatorHandle {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Merged query and form parameters; the form wins, like the gateway.
+fn params(query: Option<&str>, body: &[u8]) -> BTreeMap<String, String> {
+    let mut params: BTreeMap<String, String> =
+        form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    params.extend(form_urlencoded::parse(body).into_owned());
+    params
+}
+
+fn error(request_id: &str, fault: &StsFault) -> Response {
+    let body = serde_json::json!({
+        "RequestId": request_id,
+        "HostId": HOST_ID,
+        "Code": fault.code,
+        "Message": fault.message,
+        "Recommend": format!("https://api.aliyun.com/troubleshoot?q={}&product=Sts&requestId={request_id}", fault.code),
+    });
+    (
+        StatusCode::from_u16(fault.http_status).unwrap_or(StatusCode::BAD_REQUEST),
+        [(header::CONTENT_TYPE, "application/json;charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn missing(name: &str) -> StsFault {
+    StsFault::new(
+        400,
+        format!("Missing{name}"),
+        format!("{name} is mandatory for this action."),
+    )
+}
+
+fn invalid(name: &str, why: &str) -> StsFault {
+    StsFault::new(
+        400,
+        format!("InvalidParameter.{name}"),
+        format!("The parameter {name} {why}."),
+    )
+}
+
+/// The checks STS makes, in order; `Ok` means mint. Pure.
+fn check(state: &StsState, p: &BTreeMap<String, String>) -> Result<u64, StsFault> {
+    let get = |k: &str| p.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    match get("Action") {
+        Some("AssumeRoleWithOIDC") => {}
+        Some(_) | None => {
+            return Err(StsFault::new(
+                404,
+                "InvalidAction.NotFound",
+                "Specified api is not found, please check your url and method.",
+            ));
+        }
+    }
+    if get("Version") != Some("2015-04-01") {
+        return Err(StsFault::new(
+            400,
+            "InvalidVersion",
+            "Specified parameter Version is not valid.",
+        ));
+    }
+    if !get("Format").is_some_and(|f| f.eq_ignore_ascii_case("JSON")) {
+        return Err(invalid("Format", "must be JSON for this simulator"));
+    }
+    let role = get("RoleArn").ok_or_else(|| missing("RoleArn"))?;
+    if !arn_ok(role, "role/") {
+        return Err(invalid(
+            "RoleArn",
+            "is not a RAM role ARN (acs:ram::<account>:role/<name>)",
+        ));
+    }
+    let provider = get("OIDCProviderArn").ok_or_else(|| missing("OIDCProviderArn"))?;
+    if !arn_ok(provider, "oidc-provider/") {
+        return Err(invalid(
+            "OIDCProviderArn",
+            "is not an OIDC provider ARN (acs:ram::<account>:oidc-provider/<name>)",
+        ));
+    }
+    let token = get("OIDCToken").ok_or_else(|| missing("OIDCToken"))?;
+    let session = get("RoleSessionName").ok_or_else(|| missing("RoleSessionName"))?;
+    if !crate::identity::rrsa::is_valid_session_name(session) {
+        return Err(invalid("RoleSessionName", "is not valid"));
+    }
+    let duration: u64 = match get("DurationSeconds") {
+        None => 3600,
+        Some(d) => d
+            .parse()
+            .ok()
+            .filter(|d| (900..=43200).contains(d))
+            .ok_or_else(|| invalid("DurationSeconds", "must be between 900 and 43200"))?,
+    };
+    if let Some(ts) = get("Timestamp")
+        && ts.parse::<Timestamp>().is_err()
+    {
+        return Err(StsFault::new(
+            400,
+            "InvalidTimeStamp.Format",
+            "Specified time stamp or date value is not well formatted.",
+        ));
+    }
+    if state.role_arn.as_deref().is_some_and(|r| r != role) {
+        return Err(StsFault::new(
+            404,
+            "EntityNotExist.Role",
+            "The role not exists.",
+        ));
+    }
+    if state
+        .oidc_provider_arn
+        .as_deref()
+        .is_some_and(|r| r != provider)
+    {
+        return Err(StsFault::new(
+            404,
+            "EntityNotExist.OIDCProvider",
+            "The OIDC provider not exists.",
+        ));
+    }
+    if state
+        .expected_token
+        .as_deref()
+        .is_some_and(|t| t != token.trim())
+    {
+        return Err(StsFault::invalid_oidc_token());
+    }
+    Ok(duration)
+}
+
+fn arn_ok(arn: &str, kind: &str) -> bool {
+    arn.strip_prefix("acs:ram::")
+        .and_then(|rest| rest.split_once(':'))
+        .is_some_and(|(account, resource)| {
+            !account.is_empty()
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && resource.strip_prefix(kind).is_some_and(|n| !n.is_empty())
+        })
+}
+
+fn random_alnum(len: usize) -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+/// A key shaped like STS's: `STS.` ID, 40-character secret, `CAIS` Base64 token.
+pub fn mint_key() -> AccessKey {
+    let mut token_bytes = [0u8; 96];
+    rand::rng().fill(&mut token_bytes[..]);
+    AccessKey::new(
+        format!("STS.{}", random_alnum(24)),
+        random_alnum(40),
+        Some(format!(
+            "CAIS{}",
+            base64::engine::general_purpose::STANDARD.encode(token_bytes)
+        )),
+    )
+}
+
+async fn api(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let p = params(query.as_deref(), &body);
+    let request_id = uuid::Uuid::new_v4().to_string().to_uppercase();
+    let now = Timestamp::now();
+    let mut state = shared.state();
+    let mut call = StsCall {
+        time: now,
+        action: p.get("Action").cloned(),
+        role_arn: p.get("RoleArn").cloned(),
+        oidc_provider_arn: p.get("OIDCProviderArn").cloned(),
+        session_name: p.get("RoleSessionName").cloned(),
+        duration_seconds: p.get("DurationSeconds").cloned(),
+        token_sha256: p.get("OIDCToken").map(|t| token_sha256(t)),
+        signed: p.contains_key("AccessKeyId") || p.contains_key("Signature"),
+        code: String::new(),
+        access_key_id: None,
+    };
+    let outcome = match state
+        .faults
+        .pop_front()
+        .or_else(|| state.persistent_fault.clone())
+    {
+        Some(fault) => Err(fault),
+        None => check(&state, &p),
+    };
+    let response = match outcome {
+        Err(fault) => {
+            call.code = fault.code.clone();
+            error(&request_id, &fault)
+        }
+        Ok(duration) => {
+            let lifetime = state.lifetime.unwrap_or(Duration::from_secs(duration));
+            let key = mint_key();
+            let expiration = (now + lifetime).strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+            let role = call.role_arn.clone().unwrap_or_default();
+            let session = call.session_name.clone().unwrap_or_default();
+            let body = serde_json::json!({
+                "RequestId": request_id,
+                "AssumedRoleUser": {
+                    "Arn": format!("{}/{session}", role.replace(":role/", ":assumed-role/")),
+                    "AssumedRoleId": format!("3{}:{session}", random_alnum(16)),
+                },
+                "Credentials": {
+                    "AccessKeyId": key.id,
+                    "AccessKeySecret": key.secret(),
+                    "SecurityToken": key.security_token().unwrap_or_default(),
+                    "Expiration": expiration,
+                },
+            });
+            call.code = "Success".to_owned();
+            call.access_key_id = Some(key.id.clone());
+            state.minted.push(key.clone());
+            if let Some(sink) = &state.sink {
+                sink.send(key);
+            }
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json;charset=utf-8")],
+                body.to_string(),
+            )
+                .into_response()
+        }
+    };
+    tracing::info!(
+        code = %call.code,
+        role_arn = call.role_arn.as_deref().unwrap_or("-"),
+        session_name = call.session_name.as_deref().unwrap_or("-"),
+        access_key_id = call.access_key_id.as_deref().unwrap_or("-"),
+        "sts-simulator AssumeRoleWithOIDC"
+    );
+    state.calls.push(call);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> BTreeMap<String, String> {
+        [
+            ("Action", "AssumeRoleWithOIDC"),
+            ("Version", "2015-04-01"),
+            ("Format", "JSON"),
+            ("RoleArn", "acs:ram::123:role/r"),
+            ("OIDCProviderArn", "acs:ram::123:oidc-provider/p"),
+            ("OIDCToken", "tok"),
+            ("RoleSessionName", "s1"),
+            ("DurationSeconds", "900"),
+            ("Timestamp", "2026-11-27T12:00:00Z"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn state() -> StsState {
+        StsState {
+            expected_token: Some("tok".into()),
+            role_arn: Some("acs:ram::123:role/r".into()),
+            oidc_provider_arn: None,
+            lifetime: None,
+            sink: None,
+            faults: VecDeque::new(),
+            persistent_fault: None,
+            calls: Vec::new(),
+            minted: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn check_table() {
+        let rows: Vec<(&str, Option<&str>, Result<u64, &str>)> = vec![
+            ("", None, Ok(900)),
+            ("DurationSeconds", None, Ok(3600)),
+            (
+                "DurationSeconds",
+                Some("899"),
+                Err("InvalidParameter.DurationSeconds"),
+            ),
+            ("Action", Some("AssumeRole"), Err("InvalidAction.NotFound")),
+            ("Version", Some("2014-05-26"), Err("InvalidVersion")),
+            ("Format", Some("XML"), Err("InvalidParameter.Format")),
+            ("RoleArn", None, Err("MissingRoleArn")),
+            ("RoleArn", Some("role/r"), Err("InvalidParameter.RoleArn")),
+            (
+                "RoleArn",
+                Some("acs:ram::123:role/other"),
+                Err("EntityNotExist.Role"),
+            ),
+            (
+                "OIDCProviderArn",
+                Some("acs:ram::x:oidc-provider/p"),
+                Err("InvalidParameter.OIDCProviderArn"),
+            ),
+            ("OIDCToken", None, Err("MissingOIDCToken")),
+            (
+                "OIDCToken",
+                Some("other"),
+                Err("InvalidParameter.OIDCToken"),
+            ),
+            (
+                "RoleSessionName",
+                Some("a b"),
+                Err("InvalidParameter.RoleSessionName"),
+            ),
+            (
+                "Timestamp",
+                Some("yesterday"),
+                Err("InvalidTimeStamp.Format"),
+            ),
+        ];
+        for (name, value, want) in rows {
+            let mut p = base();
+            match value {
+                Some(v) => {
+                    p.insert(name.into(), v.into());
+                }
+                None => {
+                    p.remove(name);
+                }
+            }
+            let got = check(&state(), &p).map_err(|f| f.code);
+            assert_eq!(got, want.map_err(str::to_owned), "{name}={value:?}");
+        }
+    }
+
+    #[test]
+    fn minted_keys_look_like_sts_keys() {
+        let key = mint_key();
+        assert!(key.id.starts_with("STS."));
+        assert_eq!(key.secret().len(), 40);
+        let token = key.security_token().unwrap();
+        assert!(token.starts_with("CAIS"));
+        assert!(
+            token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
+        );
+    }
+}
