@@ -621,3 +621,72 @@ async fn only_the_watched_namespace_is_handled() {
     shutdown.cancel();
     within(run).await.unwrap().unwrap();
 }
+
+fn slow_once() -> FaultSpec {
+    FaultSpec::new(
+        FaultTarget::Image(IMAGE.into()),
+        FaultKind::Latency {
+            delay: Duration::from_secs(2),
+        },
+        FaultCount::Times(1),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_change_during_the_request_does_not_lose_the_outcome() {
+    let h = Harness::start(
+        SimulatorConfig::new([key()])
+            .with_image(IMAGE, ImageState::Copying)
+            .with_fault(slow_once()),
+        fast(),
+    )
+    .await;
+    h.create_secret().await;
+    h.create("stop-copy", 6).await;
+    h.wait_for("stop-copy", "the write-ahead", |s| {
+        s.attempts == 1 && s.phase == Some(Phase::Running)
+    })
+    .await;
+    // The resourceVersion moves while the request is in flight.
+    h.touch("stop-copy", "mid-flight").await;
+    let s = h.wait_for("stop-copy", "Succeeded", finished).await;
+    assert_eq!(s.phase, Some(Phase::Succeeded));
+    assert_eq!(s.attempts, 1);
+    assert_eq!(h.sent(), 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_recreated_under_the_same_name_never_inherits_an_outcome() {
+    let h = Harness::start(
+        SimulatorConfig::new([key()])
+            .with_image(IMAGE, ImageState::Copying)
+            .with_fault(slow_once()),
+        fast(),
+    )
+    .await;
+    h.create_secret().await;
+    h.create("stop-copy", 6).await;
+    let first = h
+        .wait_for("stop-copy", "the write-ahead", |s| {
+            s.attempts == 1 && s.phase == Some(Phase::Running)
+        })
+        .await;
+    assert_eq!(first.attempt_history[0].outcome, "Unknown");
+    let old_uid = h.cics().get("stop-copy").await.unwrap().uid();
+    h.cics()
+        .delete("stop-copy", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.create("stop-copy", 6).await;
+    assert_ne!(h.cics().get("stop-copy").await.unwrap().uid(), old_uid);
+
+    // The first request cancels the copy; the new resource sends its own
+    // request, which finds the image gone.
+    let s = h.wait_for("stop-copy", "a final answer", finished).await;
+    assert_eq!(s.phase, Some(Phase::Failed), "{s:#?}");
+    assert_eq!(s.attempts, 1);
+    assert_eq!(s.error_code.as_deref(), Some("InvalidImageId.NotFound"));
+    assert_eq!(h.sent(), 2);
+    h.stop().await;
+}

@@ -374,10 +374,16 @@ fn outcome_label(outcome: &CancelOutcome) -> &str {
 
 /// Writes the outcome into status, retrying the write (never the send). If
 /// every try fails, the outcome is kept for the next reconcile.
+///
+/// NB: the write carries the write-ahead's resourceVersion. A conflict is
+/// resolved by reading the resource once: if it is still the same resource
+/// (UID) with the write-ahead status, only metadata moved and the write is
+/// repeated at the new version; otherwise (deleted, re-created under the same
+/// name, or already recorded) there is nothing to record.
 async fn record(
     ctx: &Context,
     api: &Api<CopyImageCancellation>,
-    unrecorded: Unrecorded,
+    mut unrecorded: Unrecorded,
     uid: &str,
 ) -> Result<Action, Error> {
     let mut pause = Duration::from_millis(200);
@@ -394,24 +400,34 @@ async fn record(
             },
             Trigger::Attempted(&unrecorded.outcome),
         );
-        // NB: no resourceVersion: this controller alone writes status, and
-        // the write-ahead it follows has just been accepted.
-        match apply_status(api, &unrecorded.written, &decision.status, None).await {
-            Ok(Written::Applied(stored)) => {
+        let rv = unrecorded.written.resource_version();
+        // Some(stored) once applied, None when there is nothing to record.
+        let result = match apply_status(api, &unrecorded.written, &decision.status, rv.as_deref())
+            .await
+        {
+            Ok(Written::Applied(stored)) => Ok(Some(stored)),
+            Ok(Written::Gone) => Ok(None),
+            Ok(Written::Conflict) => match still_waiting_for_record(api, &unrecorded.written).await
+            {
+                Ok(Some(fresh)) => {
+                    unrecorded.written = fresh;
+                    continue;
+                }
+                Ok(None) => Ok(None),
+                Err(err) => Err(err),
+            },
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok(Some(stored)) => {
                 if let Some(note) = &decision.event {
                     ctx.publish(&stored, note).await;
                 }
                 return Ok(requeue(decision.action));
             }
-            Ok(Written::Gone) => {
-                info!(resource = %describe(&unrecorded.written), "deleted before its outcome was recorded");
+            Ok(None) => {
+                info!(resource = %describe(&unrecorded.written), "gone, re-created or already recorded: nothing to record");
                 return Ok(Action::await_change());
-            }
-            Ok(Written::Conflict) => {
-                last_error = Some(Error::Incomplete(format!(
-                    "{} (unexpected conflict)",
-                    describe(&unrecorded.written)
-                )));
             }
             Err(err) => {
                 warn!(resource = %describe(&unrecorded.written), attempt, error = %err, "could not record the outcome; retrying the write");
@@ -427,7 +443,26 @@ async fn record(
         .lock()
         .expect("unrecorded map poisoned")
         .insert(uid.to_string(), unrecorded);
-    Err(last_error.expect("at least one write was tried"))
+    Err(last_error.unwrap_or_else(|| Error::Incomplete(format!("{uid} (the status kept moving)"))))
+}
+
+/// After a conflicting record: the resource as it is now if it is the same
+/// resource, still holding the write-ahead status; `None` otherwise.
+async fn still_waiting_for_record(
+    api: &Api<CopyImageCancellation>,
+    written: &CopyImageCancellation,
+) -> Result<Option<CopyImageCancellation>, Error> {
+    let read = tokio::time::timeout(STATUS_WRITE_TIMEOUT, api.get_opt(&written.name_any()))
+        .await
+        .map_err(|_| Error::StatusWriteTimeout {
+            resource: describe(written),
+            timeout: STATUS_WRITE_TIMEOUT,
+        })?
+        .map_err(|source| Error::StatusWrite {
+            resource: describe(written),
+            source,
+        })?;
+    Ok(read.filter(|fresh| fresh.uid() == written.uid() && fresh.status == written.status))
 }
 
 /// Records an outcome a previous reconcile could not write. `None` when there
