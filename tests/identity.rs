@@ -157,6 +157,21 @@ async fn rrsa_flow_obtains_and_refreshes_before_expiry() {
 }
 
 #[tokio::test]
+async fn try_current_never_waits() {
+    let rrsa = Rrsa::start(lifetime(3600)).await;
+    let credentials = rrsa.credentials(&options(80));
+    // On this single-threaded runtime the refresh task has not run yet.
+    assert_eq!(
+        credentials.try_current().unwrap_err(),
+        CredentialError::Pending {
+            provider: SourceKind::Rrsa
+        }
+    );
+    let key = credentials.current().await.unwrap();
+    assert_eq!(credentials.try_current().unwrap().id, key.id);
+}
+
+#[tokio::test]
 async fn rotated_token_file_is_sent_on_the_next_refresh() {
     let rrsa = Rrsa::start(lifetime(3)).await;
     let credentials = rrsa.credentials(&options(80));
@@ -642,6 +657,73 @@ async fn rrsa_to_sts_to_ecs_cancel_succeeds_with_the_sts_token() {
         CancelOutcome::Service(e) => assert_eq!(e.code, "MissingSecurityToken"),
         other => panic!("{other:?}"),
     }
+}
+
+/// Collects what the log subscriber writes.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn logs_never_show_secrets_or_tokens() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // NB: a current-thread runtime: the refresh task logs on this thread.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let echo = StsFault::new(
+        400,
+        "InvalidParameter.OIDCToken",
+        format!("The specified OIDCToken {TOKEN_1} is invalid."),
+    );
+    let rrsa = Rrsa::start(lifetime(3)).await;
+    let credentials = rrsa.credentials(&options(50));
+    let first = credentials.current().await.unwrap();
+    rrsa.sts.set_persistent_fault(Some(echo));
+    wait_until(&credentials, "a failed refresh", |s| {
+        s.consecutive_failures >= 1
+    })
+    .await;
+    rrsa.sts.set_persistent_fault(None);
+    wait_until(&credentials, "recovery", |s| {
+        s.state == CredentialState::Valid
+    })
+    .await;
+    let second = credentials.current().await.unwrap();
+
+    let imds = MetadataSimulator::start(MetadataSimulatorConfig {
+        mode: MetadataMode::TokenUnsupported,
+        ..MetadataSimulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let instance =
+        OperatorCredentials::from_lookup(lookup(vec![]), &imds_options(imds.endpoint())).unwrap();
+    let third = instance.current().await.unwrap();
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("credential refresh failed"), "{text}");
+    assert!(text.contains("credentials refreshed"), "{text}");
+    for key in [&first, &second, &third] {
+        for secret in [key.secret(), key.security_token().unwrap()] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+    }
+    assert!(!text.contains(TOKEN_1), "{text}");
 }
 
 #[tokio::test]

@@ -159,6 +159,12 @@ pub enum CredentialError {
         /// The last refresh failure.
         last_error: String,
     },
+    /// The first fetch has not finished (only from [`OperatorCredentials::try_current`]).
+    #[error("the first {provider} credential fetch has not finished yet")]
+    Pending {
+        /// The source.
+        provider: SourceKind,
+    },
     /// The refresh task is gone (the runtime is shutting down).
     #[error("the {provider} credential refresh has stopped (the operator is shutting down)")]
     Stopped {
@@ -366,6 +372,23 @@ impl OperatorCredentials {
             cache::Available::Key(key) => Ok(key),
             cache::Available::Error(err) => Err(err),
             cache::Available::Wait => Err(CredentialError::Stopped { provider: source }),
+        }
+    }
+
+    /// Like [`OperatorCredentials::current`], but never waits: before the
+    /// first fetch has finished it returns [`CredentialError::Pending`]. For a
+    /// reconcile that would rather requeue than hold a worker.
+    pub fn try_current(&self) -> Result<AccessKey, CredentialError> {
+        match &*self.inner {
+            Inner::None => Err(CredentialError::NotConfigured),
+            Inner::Static(key) => Ok(key.clone()),
+            Inner::Refreshing { source, rx, .. } => {
+                match cache::available(&rx.borrow(), *source, Timestamp::now()) {
+                    cache::Available::Key(key) => Ok(key),
+                    cache::Available::Error(err) => Err(err),
+                    cache::Available::Wait => Err(CredentialError::Pending { provider: *source }),
+                }
+            }
         }
     }
 
