@@ -47,7 +47,7 @@ VALUE_SETS = {
         "replicaCount": 3,
         "admin": {"enabled": True},
         "leaderElection": {"enabled": True, "namespace": "leases"},
-        "controller": {"watchNamespaces": ["images"], "extraArgs": ["--max-concurrent-reconciles=4"]},
+        "controller": {"watchNamespaces": ["images"], "extraArgs": ["--selector=team=images"]},
         "credentials": {"operatorSecret": {"name": "keys", "securityTokenKey": "token"}},
         "metrics": {"serviceMonitor": {"enabled": True}},
         "podDisruptionBudget": {"enabled": True, "minAvailable": 2},
@@ -205,7 +205,7 @@ class ChartTest(unittest.TestCase):
             "--admin-addr=0.0.0.0:8080",
             "--leader-elect",
             "--leader-election-namespace=leases",
-            "--max-concurrent-reconciles=4",
+            "--selector=team=images",
         ])
 
         deployment = one(self, self.render("watch-namespaces"), "Deployment")
@@ -282,6 +282,12 @@ class ChartTest(unittest.TestCase):
                 code, out, err = template({}, *argv, expect_ok=False)
                 self.assertNotEqual(code, 0, "helm accepted %s:\n%s" % (argv, out[:400]))
                 self.assertIn(message, err)
+
+    def test_refuses_clusters_older_than_kube_version(self):
+        code, _, err = template({}, "--kube-version", "1.28.9", expect_ok=False)
+        self.assertNotEqual(code, 0)
+        self.assertIn("kubeVersion", err)
+        template({}, "--kube-version", "1.29.0")
 
     def test_notes_tell_how_to_create_a_first_resource(self):
         code, out, err = run([HELM, "install", RELEASE, CHART, "--namespace", NAMESPACE, "--dry-run=client"], expect_ok=False)

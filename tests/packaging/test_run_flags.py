@@ -52,6 +52,21 @@ class RunFlagsTest(unittest.TestCase):
                     self.assertIn(flag, LATER_FLAGS, "the chart passes %s, which `run --help` does not list" % flag)
                     self.assertTrue(get(values, LATER_FLAGS[flag]), "%s is passed although %s is off" % (flag, LATER_FLAGS[flag]))
 
+    def test_the_binary_parses_the_rendered_arguments(self):
+        # clap parses (and checks duplicates and values of) every argument
+        # before it acts on a trailing --help: exit 0 means the container's
+        # command line would be accepted as rendered.
+        binary = os.environ["COPYIMAGE_CANCELLER_BIN"]
+        rendered = {"kustomize base": container(build())["args"]}
+        for name, values in VALUE_SETS.items():
+            _, out, _ = template(values)
+            rendered["chart " + name] = container(common.documents(out))["args"]
+        for name, args in rendered.items():
+            with self.subTest(manifest=name):
+                args = [a for a in args if a.split("=", 1)[0] not in LATER_FLAGS or a.split("=", 1)[0] in self.accepted]
+                code, _, err = common.run([binary] + args + ["--help"], expect_ok=False)
+                self.assertEqual(code, 0, "%s: `%s` is refused: %s" % (name, " ".join(args), err.strip()))
+
     def test_kustomize_base_passes_only_accepted_flags(self):
         for flag in common.passed_flags(container(build())):
             self.assertIn(flag, self.accepted, "deploy/deployment.yaml passes %s, which `run --help` does not list" % flag)
