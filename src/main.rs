@@ -25,6 +25,8 @@ enum Command {
     Crd,
     /// The whole controller path on embedded stand-ins: no cluster or cloud account needed.
     Demo(copyimage_canceller::demo::DemoArgs),
+    /// Show which operator credentials the chain selects (env, RRSA, ECS RAM role) and fetch them once; never prints a secret.
+    Credentials(copyimage_canceller::identity::cli::CredentialsArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
             Command::Run(args) => exit_code(copyimage_canceller::controller::run::run(args).await),
             Command::Crd => exit_code(print_crd()),
             Command::Demo(args) => exit_code(copyimage_canceller::demo::run(args).await),
+            Command::Credentials(args) => copyimage_canceller::identity::cli::run(args).await,
         }
     })
 }

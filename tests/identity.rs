@@ -659,6 +659,96 @@ async fn rrsa_to_sts_to_ecs_cancel_succeeds_with_the_sts_token() {
     }
 }
 
+/// The `credentials` subcommand with only `vars` of the ALIBABA_CLOUD_* family set.
+async fn credentials_command(
+    vars: Vec<(&'static str, String)>,
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_copyimage-canceller"));
+    command.arg("credentials").args(args);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("ALIBABA_CLOUD_") {
+            command.env_remove(name);
+        }
+    }
+    command.envs(vars);
+    let output = tokio::time::timeout(PATIENCE, command.output())
+        .await
+        .expect("credentials finishes")
+        .expect("binary runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_subcommand_through_the_binary() {
+    // RRSA against the STS stand-in.
+    let rrsa = Rrsa::start(lifetime(3600)).await;
+    let (code, stdout, stderr) = credentials_command(rrsa.env(), &[]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let minted = rrsa.sts.minted();
+    assert_eq!(minted.len(), 1);
+    let json: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(json["source"], "rrsa");
+    assert_eq!(json["state"], "Valid");
+    assert_eq!(json["accessKeyId"], minted[0].id.as_str());
+    for secret in [
+        minted[0].secret(),
+        minted[0].security_token().unwrap(),
+        TOKEN_1,
+    ] {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{secret}"
+        );
+    }
+
+    // STS refusing: exit 1 with the code on stderr.
+    rrsa.sts
+        .set_persistent_fault(Some(StsFault::oidc_token_expired()));
+    let (code, _, stderr) = credentials_command(rrsa.env(), &[]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("AuthenticationFail.OIDCToken.Expired"),
+        "{stderr}"
+    );
+
+    // A partial triple: exit 2 naming what is missing, nothing sent.
+    let calls = rrsa.sts.call_count();
+    let partial = vec![(ENV_ROLE_ARN, ROLE.to_owned())];
+    let (code, _, stderr) = credentials_command(partial, &[]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("ALIBABA_CLOUD_OIDC_PROVIDER_ARN, ALIBABA_CLOUD_OIDC_TOKEN_FILE not set"),
+        "{stderr}"
+    );
+    assert_eq!(rrsa.sts.call_count(), calls);
+
+    // The instance role, only with --ecs-ram-role, through IMDSv2.
+    let imds = MetadataSimulator::start(MetadataSimulatorConfig {
+        mode: MetadataMode::TokenRequired,
+        ..MetadataSimulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let endpoint = imds.endpoint();
+    let (code, stdout, _) = credentials_command(vec![], &["--metadata-endpoint", &endpoint]).await;
+    assert_eq!(code, Some(4), "not probed unless asked: {stdout}");
+    assert!(imds.calls().is_empty());
+    let (code, stdout, stderr) = credentials_command(
+        vec![],
+        &["--ecs-ram-role", "--metadata-endpoint", &endpoint],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let json: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(json["source"], "ecs-ram-role");
+    assert_eq!(json["accessKeyId"], imds.minted()[0].id.as_str());
+}
+
 /// Collects what the log subscriber writes.
 #[derive(Clone, Default)]
 struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);

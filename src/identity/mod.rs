@@ -19,6 +19,7 @@
 
 pub mod cache;
 pub mod chain;
+pub mod cli;
 pub mod imds;
 pub mod rrsa;
 
