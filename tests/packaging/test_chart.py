@@ -38,6 +38,16 @@ VALUE_SETS = {
         "credentials": {"perResourceSecrets": False, "operatorSecret": {"name": "alibaba-operator-keys"}},
         "serviceAccount": {"annotations": {"pod-identity.alibabacloud.com/role-name": "copyimage-canceller"}},
     },
+    "rrsa": {
+        "rrsa": {
+            "enabled": True,
+            "roleArn": "acs:ram::1234567890123456:role/copyimage-canceller",
+            "oidcProviderArn": "acs:ram::1234567890123456:oidc-provider/ack-rrsa-c0ffee",
+            "stsRegion": "cn-hangzhou",
+            "vpcEndpoint": True,
+        },
+        "networkPolicy": {"enabled": True, "allowInstanceMetadata": True},
+    },
     "network-policy": {
         "admin": {"enabled": True},
         "networkPolicy": {"enabled": True, "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
@@ -224,6 +234,27 @@ class ChartTest(unittest.TestCase):
         sa = one(self, self.render("credentials-secret"), "ServiceAccount")
         self.assertEqual(sa["metadata"]["annotations"], {"pod-identity.alibabacloud.com/role-name": "copyimage-canceller"})
 
+    def test_rrsa_mounts_an_sts_token_and_names_the_role(self):
+        docs = self.render("rrsa")
+        pod = one(self, docs, "Deployment")["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        token_dir = "/var/run/secrets/ack.alibabacloud.com/rrsa-tokens"
+        self.assertEqual(env["ALIBABA_CLOUD_ROLE_ARN"], "acs:ram::1234567890123456:role/copyimage-canceller")
+        self.assertEqual(env["ALIBABA_CLOUD_OIDC_PROVIDER_ARN"], "acs:ram::1234567890123456:oidc-provider/ack-rrsa-c0ffee")
+        self.assertEqual(env["ALIBABA_CLOUD_OIDC_TOKEN_FILE"], token_dir + "/token")
+        self.assertEqual(env["ALIBABA_CLOUD_STS_REGION"], "cn-hangzhou")
+        self.assertEqual(env["ALIBABA_CLOUD_VPC_ENDPOINT_ENABLED"], "true")
+        self.assertNotIn("ALIBABA_CLOUD_ACCESS_KEY_ID", env)
+        self.assertIn({"name": "rrsa-oidc-token", "mountPath": token_dir, "readOnly": True}, container["volumeMounts"])
+        volume = [v for v in pod["volumes"] if v["name"] == "rrsa-oidc-token"][0]
+        self.assertEqual(volume["projected"]["sources"], [{"serviceAccountToken": {"audience": "sts.aliyuncs.com", "expirationSeconds": 3600, "path": "token"}}])
+        policy = one(self, docs, "NetworkPolicy")
+        self.assertIn({"to": [{"ipBlock": {"cidr": "100.100.100.200/32"}}], "ports": [{"port": 80, "protocol": "TCP"}]}, policy["spec"]["egress"])
+        for name in ("default", "credentials-secret"):
+            pod = one(self, self.render(name), "Deployment")["spec"]["template"]["spec"]
+            self.assertEqual([v["name"] for v in pod["volumes"]], ["tmp"])
+
     def test_metrics_service_and_service_monitor_select_the_operator(self):
         docs = self.render("service-monitor")
         deployment = one(self, docs, "Deployment")
@@ -274,6 +305,13 @@ class ChartTest(unittest.TestCase):
             (["--set-json", 'controller.watchNamespaces=["Images_Team"]'], "/controller/watchNamespaces/0"),
             (["--set-json", 'controller.extraArgs=["rm -rf"]'], "/controller/extraArgs/0"),
             (["--set", "networkPolicy.apiServerPorts[0]=70000"], "/networkPolicy/apiServerPorts/0"),
+            (["--set", "rrsa.roleArn=arn:aws:iam::1:role/x"], "/rrsa/roleArn"),
+            (["--set", "rrsa.tokenExpirationSeconds=60"], "/rrsa/tokenExpirationSeconds"),
+            (["--set", "rrsa.enabled=true"], "rrsa.enabled needs rrsa.roleArn"),
+            (["--set", "rrsa.enabled=true", "--set", "rrsa.roleArn=acs:ram::1:role/r", "--set", "rrsa.oidcProviderArn=acs:ram::1:oidc-provider/p",
+              "--set", "credentials.operatorSecret.name=keys"], "choose one"),
+            (["--set", "rrsa.enabled=true", "--set", "rrsa.roleArn=acs:ram::1:role/r", "--set", "rrsa.oidcProviderArn=acs:ram::1:oidc-provider/p",
+              "--set", "rrsa.vpcEndpoint=true"], "rrsa.vpcEndpoint needs rrsa.stsRegion"),
             (["--set", "replicaCount=2"], "replicaCount > 1 needs leaderElection.enabled=true"),
             (["--set", "metrics.serviceMonitor.enabled=true"], "metrics.serviceMonitor.enabled needs admin.enabled=true"),
         ]

@@ -51,6 +51,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/* Where the projected RRSA token is mounted (the path ACK's webhook uses). */}}
+{{- define "copyimage-canceller.rrsaTokenDir" -}}
+/var/run/secrets/ack.alibabacloud.com/rrsa-tokens
+{{- end }}
+
 {{/* Namespace of the leader-election Lease. */}}
 {{- define "copyimage-canceller.leaseNamespace" -}}
 {{- default .Release.Namespace .Values.leaderElection.namespace }}
@@ -83,6 +88,17 @@ credentials.
 {{- define "copyimage-canceller.validate" -}}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
 {{- fail "replicaCount > 1 needs leaderElection.enabled=true: without it every replica would send CancelCopyImage" }}
+{{- end }}
+{{- if and .Values.rrsa.enabled .Values.credentials.operatorSecret.name }}
+{{- fail "rrsa.enabled and credentials.operatorSecret.name are two operator identities: choose one (keys from the Secret would win)" }}
+{{- end }}
+{{- if .Values.rrsa.enabled }}
+{{- if not (and .Values.rrsa.roleArn .Values.rrsa.oidcProviderArn) }}
+{{- fail "rrsa.enabled needs rrsa.roleArn (acs:ram::<account>:role/<name>) and rrsa.oidcProviderArn (acs:ram::<account>:oidc-provider/<name>)" }}
+{{- end }}
+{{- if and .Values.rrsa.vpcEndpoint (not .Values.rrsa.stsRegion) }}
+{{- fail "rrsa.vpcEndpoint needs rrsa.stsRegion (the VPC endpoint is sts-vpc.<region>.aliyuncs.com)" }}
+{{- end }}
 {{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not (and .Values.admin.enabled .Values.metrics.service.enabled)) }}
 {{- fail "metrics.serviceMonitor.enabled needs admin.enabled=true and metrics.service.enabled=true (the ServiceMonitor scrapes the metrics Service)" }}
