@@ -99,6 +99,24 @@ class ArgoCdHealthTest(unittest.TestCase):
             with self.subTest(input=case["inputPath"]):
                 jsonschema.validate(load_yaml(os.path.join(ARGOCD, case["inputPath"])), schema)
 
+    def test_argocd_cm_patch_carries_health_lua_verbatim(self):
+        import tempfile
+
+        patch_path = os.path.join(ARGOCD, "argocd-cm-health-patch.yaml")
+        key = "resource.customizations.health.ecs.alibabacloud.com_CopyImageCancellation"
+        with open(os.path.join(ARGOCD, "health.lua")) as f:
+            script = f.read()
+        patch = load_yaml(patch_path)
+        self.assertEqual(patch["data"][key], script, "regenerate deploy/argocd/argocd-cm-health-patch.yaml from health.lua")
+        common.validate_strict(self, [patch])
+        # The documented command works on an existing argocd-cm and keeps its other keys.
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as existing:
+            existing.write("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: argocd-cm, namespace: argocd}\ndata: {url: https://argocd.example.com}\n")
+            existing.flush()
+            _, out, _ = common.run([common.KUBECTL, "patch", "--local", "-f", existing.name, "--type", "merge", "--patch-file", patch_path, "-o", "yaml"])
+        patched = common.documents(out)[0]["data"]
+        self.assertEqual(patched, {"url": "https://argocd.example.com", key: script})
+
     def test_script_has_no_global_side_effects(self):
         # Argo CD reuses nothing between calls, but a script that leaks globals
         # is a bug waiting to happen: only `obj` may be read, nothing written.
