@@ -58,10 +58,10 @@ VALUE_SETS = {
         "admin": {"enabled": True},
         "leaderElection": {"enabled": True, "namespace": "leases"},
         "controller": {"watchNamespaces": ["images"], "extraArgs": ["--selector=team=images"]},
-        "credentials": {"operatorSecret": {"name": "keys", "securityTokenKey": "token"}},
         "metrics": {"serviceMonitor": {"enabled": True}},
         "podDisruptionBudget": {"enabled": True, "minAvailable": 2},
         "networkPolicy": {"enabled": True},
+        "credentials": {"operatorSecret": {"name": "keys", "securityTokenKey": "token"}, "ecsRamRole": True},
         "image": {"repository": "registry.example.com/platform/copyimage-canceller", "digest": "sha256:" + "a" * 64},
     },
 }
@@ -215,6 +215,7 @@ class ChartTest(unittest.TestCase):
             "--admin-addr=0.0.0.0:8080",
             "--leader-elect",
             "--leader-election-namespace=leases",
+            "--ecs-ram-role",
             "--selector=team=images",
         ])
 
@@ -251,6 +252,9 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(volume["projected"]["sources"], [{"serviceAccountToken": {"audience": "sts.aliyuncs.com", "expirationSeconds": 3600, "path": "token"}}])
         policy = one(self, docs, "NetworkPolicy")
         self.assertIn({"to": [{"ipBlock": {"cidr": "100.100.100.200/32"}}], "ports": [{"port": 80, "protocol": "TCP"}]}, policy["spec"]["egress"])
+        metadata_rule = {"to": [{"ipBlock": {"cidr": "100.100.100.200/32"}}], "ports": [{"port": 80, "protocol": "TCP"}]}
+        self.assertIn(metadata_rule, one(self, self.render("everything"), "NetworkPolicy")["spec"]["egress"])
+        self.assertNotIn(metadata_rule, one(self, self.render("network-policy"), "NetworkPolicy")["spec"]["egress"])
         for name in ("default", "credentials-secret"):
             pod = one(self, self.render(name), "Deployment")["spec"]["template"]["spec"]
             self.assertEqual([v["name"] for v in pod["volumes"]], ["tmp"])
