@@ -267,8 +267,17 @@ async fn cancels_once_and_reports_ready() {
     assert_eq!(h.sim.image(IMAGE), None, "the copy was cancelled");
     assert_eq!(h.sent(), 1);
 
-    // Pending, the write-ahead, and the record: three status writes, all applied.
-    assert!(h.api.count(Verb::Patch, "copyimagecancellations", "status") >= 3);
+    // Pending, the write-ahead, and the record: three status writes (the
+    // sandbox logs a request once answered, so give the log a moment).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while h.api.count(Verb::Patch, "copyimagecancellations", "status") < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:#?}",
+            h.api.requests()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let cancelled = h.wait_events("Cancelled").await;
     assert_eq!(cancelled.len(), 1, "{cancelled:#?}");
