@@ -122,6 +122,10 @@ def assert_hardened_pod(test, deployment, admin_enabled):
     for key in ("hostNetwork", "hostPID", "hostIPC"):
         test.assertFalse(pod.get(key, False), key)
     test.assertGreaterEqual(pod["terminationGracePeriodSeconds"], 30)
+    # Pod Security Standard "restricted": only these volume types.
+    allowed = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+    for volume in pod.get("volumes", []):
+        test.assertTrue(set(volume) - {"name"} <= allowed, "volume %s is not allowed under the restricted profile" % volume["name"])
     (container,) = pod["containers"]
     csc = container["securityContext"]
     test.assertIs(csc.get("allowPrivilegeEscalation"), False)
@@ -129,6 +133,8 @@ def assert_hardened_pod(test, deployment, admin_enabled):
     test.assertIs(csc.get("privileged", False), False)
     test.assertEqual(csc.get("capabilities"), {"drop": ["ALL"]})
     test.assertEqual(csc.get("seccompProfile"), {"type": "RuntimeDefault"})
+    for port in container.get("ports", []):
+        test.assertNotIn("hostPort", port)
     for bound in ("requests", "limits"):
         test.assertEqual(set(container["resources"][bound]), {"cpu", "memory"}, bound)
     if admin_enabled:
