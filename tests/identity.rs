@@ -153,6 +153,7 @@ async fn rrsa_flow_obtains_and_refreshes_before_expiry() {
         assert_eq!(call.duration_seconds.as_deref(), Some("3600"));
         assert_eq!(call.token_sha256, Some(token_sha256(TOKEN_1)));
         assert!(!call.signed, "AssumeRoleWithOIDC is unsigned");
+        assert!(!call.token_in_query, "the token travels in the body");
     }
 }
 

@@ -84,8 +84,9 @@ impl RrsaFetcher {
     /// Reads the token file and exchanges the token for credentials.
     pub async fn fetch(&self) -> Result<TemporaryCredentials, FetchError> {
         let token = read_token(&self.config.token_file).await?;
-        let form = form_body(&self.config, &token, Timestamp::now());
-        let url = self.config.endpoint.clone();
+        let (query, form) = request_parts(&self.config, &token, Timestamp::now());
+        let mut url = self.config.endpoint.clone();
+        url.set_query(Some(&query));
         let host = url.host_str().unwrap_or_default().to_owned();
         let sent = self
             .http
@@ -140,24 +141,27 @@ async fn read_token(path: &std::path::Path) -> Result<String, FetchError> {
     Ok(token.to_owned())
 }
 
-/// The form body of the call. Pure.
+/// The query string and the form body of the call. Pure.
 ///
-/// NB: everything goes in the POST body, token included, so that the token
-/// never lands in a URL (and in proxies' access logs).
-pub fn form_body(config: &RrsaConfig, token: &str, now: Timestamp) -> String {
+/// Like credentials-go: the common parameters in the query, the rest in the
+/// POST body, so the token never lands in a URL (or a proxy's access log).
+pub fn request_parts(config: &RrsaConfig, token: &str, now: Timestamp) -> (String, String) {
     let timestamp = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     let duration = config.duration.as_secs().to_string();
-    form_urlencoded::Serializer::new(String::new())
+    let query = form_urlencoded::Serializer::new(String::new())
         .append_pair("Action", ACTION)
         .append_pair("Version", STS_API_VERSION)
         .append_pair("Format", "JSON")
         .append_pair("Timestamp", &timestamp)
+        .finish();
+    let body = form_urlencoded::Serializer::new(String::new())
         .append_pair("DurationSeconds", &duration)
         .append_pair("RoleArn", &config.role_arn)
         .append_pair("OIDCProviderArn", &config.oidc_provider_arn)
         .append_pair("OIDCToken", token)
         .append_pair("RoleSessionName", &config.session_name)
-        .finish()
+        .finish();
+    (query, body)
 }
 
 #[derive(Deserialize)]
@@ -269,30 +273,40 @@ mod tests {
     }
 
     #[test]
-    fn form_body_has_every_parameter() {
-        let body = form_body(
+    fn request_parts_split_like_credentials_go() {
+        let (query, body) = request_parts(
             &config(),
             "eyJ.tok+en",
             "2026-11-27T12:00:00Z".parse().unwrap(),
         );
-        let pairs: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes())
-            .into_owned()
-            .collect();
-        let want: Vec<(String, String)> = [
-            ("Action", "AssumeRoleWithOIDC"),
-            ("Version", "2015-04-01"),
-            ("Format", "JSON"),
-            ("Timestamp", "2026-11-27T12:00:00Z"),
-            ("DurationSeconds", "3600"),
-            ("RoleArn", "acs:ram::1:role/r"),
-            ("OIDCProviderArn", "acs:ram::1:oidc-provider/p"),
-            ("OIDCToken", "eyJ.tok+en"),
-            ("RoleSessionName", "s1"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        assert_eq!(pairs, want);
+        let pairs = |s: &str| -> Vec<(String, String)> {
+            form_urlencoded::parse(s.as_bytes()).into_owned().collect()
+        };
+        let owned = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            pairs(&query),
+            owned(&[
+                ("Action", "AssumeRoleWithOIDC"),
+                ("Version", "2015-04-01"),
+                ("Format", "JSON"),
+                ("Timestamp", "2026-11-27T12:00:00Z"),
+            ])
+        );
+        assert_eq!(
+            pairs(&body),
+            owned(&[
+                ("DurationSeconds", "3600"),
+                ("RoleArn", "acs:ram::1:role/r"),
+                ("OIDCProviderArn", "acs:ram::1:oidc-provider/p"),
+                ("OIDCToken", "eyJ.tok+en"),
+                ("RoleSessionName", "s1"),
+            ])
+        );
+        assert!(!query.contains("tok"), "the token stays out of the URL");
     }
 
     #[test]

@@ -152,6 +152,8 @@ pub struct StsCall {
     pub token_sha256: Option<String>,
     /// Whether the call carried an `AccessKeyId` or `Signature` (it should not: the call is unsigned).
     pub signed: bool,
+    /// Whether `OIDCToken` came in the URL's query (where proxies log it) rather than the body.
+    pub token_in_query: bool,
     /// `Success` or the error code answered.
     pub code: String,
     /// The AccessKey ID minted, on success.
@@ -485,6 +487,8 @@ async fn api(
         duration_seconds: p.get("DurationSeconds").cloned(),
         token_sha256: p.get("OIDCToken").map(|t| token_sha256(t)),
         signed: p.contains_key("AccessKeyId") || p.contains_key("Signature"),
+        token_in_query: form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
+            .any(|(k, _)| k == "OIDCToken"),
         code: String::new(),
         access_key_id: None,
     };
