@@ -117,8 +117,9 @@ async fn wait_until(
 
 #[tokio::test]
 async fn rrsa_flow_obtains_and_refreshes_before_expiry() {
-    let rrsa = Rrsa::start(lifetime(4)).await;
-    let credentials = rrsa.credentials(&options(80));
+    // 6 s credentials refreshed at half their life: seconds of margin before expiry.
+    let rrsa = Rrsa::start(lifetime(6)).await;
+    let credentials = rrsa.credentials(&options(50));
     assert_eq!(credentials.source(), Some(SourceKind::Rrsa));
 
     let first = credentials.current().await.unwrap();
@@ -138,7 +139,7 @@ async fn rrsa_flow_obtains_and_refreshes_before_expiry() {
     assert_ne!(second.id, first.id);
     let calls = rrsa.sts.calls();
     assert!(calls.len() >= 2);
-    let first_expiry = calls[0].time + Duration::from_secs(4);
+    let first_expiry = calls[0].time + Duration::from_secs(6);
     assert!(
         calls[1].time < first_expiry,
         "refreshed at {} after expiry",

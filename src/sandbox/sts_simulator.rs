@@ -43,6 +43,7 @@ impl KeySink {
         Self::new(move |key| simulator.add_key(key))
     }
 
+    /// Hands `key` to the receiver.
     pub(crate) fn send(&self, key: AccessKey) {
         (self.0)(key)
     }
