@@ -1255,6 +1255,32 @@ async fn recorder_publishes_and_aggregates_events() {
     assert_eq!(e.series.as_ref().unwrap().count, 2);
     assert_eq!(api.count(Verb::Create, "events", ""), 1);
     assert_eq!(api.count(Verb::Patch, "events", ""), 1);
+
+    // The same Event through core/v1, as `kubectl get events` and `kubectl describe` read it.
+    let core: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(api.client().unwrap(), "images");
+    let selector = format!(
+        "involvedObject.name=a,involvedObject.uid={}",
+        w.uid().unwrap()
+    );
+    let listed = core
+        .list(&ListParams::default().fields(&selector))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items[0].message.as_deref(), Some("request ID 1"));
+    assert_eq!(
+        listed.items[0].reporting_component.as_deref(),
+        Some("copyimage-canceller")
+    );
+    assert_eq!(listed.items[0].involved_object.name.as_deref(), Some("a"));
+    assert!(
+        core.list(&ListParams::default().fields("involvedObject.name=other"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -1650,6 +1676,32 @@ mod project_crd {
             ]
         );
         assert!(out.contains("Succeeded") && out.contains("R-1"), "{out}");
+        let recorder = Recorder::new(
+            api.client().unwrap(),
+            Reporter {
+                controller: "copyimage-canceller".into(),
+                instance: None,
+            },
+        );
+        let current = cics.get("stop-copy").await.unwrap();
+        let note = Event {
+            type_: EventType::Normal,
+            reason: "Cancelled".into(),
+            note: Some("CancelCopyImage succeeded, request ID R-1".into()),
+            action: "CancelCopyImage".into(),
+            secondary: None,
+        };
+        recorder
+            .publish(&note, &current.object_ref(&()))
+            .await
+            .unwrap();
+        let (ok, out) = kubectl(&["describe", "cic", "stop-copy"]).await;
+        assert!(
+            ok && out.contains("Cancelled") && out.contains("request ID R-1"),
+            "{out}"
+        );
+        let (ok, out) = kubectl(&["get", "events"]).await;
+        assert!(ok && out.contains("Cancelled"), "{out}");
         let (ok, out) = kubectl(&["explain", "cic.spec.regionId"]).await;
         assert!(ok && out.contains("DESTINATION"), "{out}");
         std::fs::write(&manifest, "apiVersion: ecs.alibabacloud.com/v1alpha1\nkind: CopyImageCancellation\nmetadata: {name: typo}\nspec: {regionId: cn-hangzhou, imageId: m-abc, colour: red}\n").unwrap();

@@ -438,7 +438,13 @@ async fn serve(
             Ok(json_response(200, &object))
         }
         Verb::List => list(shared, ty, t, &filter()?, query, table::wants_table(accept)),
-        Verb::Watch => watch::watch(shared.clone(), ty, filter()?, query),
+        Verb::Watch => watch::watch(
+            shared.clone(),
+            ty,
+            filter()?,
+            table::wants_table(accept),
+            query,
+        ),
         Verb::Create => {
             let object = parse_object_body(content_type, body)?;
             Ok(json_response(

@@ -16,6 +16,7 @@
 //! ratcheting, and strategic-merge list semantics (strategic merge patches are applied as merge
 //! patches).
 
+mod convert;
 mod error;
 mod fields;
 mod http;

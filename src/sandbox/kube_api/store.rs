@@ -10,6 +10,7 @@ use rand::Rng;
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
+use super::convert;
 use super::error::{ApiError, FieldError, FieldErrorKind};
 use super::fields::{self, ManagedEntry, Scope, Writer};
 use super::selector::{FieldSelector, LabelSelector};
@@ -45,6 +46,8 @@ pub(crate) struct ResourceType {
     pub selectable_fields: Vec<String>,
     /// CRD `additionalPrinterColumns`, for Table output.
     pub printer_columns: Vec<PrinterColumn>,
+    /// Served as a conversion of another type's objects (core/v1 Event of events.k8s.io/v1).
+    pub view_of: Option<(&'static str, &'static str)>,
     pub builtin: Builtin,
 }
 
@@ -70,6 +73,7 @@ impl ResourceType {
             schema: None,
             selectable_fields: Vec::new(),
             printer_columns: Vec::new(),
+            view_of: None,
             builtin,
         }
     }
@@ -132,9 +136,32 @@ fn builtin_types() -> Vec<ResourceType> {
         .map(|(group, plural, kind, namespaced, builtin, short)| {
             let mut t = ResourceType::plain(group, "v1", plural, kind, namespaced, builtin);
             t.short_names = short.into_iter().map(String::from).collect();
+            if group.is_empty() && plural == "events" {
+                t.view_of = Some(("events.k8s.io", "events"));
+                t.printer_columns = core_event_columns();
+            }
             t
         })
         .collect()
+}
+
+/// Columns close to what `kubectl get events` shows.
+fn core_event_columns() -> Vec<PrinterColumn> {
+    let column = |name: &str, type_: &str, path: &str| PrinterColumn {
+        name: name.into(),
+        type_: type_.into(),
+        format: String::new(),
+        description: String::new(),
+        priority: 0,
+        json_path: path.into(),
+    };
+    vec![
+        column("Type", "string", ".type"),
+        column("Reason", "string", ".reason"),
+        column("Object", "string", ".involvedObject.name"),
+        column("Message", "string", ".message"),
+        column("Age", "date", ".metadata.creationTimestamp"),
+    ]
 }
 
 /// Resource types for every served version of a CRD.
@@ -181,6 +208,7 @@ pub(crate) fn crd_types(crd: &CustomResourceDefinition) -> Vec<ResourceType> {
                     json_path: c.json_path.clone(),
                 })
                 .collect(),
+            view_of: None,
             builtin: Builtin::Custom,
         })
         .collect()
@@ -297,6 +325,8 @@ type Key = (String, String);
 /// All state behind the API.
 pub(crate) struct Store {
     pub types: Vec<Arc<ResourceType>>,
+    /// Where each type's objects live (itself, or the type it is a view of).
+    storage: Vec<usize>,
     objects: Vec<BTreeMap<Key, Value>>,
     /// The last resourceVersion handed out.
     pub rv: u64,
@@ -381,7 +411,21 @@ impl Store {
             types.extend(crd_types(crd));
         }
         let (tx, _) = broadcast::channel(4096);
+        let storage = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                t.view_of
+                    .and_then(|(g, p)| {
+                        types
+                            .iter()
+                            .position(|o| o.group == g && o.plural == p && o.version == "v1")
+                    })
+                    .unwrap_or(i)
+            })
+            .collect();
         Self {
+            storage,
             objects: types.iter().map(|_| BTreeMap::new()).collect(),
             types: types.into_iter().map(Arc::new).collect(),
             rv: 1,
@@ -390,6 +434,150 @@ impl Store {
             history_window: history_window.max(1),
             tx,
         }
+    }
+
+    /// The type whose store holds `ty`'s objects.
+    /// NB: views share their storage type's change stream.
+    pub(crate) fn storage_of(&self, ty: usize) -> usize {
+        self.storage[ty]
+    }
+
+    /// An object as type `ty` presents it.
+    pub(crate) fn present(&self, ty: usize, stored: Value) -> Value {
+        present(&self.types[ty], stored)
+    }
+
+    fn to_storage(&self, ty: usize, object: Value) -> Value {
+        if self.storage[ty] == ty {
+            object
+        } else {
+            convert::event_from_core(object)
+        }
+    }
+
+    fn not_found_as(&self, ty: usize, name: &str, err: ApiError) -> ApiError {
+        if err.code == 404 {
+            ApiError::not_found(&self.types[ty], name)
+        } else {
+            err
+        }
+    }
+
+    pub(crate) fn get(&self, ty: usize, namespace: &str, name: &str) -> Result<Value, ApiError> {
+        let s = self.storage[ty];
+        let stored = self
+            .get_stored(s, namespace, name)
+            .map_err(|e| self.not_found_as(ty, name, e))?;
+        Ok(self.present(ty, stored))
+    }
+
+    /// Objects matching the filter (applied to the presented form), in (namespace, name) order,
+    /// starting after `after`.
+    pub(crate) fn list(
+        &self,
+        ty: usize,
+        filter: &Filter,
+        after: Option<&(String, String)>,
+    ) -> Vec<Value> {
+        let s = self.storage[ty];
+        self.list_stored(s, &Filter::default(), after)
+            .into_iter()
+            .map(|o| self.present(ty, o))
+            .filter(|o| filter.matches(o))
+            .collect()
+    }
+
+    /// POST: create a new object.
+    pub(crate) fn create(
+        &mut self,
+        ty: usize,
+        namespace: &str,
+        body: Value,
+        ctx: &WriteCtx,
+    ) -> Result<Value, ApiError> {
+        let body = self.to_storage(ty, body);
+        let created = self.create_stored(self.storage[ty], namespace, body, ctx)?;
+        Ok(self.present(ty, created))
+    }
+
+    /// PUT on the main resource or `/status`.
+    pub(crate) fn update(
+        &mut self,
+        ty: usize,
+        namespace: &str,
+        name: &str,
+        body: Value,
+        status: bool,
+        ctx: &WriteCtx,
+    ) -> Result<Value, ApiError> {
+        let body = self.to_storage(ty, body);
+        let updated = self
+            .update_stored(self.storage[ty], namespace, name, body, status, ctx)
+            .map_err(|e| self.not_found_as(ty, name, e))?;
+        Ok(self.present(ty, updated))
+    }
+
+    /// PATCH (merge, JSON, strategic or apply) on the main resource or `/status`.
+    pub(crate) fn patch(
+        &mut self,
+        ty: usize,
+        namespace: &str,
+        name: &str,
+        patch: PatchBody,
+        status: bool,
+        ctx: &WriteCtx,
+    ) -> Result<Value, ApiError> {
+        let s = self.storage[ty];
+        if s == ty {
+            return self.patch_stored(ty, namespace, name, patch, status, ctx);
+        }
+        // A view: patch the presented form, then store the converted result.
+        let patched = match patch {
+            PatchBody::Apply { config, force } => {
+                let config = self.to_storage(ty, config);
+                self.patch_stored(
+                    s,
+                    namespace,
+                    name,
+                    PatchBody::Apply { config, force },
+                    status,
+                    ctx,
+                )
+            }
+            PatchBody::Merge(p) | PatchBody::Strategic(p) => {
+                let mut object = self.get(ty, namespace, name)?;
+                json_patch::merge(&mut object, &p);
+                self.update_stored(s, namespace, name, self.to_storage(ty, object), status, ctx)
+            }
+            PatchBody::Json(p) => {
+                let mut object = self.get(ty, namespace, name)?;
+                json_patch::patch(&mut object, &p).map_err(|e| {
+                    ApiError::invalid(
+                        &self.types[ty],
+                        name,
+                        &[FieldError::invalid("", json!(""), e.to_string())],
+                    )
+                })?;
+                self.update_stored(s, namespace, name, self.to_storage(ty, object), status, ctx)
+            }
+        }
+        .map_err(|e| self.not_found_as(ty, name, e))?;
+        Ok(self.present(ty, patched))
+    }
+
+    /// DELETE, see [`Self::delete_stored`].
+    pub(crate) fn delete(
+        &mut self,
+        ty: usize,
+        namespace: &str,
+        name: &str,
+        preconditions: (Option<String>, Option<String>),
+        now: &str,
+    ) -> Result<Value, ApiError> {
+        let deleted = self
+            .delete_stored(self.storage[ty], namespace, name, preconditions, now)
+            .map_err(|e| self.not_found_as(ty, name, e))?;
+        Ok(self.present(ty, deleted))
     }
 
     /// Finds a hosted type by group, version and plural.
@@ -449,7 +637,7 @@ impl Store {
             .collect())
     }
 
-    pub(crate) fn get(&self, ty: usize, namespace: &str, name: &str) -> Result<Value, ApiError> {
+    fn get_stored(&self, ty: usize, namespace: &str, name: &str) -> Result<Value, ApiError> {
         self.objects[ty]
             .get(&self.key(ty, namespace, name))
             .cloned()
@@ -457,7 +645,7 @@ impl Store {
     }
 
     /// Objects matching the filter, in (namespace, name) order, starting after `after`.
-    pub(crate) fn list(
+    fn list_stored(
         &self,
         ty: usize,
         filter: &Filter,
@@ -571,7 +759,7 @@ impl Store {
     }
 
     /// POST: create a new object.
-    pub(crate) fn create(
+    fn create_stored(
         &mut self,
         ty: usize,
         namespace: &str,
@@ -704,7 +892,7 @@ impl Store {
     }
 
     /// PUT on the main resource or `/status`.
-    pub(crate) fn update(
+    fn update_stored(
         &mut self,
         ty: usize,
         namespace: &str,
@@ -727,7 +915,7 @@ impl Store {
                 "the name of the object ({body_name}) does not match the name on the URL ({name})"
             )));
         }
-        let old = self.get(ty, namespace, name)?;
+        let old = self.get_stored(ty, namespace, name)?;
         if meta(&body, "resourceVersion").is_none_or(str::is_empty) && t.is_custom() {
             // CRDs do not allow unconditional updates.
             return Err(ApiError::invalid(
@@ -760,7 +948,7 @@ impl Store {
 
     /// PATCH (merge, JSON, strategic or apply) on the main resource or `/status`.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn patch(
+    fn patch_stored(
         &mut self,
         ty: usize,
         namespace: &str,
@@ -775,7 +963,7 @@ impl Store {
         } else {
             self.main_scope(ty)
         };
-        let existing = self.get(ty, namespace, name);
+        let existing = self.get_stored(ty, namespace, name);
         match patch {
             PatchBody::Apply { mut config, force } => {
                 if !config.is_object() {
@@ -1043,7 +1231,7 @@ impl Store {
 
     /// DELETE: immediate unless finalizers are present, in which case `deletionTimestamp` is set
     /// and the object goes once the last finalizer is removed.
-    pub(crate) fn delete(
+    fn delete_stored(
         &mut self,
         ty: usize,
         namespace: &str,
@@ -1052,7 +1240,7 @@ impl Store {
         now: &str,
     ) -> Result<Value, ApiError> {
         let t = self.types[ty].clone();
-        let old = self.get(ty, namespace, name)?;
+        let old = self.get_stored(ty, namespace, name)?;
         let (rv, uid) = preconditions;
         if let Some(rv) = rv
             && Some(rv.as_str()) != meta(&old, "resourceVersion")
@@ -1094,6 +1282,15 @@ impl Store {
             self.record(ty, ChangeKind::Deleted, object.clone(), Some(old));
         }
         Ok(object)
+    }
+}
+
+/// An object as a type presents it: views convert from their storage form.
+pub(crate) fn present(t: &ResourceType, stored: Value) -> Value {
+    if t.view_of.is_some() {
+        convert::event_to_core(stored)
+    } else {
+        stored
     }
 }
 

@@ -15,7 +15,8 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::Shared;
 use super::error::ApiError;
-use super::store::{Change, ChangeKind, Filter, ResourceType};
+use super::store::{Change, ChangeKind, Filter, ResourceType, present};
+use super::table;
 
 fn line(kind: &str, object: &Value) -> Bytes {
     let mut bytes =
@@ -37,9 +38,13 @@ fn bookmark(t: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
 
 /// The event a watch with `filter` sees for a change, if any: objects moving into or out of
 /// the selection appear as ADDED or DELETED, like the API server's watch cache does.
-fn event_for(change: &Change, filter: &Filter) -> Option<Bytes> {
-    let now = filter.matches(&change.object);
-    let before = change.old.as_ref().is_some_and(|o| filter.matches(o));
+fn event_for(change: &Change, view: &View) -> Option<Bytes> {
+    let object = present(&view.t, change.object.clone());
+    let now = view.filter.matches(&object);
+    let before = change
+        .old
+        .as_ref()
+        .is_some_and(|o| view.filter.matches(&present(&view.t, o.clone())));
     let kind = match change.kind {
         ChangeKind::Added => now.then_some("ADDED"),
         ChangeKind::Modified => match (before, now) {
@@ -50,7 +55,24 @@ fn event_for(change: &Change, filter: &Filter) -> Option<Bytes> {
         },
         ChangeKind::Deleted => (now || before).then_some("DELETED"),
     }?;
-    Some(line(kind, &change.object))
+    Some(view.line(kind, object))
+}
+
+/// How one watch presents objects: its type (views convert), filter, and Table rendering.
+struct View {
+    t: Arc<ResourceType>,
+    filter: Filter,
+    as_table: bool,
+}
+
+impl View {
+    fn line(&self, kind: &str, object: Value) -> Bytes {
+        if self.as_table {
+            line(kind, &table::table(&self.t, &[object], None))
+        } else {
+            line(kind, &object)
+        }
+    }
 }
 
 /// Answers `?watch=true`.
@@ -58,6 +80,7 @@ pub(crate) fn watch(
     shared: Arc<Shared>,
     ty: usize,
     filter: Filter,
+    as_table: bool,
     query: &HashMap<String, String>,
 ) -> Result<Response, ApiError> {
     let flag = |k: &str| matches!(query.get(k).map(String::as_str), Some("true" | "1"));
@@ -78,10 +101,16 @@ pub(crate) fn watch(
         None => None,
     };
 
-    let (t, mut first, start, mut rx) = {
+    let (t, mut first, start, mut rx, view, storage) = {
         let store = shared.store();
         let t = store.types[ty].clone();
+        let storage = store.storage_of(ty);
         let rx = store.tx.subscribe();
+        let view = View {
+            t: t.clone(),
+            filter,
+            as_table,
+        };
         let mut first = Vec::new();
         let start = match from {
             Some(from) if !send_initial => match store.changes_since(from) {
@@ -89,8 +118,8 @@ pub(crate) fn watch(
                     first.extend(
                         changes
                             .iter()
-                            .filter(|c| c.ty == ty)
-                            .filter_map(|c| event_for(c, &filter)),
+                            .filter(|c| c.ty == storage)
+                            .filter_map(|c| event_for(c, &view)),
                     );
                     from.max(changes.last().map_or(0, |c| c.rv))
                 }
@@ -101,13 +130,13 @@ pub(crate) fn watch(
                 }
             },
             _ => {
-                for object in store.list(ty, &filter, None) {
-                    first.push(line("ADDED", &object));
+                for object in store.list(ty, &view.filter, None) {
+                    first.push(view.line("ADDED", object));
                 }
                 store.rv
             }
         };
-        (t, first, start, rx)
+        (t, first, start, rx, view, storage)
     };
     if send_initial && bookmarks {
         first.push(bookmark(&t, start, true));
@@ -139,10 +168,10 @@ pub(crate) fn watch(
                             continue;
                         }
                         last = change.rv;
-                        if change.ty != ty {
+                        if change.ty != storage {
                             continue;
                         }
-                        match event_for(&change, &filter) {
+                        match event_for(&change, &view) {
                             Some(bytes) => bytes,
                             None => continue,
                         }
