@@ -1,20 +1,26 @@
 //! An in-process Kubernetes API server on loopback, for tests and `copyimage-canceller demo`.
 //!
 //! It hosts the given CRDs plus core/v1 Namespace, Secret, ConfigMap and Event,
-//! events.k8s.io/v1 Event and coordination.k8s.io/v1 Lease, and speaks the real API's HTTP
-//! protocol well enough for kube-rs (`Api<T>`, `watcher`, `Controller`, `Recorder`) and kubectl:
-//! discovery, get/list/watch (label and field selectors, bookmarks, 410 Gone after the history
-//! window), create (`generateName`), update, delete (finalizers honoured), merge / JSON / apply
-//! patches with managedFields, the status subresource, and admission against the CRD's
-//! structural schema and CEL rules. The handle injects faults and counts requests.
+//! events.k8s.io/v1 Event (core/v1 Event is a converted view of the same objects) and
+//! coordination.k8s.io/v1 Lease, and speaks the real API's HTTP protocol well enough for kube-rs
+//! (`Api<T>`, `watcher`, `Controller`, `Recorder`) and kubectl (`get`/`-w`/`apply`/`wait`/
+//! `describe`/`explain`): discovery, `/openapi/v3`, Table output with printer columns,
+//! get/list/watch (label and field selectors, `limit`/`continue`, bookmarks, initial-events
+//! bookmark, 410 Gone after the history window), create (`generateName`), update, delete
+//! (finalizers honoured), merge / JSON / apply patches with managedFields, the status
+//! subresource, `fieldValidation`, and admission against the CRD's structural schema and CEL
+//! rules. The handle injects faults and counts requests.
 //!
 //! NB: not emulated: authentication and authorization (every request is allowed), admission
-//! webhooks, conversion between CRD versions (each served version is a separate store),
-//! graceful deletion periods, garbage collection (ownerReferences), namespace lifecycle
-//! (objects may live in any namespace whether or not a Namespace object exists), `dryRun`
-//! (rejected with 400), protobuf, Table output for watches, `resourceVersionMatch` on lists, validation
-//! ratcheting, and strategic-merge list semantics (strategic merge patches are applied as merge
-//! patches).
+//! webhooks and ValidatingAdmissionPolicy, conversion between CRD versions (each served version
+//! is a separate store), graceful deletion periods, garbage collection (ownerReferences),
+//! namespace lifecycle (objects may live in any namespace whether or not a Namespace object
+//! exists; deleting a Namespace deletes nothing else), `dryRun` (refused with 400), protobuf and
+//! CBOR bodies (refused with 415, so `kubectl create secret|namespace` generators fail while
+//! `kubectl apply -f` works), `resourceVersionMatch` on lists (a `continue` page reads current
+//! state, not a snapshot), validation ratcheting, per-kind validation of built-ins (Secrets,
+//! Events and Leases are stored as sent), and strategic-merge list semantics (strategic merge
+//! patches are applied as merge patches).
 
 mod convert;
 mod error;

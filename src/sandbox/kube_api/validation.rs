@@ -427,8 +427,12 @@ pub(crate) fn validate_cel(
     schema: &Value,
     root: &kube::core::cel::RootContext,
 ) -> Vec<FieldError> {
-    let validator = kube::core::cel::Validator::new();
-    let Err(errors) = validator.validate_with_context(schema, object, old, Some(root)) else {
+    thread_local! {
+        // Registering every Kubernetes CEL function is not free; do it once per thread.
+        static VALIDATOR: kube::core::cel::Validator = kube::core::cel::Validator::new();
+    }
+    let result = VALIDATOR.with(|v| v.validate_with_context(schema, object, old, Some(root)));
+    let Err(errors) = result else {
         return Vec::new();
     };
     errors
