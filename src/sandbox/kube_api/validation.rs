@@ -413,6 +413,18 @@ fn check_array(items: &[Value], schema: &Value, path: &str, errors: &mut Vec<Fie
             }
         }
     }
+    if schema.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("set") {
+        for (i, item) in items.iter().enumerate() {
+            if items[..i].contains(item) {
+                errors.push(FieldError {
+                    field: format!("{path}[{i}]"),
+                    kind: FieldErrorKind::Duplicate {
+                        value: item.clone(),
+                    },
+                });
+            }
+        }
+    }
     if let Some(item_schema) = item_schema {
         for (i, item) in items.iter().enumerate() {
             check(item, item_schema, &format!("{path}[{i}]"), errors);
@@ -521,7 +533,8 @@ mod tests {
             "properties": {
                 "regionId": {"type": "string", "pattern": "^[a-z]{2,}(-[a-z0-9]+)+$", "maxLength": 64},
                 "backoffLimit": {"type": "integer", "minimum": 0, "maximum": 20, "default": 6},
-                "mode": {"type": "string", "enum": ["a", "b"]}
+                "mode": {"type": "string", "enum": ["a", "b"]},
+                "zones": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}}
             }
         }}})
     }
@@ -560,6 +573,10 @@ mod tests {
             (
                 json!({"spec": {"regionId": "cn-hangzhou", "mode": "c"}}),
                 vec!["spec.mode: Unsupported value: \"c\": supported values: \"a\", \"b\""],
+            ),
+            (
+                json!({"spec": {"regionId": "cn-hangzhou", "zones": ["a", "b", "a"]}}),
+                vec!["spec.zones[2]: Duplicate value: \"a\""],
             ),
             (
                 json!({"spec": {"regionId": format!("cn-{}", "a".repeat(62))}}),
