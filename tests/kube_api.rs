@@ -1704,7 +1704,10 @@ mod project_crd {
         assert!(ok && out.contains("Cancelled"), "{out}");
         let (ok, out) = kubectl(&["delete", "cic", "stop-copy", "--timeout=20s"]).await;
         assert!(ok && out.contains("deleted"), "{out}");
-        assert_eq!(api_error(cics.get("stop-copy").await.unwrap_err()).code, 404);
+        assert_eq!(
+            api_error(cics.get("stop-copy").await.unwrap_err()).code,
+            404
+        );
         let (ok, out) = kubectl(&["explain", "cic.spec.regionId"]).await;
         assert!(ok && out.contains("DESTINATION"), "{out}");
         std::fs::write(&manifest, "apiVersion: ecs.alibabacloud.com/v1alpha1\nkind: CopyImageCancellation\nmetadata: {name: typo}\nspec: {regionId: cn-hangzhou, imageId: m-abc, colour: red}\n").unwrap();
