@@ -31,6 +31,10 @@ pub mod exit_codes {
     pub const CREDENTIALS_MISSING: u8 = 4;
     /// `--deadline` passed before an answer was final.
     pub const DEADLINE_EXCEEDED: u8 = 5;
+    /// The final answer says the image is gone or no longer copying, after an
+    /// earlier attempt got no usable answer: that attempt may well have
+    /// cancelled the copy.
+    pub const PREVIOUS_ATTEMPT_MAY_HAVE_SUCCEEDED: u8 = 6;
 }
 
 const AFTER_HELP: &str = "\
@@ -49,11 +53,13 @@ Exit codes:
   2  usage or configuration error (bad flag, endpoint or duration)
   3  retries exhausted: transient failures outlasted --backoff-limit retries; stderr names the last error
   4  credentials missing from the environment; nothing was sent
-  5  --deadline passed before a final answer";
+  5  --deadline passed before a final answer
+  6  the image is gone or no longer copying (InvalidImageId.NotFound, IncorrectImageStatus) after
+     an attempt that got no usable answer: that attempt may well have cancelled the copy";
 
 /// Arguments of `cancel`.
 #[derive(clap::Args, Debug, Clone)]
-#[command(after_help = AFTER_HELP)]
+#[command(after_help = AFTER_HELP, args_override_self = true)]
 pub struct CancelArgs {
     /// Region of the DESTINATION image (the copy), e.g. cn-hangzhou.
     #[arg(long, value_parser = parse_region_id)]
@@ -147,6 +153,8 @@ pub async fn run_with_key(
     let mut rng = StdRng::from_os_rng();
     let mut state = RetryState::default();
     let mut attempt = 1u32;
+    // Attempts that got no usable answer: the service may have acted on them.
+    let mut unanswered: Vec<u32> = Vec::new();
     loop {
         let outcome = client
             .cancel_copy_image(key, &args.region_id, &args.image_id)
@@ -159,6 +167,20 @@ pub async fn run_with_key(
                 let request_id = outcome.request_id().unwrap_or_default();
                 let _ = writeln!(stdout, "{}", serde_json::json!({ "RequestId": request_id }));
                 return exit_codes::CANCELLED;
+            }
+            NextStep::Done if !unanswered.is_empty() && outcome.may_follow_a_success() => {
+                let _ = writeln!(
+                    stderr,
+                    "error: CancelCopyImage answered {} on attempt {attempt}, but attempt(s) {} got no usable answer and may well have cancelled the copy already: check the image in {}",
+                    describe(&outcome),
+                    unanswered
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    args.region_id,
+                );
+                return exit_codes::PREVIOUS_ATTEMPT_MAY_HAVE_SUCCEEDED;
             }
             NextStep::Done => {
                 let _ = writeln!(
@@ -202,6 +224,9 @@ pub async fn run_with_key(
                     describe(&outcome),
                     humantime::format_duration(Duration::from_millis(delay.as_millis() as u64)),
                 );
+                if matches!(outcome, CancelOutcome::Transport(_)) {
+                    unanswered.push(attempt);
+                }
                 tokio::time::sleep(delay).await;
                 state = next;
                 attempt += 1;
@@ -356,6 +381,7 @@ mod tests {
             exit_codes::RETRIES_EXHAUSTED,
             exit_codes::CREDENTIALS_MISSING,
             exit_codes::DEADLINE_EXCEEDED,
+            exit_codes::PREVIOUS_ATTEMPT_MAY_HAVE_SUCCEEDED,
         ] {
             assert!(
                 help.contains(&format!("\n  {code}  ")),

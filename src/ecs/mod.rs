@@ -14,6 +14,11 @@ pub const API_VERSION: &str = "2014-05-26";
 /// The one action this operator sends.
 pub const ACTION: &str = "CancelCopyImage";
 
+/// Codes that, after an attempt whose outcome is unknown, mean that attempt
+/// may itself have cancelled the copy.
+pub const CODES_AFTER_A_POSSIBLE_SUCCESS: [&str; 2] =
+    ["InvalidImageId.NotFound", "IncorrectImageStatus"];
+
 /// What one CancelCopyImage attempt produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CancelOutcome {
@@ -104,6 +109,15 @@ impl CancelOutcome {
         }
     }
 
+    /// Whether this answer, coming after an attempt whose outcome is unknown
+    /// (no usable answer), means that earlier attempt may itself have
+    /// cancelled the copy: the image is gone (`InvalidImageId.NotFound`) or
+    /// no longer copying (`IncorrectImageStatus`).
+    pub fn may_follow_a_success(&self) -> bool {
+        matches!(self, CancelOutcome::Service(err)
+            if CODES_AFTER_A_POSSIBLE_SUCCESS.contains(&err.code.as_str()))
+    }
+
     /// The service's `x-acs-retry-after`, when it sent one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -181,6 +195,32 @@ mod tests {
         ];
         for (outcome, want) in rows {
             assert_eq!(outcome.retry_class(), want, "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn may_follow_a_success_table() {
+        let rows = [
+            (service(404, "InvalidImageId.NotFound"), true),
+            (service(400, "IncorrectImageStatus"), true),
+            (service(400, "ImageCreatedNotFromCopy"), false),
+            (service(500, "InternalError"), false),
+            (
+                CancelOutcome::Cancelled {
+                    request_id: "R".into(),
+                },
+                false,
+            ),
+            (
+                CancelOutcome::Transport(TransportError {
+                    message: String::new(),
+                    http_status: None,
+                }),
+                false,
+            ),
+        ];
+        for (outcome, want) in rows {
+            assert_eq!(outcome.may_follow_a_success(), want, "{outcome:?}");
         }
     }
 }
