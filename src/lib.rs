@@ -15,6 +15,7 @@
 //! `controller::decide` does no I/O and reads no clock.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cancel;
 pub mod controller;
 pub mod credentials;

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use copyimage_canceller::admin::Health;
 use copyimage_canceller::controller::Settings;
 use copyimage_canceller::controller::run::{WatchOptions, run_controllers};
 use copyimage_canceller::credentials::AccessKey;
@@ -72,6 +73,7 @@ impl Harness {
             selector: None,
             max_concurrent_reconciles: 4,
             instance: Some("smoke-test".into()),
+            health: None,
         };
         let run = tokio::spawn(run_controllers(
             client.clone(),
@@ -560,12 +562,14 @@ async fn only_the_watched_namespace_is_handled() {
         backoff: fast(),
         operator_key: Ok(key()),
     });
+    let health = Health::new();
     let shutdown = CancellationToken::new();
     let options = WatchOptions {
         namespaces: vec!["watched".into()],
         selector: Some("team=images".into()),
         max_concurrent_reconciles: 2,
         instance: None,
+        health: Some(health.clone()),
     };
     let run = tokio::spawn(run_controllers(
         client.clone(),
@@ -627,8 +631,16 @@ async fn only_the_watched_namespace_is_handled() {
         other.get("ignored-ns").await.unwrap().name_any(),
         "ignored-ns"
     );
+    // Both caches of the one watched namespace have synced.
+    assert_eq!(health.readiness(), Ok(()));
     shutdown.cancel();
     within(run).await.unwrap().unwrap();
+    assert_eq!(health.readiness(), Err("shutting down".into()));
+    assert_eq!(
+        health.liveness(),
+        Ok(()),
+        "a requested stop is not a broken loop"
+    );
 }
 
 fn slow_once() -> FaultSpec {
@@ -698,4 +710,123 @@ async fn a_resource_recreated_under_the_same_name_never_inherits_an_outcome() {
     assert_eq!(s.error_code.as_deref(), Some("InvalidImageId.NotFound"));
     assert_eq!(h.sent(), 2);
     h.stop().await;
+}
+
+/// `GET path` on `addr` over plain HTTP/1.0; the status code.
+async fn http_status(addr: &str, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.ok()?;
+    answer.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The real binary: `run` with KUBECONFIG pointing at the sandbox API, the
+/// admin server's probes, and SIGTERM.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_subcommand_serves_probes_cancels_and_stops_on_sigterm() {
+    use tokio::io::AsyncBufReadExt;
+
+    let api = KubeApi::start(vec![CopyImageCancellation::crd()])
+        .await
+        .unwrap();
+    let sim =
+        EcsSimulator::start(SimulatorConfig::new([key()]).with_image(IMAGE, ImageState::Copying))
+            .await
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+    let client = api.client().unwrap();
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_copyimage-canceller"))
+        .args([
+            "run",
+            "--ecs-endpoint",
+            &sim.endpoint(),
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--retry-base-delay",
+            "10ms",
+            "--retry-max-delay",
+            "50ms",
+            "--log-format",
+            "json",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_ID")
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+        .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let (log_tx, mut log_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if log_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    let admin = within(async {
+        loop {
+            let line = log_rx
+                .recv()
+                .await
+                .expect("run exited before starting its admin server");
+            log.push(line.clone());
+            if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(addr) = entry["fields"]["addr"].as_str()
+            {
+                break addr.to_string();
+            }
+        }
+    })
+    .await;
+    assert_eq!(http_status(&admin, "/livez").await, Some(200));
+    within(async {
+        while http_status(&admin, "/readyz").await != Some(200) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    let h = Harness {
+        api,
+        sim,
+        client,
+        shutdown: CancellationToken::new(),
+        run: None,
+    };
+    h.create_secret().await;
+    h.create("stop-copy", 6).await;
+    let s = h.wait_for("stop-copy", "Succeeded", finished).await;
+    assert_eq!((s.phase, s.attempts), (Some(Phase::Succeeded), 1));
+    assert_eq!(h.sent(), 1);
+
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let exit = within(child.wait()).await.unwrap();
+    assert!(exit.success(), "run exited with {exit:?}");
+    while let Ok(line) = log_rx.try_recv() {
+        log.push(line);
+    }
+    let log = log.join("\n");
+    assert!(log.contains("SIGTERM"), "{log}");
+    assert!(!log.contains(KEY_SECRET), "the secret reached the log");
+    assert!(log.contains("\"level\":\"INFO\""), "JSON log lines: {log}");
 }

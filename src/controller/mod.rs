@@ -335,6 +335,27 @@ pub async fn reconcile(
     Ok(Action::requeue(CONFLICT_REQUEUE))
 }
 
+/// Waits until `store` has its first list (at most `limit`); whether it has.
+///
+/// NB: kube-runtime 5's `Store::wait_until_ready` wakes only the most recent
+/// of several concurrent waiters (the controller itself is one), so this polls
+/// it again every few hundred milliseconds instead of awaiting it once.
+pub async fn cache_ready<K>(store: &Store<K>, limit: Option<Duration>) -> bool
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    let poll = Duration::from_millis(200);
+    let started = tokio::time::Instant::now();
+    loop {
+        match tokio::time::timeout(poll, store.wait_until_ready()).await {
+            Ok(result) => return result.is_ok(),
+            Err(_) if limit.is_some_and(|limit| started.elapsed() >= limit) => return false,
+            Err(_) => {}
+        }
+    }
+}
+
 fn status_unchanged(obj: &CopyImageCancellation, status: &CopyImageCancellationStatus) -> bool {
     obj.status.as_ref() == Some(status)
 }

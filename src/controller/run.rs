@@ -1,6 +1,7 @@
 //! `copyimage-canceller run`: the command line of the controller, and the
 //! wiring of watches, caches and controllers around [`super::reconcile`].
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use tracing::{debug, info, warn};
 use super::{
     Context, REPORTING_CONTROLLER, Settings, error_policy, reconcile, resources_using_secret,
 };
+use crate::admin::{self, Health};
 use crate::credentials::AccessKey;
 use crate::ecs::client::{DEFAULT_ENDPOINT_TEMPLATE, EcsClient, EcsClientConfig};
 use crate::resource::CopyImageCancellation;
@@ -76,6 +78,9 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Serve /livez and /readyz on this address (e.g. 0.0.0.0:8080).
+    #[arg(long, value_name = "ADDR")]
+    pub admin_addr: Option<SocketAddr>,
     /// Log level or filter directives (`info`, `debug`, `copyimage_canceller=debug,kube=warn`).
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
@@ -110,6 +115,8 @@ pub struct WatchOptions {
     pub max_concurrent_reconciles: u16,
     /// The Events' `reportingInstance` (the pod name).
     pub instance: Option<String>,
+    /// Where to report cache sync, shutdown and broken loops (`--admin-addr`).
+    pub health: Option<Arc<Health>>,
 }
 
 /// Runs `run` until SIGTERM or Ctrl+C.
@@ -137,18 +144,44 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("connecting to Kubernetes (in-cluster service account, or KUBECONFIG)")?;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
+    let health = Health::new();
+    // The admin server outlives the controllers so probes see the drain.
+    let admin_stop = CancellationToken::new();
+    let admin = match args.admin_addr {
+        Some(addr) => {
+            let listener = admin::bind(addr).await?;
+            info!(addr = %listener.local_addr()?, "admin server: /livez, /readyz");
+            let stop = admin_stop.clone();
+            Some(tokio::spawn(admin::serve(
+                listener,
+                health.clone(),
+                async move { stop.cancelled().await },
+            )))
+        }
+        None => None,
+    };
     let options = WatchOptions {
         namespaces: args.watch_namespaces,
         selector: args.selector,
         max_concurrent_reconciles: args.max_concurrent_reconciles,
         instance: std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()),
+        health: Some(health),
     };
     let settings = Arc::new(Settings {
         ecs,
         backoff,
         operator_key,
     });
-    run_controllers(client, settings, options, shutdown).await
+    let result = run_controllers(client, settings, options, shutdown).await;
+    admin_stop.cancel();
+    if let Some(admin) = admin {
+        match admin.await {
+            Ok(Err(err)) => warn!(error = %err, "admin server"),
+            Err(err) => warn!(error = %err, "admin server task"),
+            Ok(Ok(())) => {}
+        }
+    }
+    result
 }
 
 /// Cancels `shutdown` on SIGTERM or Ctrl+C.
@@ -203,6 +236,16 @@ pub async fn run_controllers(
             instance: options.instance.clone(),
         },
     );
+    let health = options.health.clone();
+    if let Some(health) = &health {
+        // A resource cache and a Secret cache per scope.
+        health.expect_caches(2 * scopes.len());
+        let (health, stop) = (health.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            health.stopping();
+        });
+    }
     let concurrency = options.max_concurrent_reconciles.max(1);
     let permits = Arc::new(Semaphore::new(usize::from(concurrency)));
     let mut controllers = Vec::new();
@@ -243,6 +286,10 @@ pub async fn run_controllers(
         let controller = Controller::new(cics, config)
             .with_config(controller::Config::default().concurrency(concurrency));
         let resources = controller.store();
+        if let Some(health) = &health {
+            report_synced(health.clone(), resources.clone());
+            report_synced(health.clone(), secret_store.clone());
+        }
         let ctx = Arc::new(Context::new(
             client.clone(),
             settings.clone(),
@@ -255,6 +302,7 @@ pub async fn run_controllers(
             .clone()
             .unwrap_or_else(|| "all namespaces".to_string());
         info!(scope = %scope_name, "watching CopyImageCancellations");
+        let (health, stopping) = (health.clone(), shutdown.clone());
         let run = controller
             // A created or rotated Secret wakes the resources waiting on it.
             .watches_stream(changed_rx, move |secret: Secret| {
@@ -270,6 +318,13 @@ pub async fn run_controllers(
                     }
                     Err(err) => warn!(error = %err, "controller"),
                 }
+            })
+            .map(move |()| {
+                if !stopping.is_cancelled()
+                    && let Some(health) = health
+                {
+                    health.broken(format!("the controller for {scope_name} ended"));
+                }
             });
         controllers.push(run);
     }
@@ -279,6 +334,19 @@ pub async fn run_controllers(
     }
     info!("stopped");
     Ok(())
+}
+
+/// Marks one cache synced in `health` once `store` has its first list.
+fn report_synced<K>(health: Arc<Health>, store: reflector::Store<K>)
+where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone + Send + Sync,
+{
+    tokio::spawn(async move {
+        if super::cache_ready(&store, None).await {
+            health.cache_synced();
+        }
+    });
 }
 
 /// Fails early, with the fix, when the CRD is missing, access is denied, or
