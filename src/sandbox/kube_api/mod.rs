@@ -18,7 +18,8 @@
 //! exists; deleting a Namespace deletes nothing else), `dryRun` (refused with 400), protobuf and
 //! CBOR bodies (refused with 415, so `kubectl create secret|namespace` generators fail while
 //! `kubectl apply -f` works), `resourceVersionMatch` on lists (a `continue` page reads current
-//! state, not a snapshot), validation ratcheting, per-kind validation of built-ins (Secrets,
+//! state, not a snapshot), exact validation ratcheting (approximated: errors about values an
+//! update left unchanged are dropped, list items correlate by index), per-kind validation of built-ins (Secrets,
 //! Events and Leases are stored as sent), and strategic-merge list semantics (strategic merge
 //! patches are applied as merge patches).
 

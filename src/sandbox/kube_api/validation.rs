@@ -450,6 +450,12 @@ pub(crate) fn validate_cel(
     errors
         .into_vec()
         .into_iter()
+        .filter(|e| {
+            // Ratcheting: rules without oldSelf are skipped for unchanged values.
+            old.is_none_or(|old| {
+                e.rule.contains("oldSelf") || !unchanged(object, old, &e.field_path)
+            })
+        })
         .map(|e| {
             let value_type = value_at(object, &e.field_path)
                 .map(json_type)
@@ -495,8 +501,33 @@ fn value_at<'a>(object: &'a Value, path: &str) -> Option<&'a Value> {
     Some(node)
 }
 
+/// Parent of a dotted path: `a.b[2]` -> `a.b`, `a.b` -> `a`, `a` -> ``.
+fn parent(path: &str) -> &str {
+    if path.ends_with(']') {
+        return path.rfind('[').map_or("", |i| &path[..i]);
+    }
+    path.rfind('.').map_or("", |i| &path[..i])
+}
+
+/// Validation ratcheting (on by default since Kubernetes 1.30): an error about a value the
+/// update did not change is not reported. A missing field is judged by its nearest present
+/// ancestor.
+fn unchanged(object: &Value, old: &Value, field: &str) -> bool {
+    let mut path = field;
+    loop {
+        if let Some(value) = value_at(object, path) {
+            return value_at(old, path) == Some(value);
+        }
+        if path.is_empty() {
+            return false;
+        }
+        path = parent(path);
+    }
+}
+
 /// The full admission check of a custom resource: structural errors first; CEL only runs
-/// when no type error makes the object unreadable, as the API server does.
+/// when no type error makes the object unreadable, as the API server does. On updates,
+/// errors about unchanged values are ratcheted away (transition rules always apply).
 pub(crate) fn validate(
     object: &Value,
     old: Option<&Value>,
@@ -504,6 +535,9 @@ pub(crate) fn validate(
     root: &kube::core::cel::RootContext,
 ) -> Vec<FieldError> {
     let mut errors = validate_schema(object, schema);
+    if let Some(old) = old {
+        errors.retain(|e| !unchanged(object, old, &e.field));
+    }
     if errors
         .iter()
         .any(|e| matches!(e.kind, FieldErrorKind::TypeInvalid { .. }))
@@ -590,6 +624,29 @@ mod tests {
                 .collect();
             assert_eq!(got, expected, "for {object}");
         }
+    }
+
+    #[test]
+    fn ratcheting_spares_unchanged_invalid_values() {
+        let old = json!({"spec": {"regionId": "BAD", "backoffLimit": 50}});
+        let status_only = json!({"spec": {"regionId": "BAD", "backoffLimit": 50}, "status": {}});
+        assert!(validate(&status_only, Some(&old), &schema(), &root()).is_empty());
+        let touched = json!({"spec": {"regionId": "BAD", "backoffLimit": 40}});
+        let got: Vec<String> = validate(&touched, Some(&old), &schema(), &root())
+            .iter()
+            .map(FieldError::message)
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                "spec.backoffLimit: Invalid value: 40: spec.backoffLimit in body should be less than or equal to 20",
+                "spec: Invalid value: \"object\": spec is immutable",
+            ],
+            "the changed value and the transition rule are reported, the unchanged regionId is not"
+        );
+        assert_eq!(parent("a.b[2]"), "a.b");
+        assert_eq!(parent("a.b"), "a");
+        assert_eq!(parent("a"), "");
     }
 
     #[test]
