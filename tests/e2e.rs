@@ -693,3 +693,136 @@ async fn secrets_never_reach_the_log_status_or_events() {
     }
     assert!(!log.contains("Signature="), "no signed query in the log");
 }
+
+/// The user's path: `kubectl apply -f deploy/samples/...`, `kubectl wait` for
+/// Ready and for Stalled, `kubectl get` (printer columns) and `-o yaml`.
+/// Skipped only where kubectl is not installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_apply_the_samples_then_wait_for_ready_and_stalled() {
+    if std::process::Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_err()
+    {
+        eprintln!("kubectl is not installed: skipping the kubectl user path");
+        return;
+    }
+    let env = Env::sandbox().await;
+    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/samples");
+    let cancelled = samples.join("copyimagecancellation-operator-credentials.yaml");
+    let too_late = samples.join("copyimagecancellation-copy-finished.yaml");
+    let image_of = |path: &std::path::Path| {
+        let r: copyimage_canceller::resource::CopyImageCancellation =
+            serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        (r.metadata.name.unwrap(), r.spec.image_id)
+    };
+    let (cancelled_name, cancelled_image) = image_of(&cancelled);
+    let (late_name, late_image) = image_of(&too_late);
+    env.copying(&cancelled_image);
+    env.sim.set_image(&late_image, ImageState::Copied);
+
+    let (ok, out) = kubectl(
+        &env,
+        &[
+            "apply",
+            "-f",
+            cancelled.to_str().unwrap(),
+            "-f",
+            too_late.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let ready = format!("cic/{cancelled_name}");
+    let stalled = format!("cic/{late_name}");
+    let (ok, out) = kubectl(
+        &env,
+        &[
+            "-n",
+            "images",
+            "wait",
+            "--for=condition=Ready",
+            &ready,
+            "--timeout=60s",
+        ],
+    )
+    .await;
+    assert!(ok && out.contains("condition met"), "{out}");
+    let (ok, out) = kubectl(
+        &env,
+        &[
+            "-n",
+            "images",
+            "wait",
+            "--for=condition=Stalled",
+            &stalled,
+            "--timeout=60s",
+        ],
+    )
+    .await;
+    assert!(ok && out.contains("condition met"), "{out}");
+    // A terminal failure is not Ready: waiting for Ready must time out.
+    let (ok, out) = kubectl(
+        &env,
+        &[
+            "-n",
+            "images",
+            "wait",
+            "--for=condition=Ready",
+            &stalled,
+            "--timeout=2s",
+        ],
+    )
+    .await;
+    assert!(!ok, "Ready must not be met by a failed cancellation: {out}");
+
+    let (ok, out) = kubectl(&env, &["-n", "images", "get", "cic"]).await;
+    assert!(ok, "{out}");
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "REGION", "IMAGE", "PHASE", "REQUEST", "ID", "ERROR", "ATTEMPTS", "AGE"
+        ]
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
+    let row = |name: &str| rows.iter().find(|r| r[0] == name).unwrap().clone();
+    let request_id = env.ecs_requests(&cancelled_image)[0]
+        .request_id
+        .clone()
+        .unwrap();
+    assert_eq!(
+        row(&cancelled_name)[3..],
+        [
+            "Succeeded",
+            request_id.as_str(),
+            "1",
+            row(&cancelled_name)[6]
+        ]
+    );
+    assert_eq!(row(&late_name)[3], "Failed");
+    assert_eq!(row(&late_name)[5], "IncorrectImageStatus");
+    assert_eq!(row(&late_name)[6], "1");
+
+    let (ok, out) = kubectl(&env, &["-n", "images", "get", &ready, "-o", "yaml"]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("phase: Succeeded"), "{out}");
+    assert!(out.contains("reason: Cancelled"), "{out}");
+    assert!(out.contains(&format!("requestId: {request_id}")), "{out}");
+}
+
+/// Runs kubectl against the test's API, as a user would; (success, stdout + stderr).
+async fn kubectl(env: &Env, args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", env.dir().join("kubeconfig"))
+        .env("HOME", env.dir())
+        .output()
+        .await
+        .expect("kubectl runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}

@@ -1,18 +1,20 @@
 //! The key end-to-end scenarios against a REAL cluster (kind, k3d, ...), for
 //! users who want to check theirs: the CRD is installed from this build, each
 //! test gets a fresh namespace, the ECS simulator runs locally and the
-//! controller runs as a local `copyimage-canceller run` process watching that
-//! namespace.
+//! controller runs as a local `copyimage-canceller run --watch-namespace NS`
+//! process.
 //!
 //! Opt in with BOTH `KUBECONFIG=<file>` and `COPYIMAGE_CANCELLER_REAL_CLUSTER=1`:
 //!
 //! ```text
 //! COPYIMAGE_CANCELLER_REAL_CLUSTER=1 KUBECONFIG=~/.kube/config \
-//!   cargo test --test real_cluster -- --test-threads 1 --nocapture
+//!   cargo test --test real_cluster -- --nocapture
 //! ```
 //!
-//! NB: without both, every test returns at once after printing
-//! "skipped: set COPYIMAGE_CANCELLER_REAL_CLUSTER=1": a pass then proves nothing.
+//! NB: without both, every `real_cluster_*` test returns at once after
+//! printing "skipped: set COPYIMAGE_CANCELLER_REAL_CLUSTER=1": a pass then
+//! proves nothing about a cluster. `rehearsal_*` runs the same scenarios on
+//! the in-process API, set up the same way, so the suite itself stays working.
 
 mod common;
 
@@ -22,13 +24,8 @@ use copyimage_canceller::resource::SPEC_IMMUTABLE_MESSAGE;
 use copyimage_canceller::sandbox::ecs_simulator::{FaultCount, FaultKind, ImageState};
 use kube::api::{Patch, PatchParams};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_cluster_success_after_internal_errors_and_a_terminal_code() {
-    let Some(env) =
-        Env::real_cluster("real_cluster_success_after_internal_errors_and_a_terminal_code").await
-    else {
-        return;
-    };
+/// Success, two InternalErrors then success, and a terminal code.
+async fn outcomes_scenario(env: &mut Env) {
     env.copying("m-realsuccess");
     env.copying("m-realretry");
     env.fault(
@@ -85,14 +82,10 @@ async fn real_cluster_success_after_internal_errors_and_a_terminal_code() {
         Some(("True".into(), "IncorrectImageStatus".into()))
     );
     env.wait_event("too-late", "CancelFailed").await;
-    env.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_cluster_missing_secret_then_created() {
-    let Some(env) = Env::real_cluster("real_cluster_missing_secret_then_created").await else {
-        return;
-    };
+/// Nothing is sent until the Secret exists; then its key signs the request.
+async fn missing_secret_scenario(env: &mut Env) {
     let team = AccessKey::new("LTAI5tRealTeamKey", "realTeamSecret", None);
     env.sim.add_key(team.clone());
     env.copying("m-realwaiting");
@@ -116,16 +109,10 @@ async fn real_cluster_missing_secret_then_created() {
     let requests = env.ecs_requests("m-realwaiting");
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].access_key_id.as_deref(), Some(team.id.as_str()));
-    env.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_cluster_admission_rejects_bad_input_and_spec_changes() {
-    let Some(env) =
-        Env::real_cluster("real_cluster_admission_rejects_bad_input_and_spec_changes").await
-    else {
-        return;
-    };
+/// The API server refuses bad input and spec changes with the schema's and CEL's messages.
+async fn admission_scenario(env: &mut Env) {
     let refused = |result: Result<_, kube::Error>| match result {
         Err(kube::Error::Api(status)) => status.message,
         Ok(_) => panic!("admitted"),
@@ -147,15 +134,10 @@ async fn real_cluster_admission_rejects_bad_input_and_spec_changes() {
             .await,
     );
     assert!(message.contains(SPEC_IMMUTABLE_MESSAGE), "{message}");
-    env.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_cluster_sigkill_mid_request_then_restart() {
-    let Some(mut env) = Env::real_cluster("real_cluster_sigkill_mid_request_then_restart").await
-    else {
-        return;
-    };
+/// SIGKILL while ECS holds the request; the restarted controller explains the `Unknown` attempt.
+async fn sigkill_scenario(env: &mut Env) {
     env.copying("m-realkill");
     env.fault("m-realkill", FaultKind::Hang, FaultCount::Times(1));
     env.create(&cic("killed", "m-realkill")).await;
@@ -174,5 +156,47 @@ async fn real_cluster_sigkill_mid_request_then_restart() {
         cond(&done, "Stalled"),
         Some(("True".into(), "PreviousAttemptMayHaveSucceeded".into()))
     );
+}
+
+macro_rules! real_cluster_test {
+    ($name:ident, $scenario:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let Some(mut env) = Env::real_cluster(stringify!($name)).await else {
+                return;
+            };
+            $scenario(&mut env).await;
+            env.cleanup().await;
+        }
+    };
+}
+
+real_cluster_test!(
+    real_cluster_success_retries_and_a_terminal_code,
+    outcomes_scenario
+);
+real_cluster_test!(
+    real_cluster_missing_secret_then_created,
+    missing_secret_scenario
+);
+real_cluster_test!(
+    real_cluster_admission_rejects_bad_input_and_spec_changes,
+    admission_scenario
+);
+real_cluster_test!(
+    real_cluster_sigkill_mid_request_then_restart,
+    sigkill_scenario
+);
+
+/// The same scenarios on the in-process API, set up like a cluster (fresh
+/// Namespace, `--watch-namespace`), so the real-cluster suite cannot rot
+/// unnoticed. Not evidence about any real cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rehearsal_of_the_real_cluster_scenarios_on_the_sandbox() {
+    let mut env = Env::sandbox_like_a_cluster().await;
+    outcomes_scenario(&mut env).await;
+    missing_secret_scenario(&mut env).await;
+    admission_scenario(&mut env).await;
+    sigkill_scenario(&mut env).await;
     env.cleanup().await;
 }

@@ -119,6 +119,31 @@ impl Env {
             .await
             .expect("a kube client from KUBECONFIG");
         install_crd(&client).await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        Some(Self::in_fresh_namespace(Cluster::Real, client, dir, None).await)
+    }
+
+    /// The in-process API set up the way [`Env::real_cluster`] sets up a
+    /// cluster (a fresh Namespace, the controller with `--watch-namespace`):
+    /// a rehearsal of the real-cluster scenarios, not a substitute for them.
+    pub async fn sandbox_like_a_cluster() -> Env {
+        let api = KubeApi::start(vec![CopyImageCancellation::crd()])
+            .await
+            .expect("start the in-process Kubernetes API");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        api.write_kubeconfig(&kubeconfig)
+            .expect("write the kubeconfig");
+        let client = api.client().expect("kube client for the sandbox");
+        Self::in_fresh_namespace(Cluster::Sandbox(api), client, dir, Some(kubeconfig)).await
+    }
+
+    async fn in_fresh_namespace(
+        cluster: Cluster,
+        client: kube::Client,
+        dir: tempfile::TempDir,
+        kubeconfig: Option<PathBuf>,
+    ) -> Env {
         let namespace = format!(
             "cic-e2e-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..10]
@@ -132,18 +157,18 @@ impl Env {
             .expect("create the test namespace");
         let sim = start_simulator().await;
         let mut env = Env {
-            cluster: Cluster::Real,
+            cluster,
             client,
             sim,
             extra_args: vec!["--watch-namespace".into(), namespace.clone()],
             namespace,
-            dir: tempfile::tempdir().expect("temp dir"),
-            kubeconfig: None,
+            dir,
+            kubeconfig,
             controller: None,
             starts: 0,
         };
         env.start_controller();
-        Some(env)
+        env
     }
 
     /// The in-process API, for fault injection and request counts.
