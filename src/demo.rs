@@ -295,6 +295,17 @@ async fn play(
                 started.elapsed().as_secs_f64()
             );
             print!("{}", table(&resources, jiff::Timestamp::now()));
+            // What changed, in the words of the conditions.
+            for row in &rows {
+                let before = last_rows
+                    .iter()
+                    .flatten()
+                    .find(|r| r.namespace == row.namespace && r.name == row.name);
+                if !row.condition.is_empty() && before.is_none_or(|b| b.condition != row.condition)
+                {
+                    println!("  {}: {}", row.name, row.condition);
+                }
+            }
             last_rows = Some(rows);
         }
         if resources.len() == samples.len()
@@ -474,6 +485,8 @@ struct Row {
     request_id: String,
     error: String,
     attempts: String,
+    /// The condition that is True, `Type/Reason: message` (not a table column).
+    condition: String,
 }
 
 impl Row {
@@ -495,8 +508,29 @@ impl Row {
                 .and_then(|s| s.error_code.clone())
                 .unwrap_or_default(),
             attempts: status.map(|s| s.attempts.to_string()).unwrap_or_default(),
+            condition: headline(r),
         }
     }
+}
+
+/// The condition that tells where a resource stands (Stalled, else Ready,
+/// else Reconciling, whichever is True) as `Type/Reason: message`; empty
+/// before the first status.
+fn headline(r: &CopyImageCancellation) -> String {
+    let conditions = r
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    [types::STALLED, types::READY, types::RECONCILING]
+        .iter()
+        .find_map(|t| {
+            conditions
+                .iter()
+                .find(|c| c.type_ == *t && c.status == "True")
+        })
+        .map(|c| format!("{}/{}: {}", c.type_, c.reason, c.message))
+        .unwrap_or_default()
 }
 
 /// `kubectl get cic -A` as text, ages counted to `now`.

@@ -95,6 +95,15 @@ fn demo_applies_the_samples_and_every_one_ends_as_expected() {
         "{stdout}"
     );
 
+    // Each change is explained in the words of the conditions.
+    for line in [
+        "stop-copy-to-hangzhou: Reconciling/AwaitingCredentials: Nothing is sent until credentials are available: Secret images/alibaba-credentials not found",
+        "stop-copy-to-frankfurt: Reconciling/RetryScheduled: Attempt 1 failed: InternalError",
+        "stop-copy-to-tokyo: Stalled/IncorrectImageStatus: IncorrectImageStatus",
+        "stop-copy-to-singapore: Ready/Cancelled: Cancelled the copy",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
+    }
     assert!(
         stdout.contains("kubectl -n images get cic stop-copy-to-frankfurt -o yaml"),
         "{stdout}"
