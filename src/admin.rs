@@ -1,5 +1,6 @@
-//! The admin HTTP server for the kubelet's probes: `/livez` (restart me when
-//! false) and `/readyz` (caches synced, not shutting down).
+//! The admin HTTP server: the kubelet's probes, `/livez` (restart me when
+//! false) and `/readyz` (caches synced, not shutting down), and Prometheus
+//! `/metrics`.
 //!
 //! NB: neither is unconditional. Liveness fails once a controller loop has
 //! ended while the process was not asked to stop; readiness waits for every
@@ -12,8 +13,10 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::routing::get;
+
+use crate::metrics::Metrics;
 
 /// What the probes report, updated by the controller wiring.
 #[derive(Debug, Default)]
@@ -81,9 +84,13 @@ fn answer(result: Result<(), String>) -> (StatusCode, String) {
     }
 }
 
+/// Content type of the OpenMetrics text exposition.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// The admin routes.
-pub fn router(health: Arc<Health>) -> Router {
-    Router::new()
+pub fn router(health: Arc<Health>, metrics: Arc<Metrics>) -> Router {
+    let probes = Router::new()
         .route(
             "/livez",
             get(|State(h): State<Arc<Health>>| async move { answer(h.liveness()) }),
@@ -92,7 +99,19 @@ pub fn router(health: Arc<Health>) -> Router {
             "/readyz",
             get(|State(h): State<Arc<Health>>| async move { answer(h.readiness()) }),
         )
-        .with_state(health)
+        .with_state(health);
+    let exposition = Router::new()
+        .route(
+            "/metrics",
+            get(|State(m): State<Arc<Metrics>>| async move {
+                (
+                    [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
+                    m.encode(),
+                )
+            }),
+        )
+        .with_state(metrics);
+    probes.merge(exposition)
 }
 
 /// Binds `addr`; the error names the flag.
@@ -106,9 +125,10 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     health: Arc<Health>,
+    metrics: Arc<Metrics>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(health))
+    axum::serve(listener, router(health, metrics))
         .with_graceful_shutdown(stop)
         .await
 }

@@ -22,6 +22,7 @@ pub mod credentials;
 pub mod demo;
 pub mod ecs;
 pub mod identity;
+pub mod metrics;
 pub mod resource;
 pub mod retry;
 pub mod sandbox;

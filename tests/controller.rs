@@ -74,6 +74,7 @@ impl Harness {
             max_concurrent_reconciles: 4,
             instance: Some("smoke-test".into()),
             health: None,
+            metrics: None,
         };
         let run = tokio::spawn(run_controllers(
             client.clone(),
@@ -570,6 +571,7 @@ async fn only_the_watched_namespace_is_handled() {
         max_concurrent_reconciles: 2,
         instance: None,
         health: Some(health.clone()),
+        metrics: None,
     };
     let run = tokio::spawn(run_controllers(
         client.clone(),
@@ -712,8 +714,8 @@ async fn a_resource_recreated_under_the_same_name_never_inherits_an_outcome() {
     h.stop().await;
 }
 
-/// `GET path` on `addr` over plain HTTP/1.0; the status code.
-async fn http_status(addr: &str, path: &str) -> Option<u16> {
+/// `GET path` on `addr` over plain HTTP/1.0: the status code and the body.
+async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
     stream
@@ -722,7 +724,13 @@ async fn http_status(addr: &str, path: &str) -> Option<u16> {
         .ok()?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).await.ok()?;
-    answer.split_whitespace().nth(1)?.parse().ok()
+    let code = answer.split_whitespace().nth(1)?.parse().ok()?;
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
+async fn http_status(addr: &str, path: &str) -> Option<u16> {
+    http_get(addr, path).await.map(|(code, _)| code)
 }
 
 /// The real binary: `run` with KUBECONFIG pointing at the sandbox API, the
@@ -813,6 +821,20 @@ async fn the_run_subcommand_serves_probes_cancels_and_stops_on_sigterm() {
     let s = h.wait_for("stop-copy", "Succeeded", finished).await;
     assert_eq!((s.phase, s.attempts), (Some(Phase::Succeeded), 1));
     assert_eq!(h.sent(), 1);
+
+    let (code, metrics) = http_get(&admin, "/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    for line in [
+        "copyimage_canceller_cancel_requests_total{class=\"success\"} 1",
+        "copyimage_canceller_cancel_request_duration_seconds_count 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("copyimage_canceller_status_writes_total{result=\"applied\"}"));
+    assert!(!metrics.contains(KEY_SECRET) && !metrics.contains("stop-copy"));
 
     let pid = child.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")

@@ -37,6 +37,7 @@ use tracing::{debug, info, warn};
 use crate::credentials::AccessKey;
 use crate::ecs::CancelOutcome;
 use crate::ecs::client::EcsClient;
+use crate::metrics::Metrics;
 use crate::resource::{CopyImageCancellation, CopyImageCancellationStatus};
 use crate::retry::Backoff;
 use decide::{Decision, EventKind, Input, NextAction, Trigger};
@@ -121,6 +122,7 @@ pub struct Context {
     permits: Arc<Semaphore>,
     /// Outcomes not yet recorded, by resource UID.
     unrecorded: Arc<Mutex<HashMap<String, Unrecorded>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Context {
@@ -131,6 +133,7 @@ impl Context {
         secrets: Store<Secret>,
         recorder: Recorder,
         permits: Arc<Semaphore>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             client,
@@ -139,6 +142,7 @@ impl Context {
             recorder,
             permits,
             unrecorded: Arc::default(),
+            metrics,
         }
     }
 
@@ -197,6 +201,7 @@ enum Written {
 /// that version (optimistic concurrency). The UID is sent too, so a resource
 /// deleted and re-created under the same name is never written to.
 async fn apply_status(
+    metrics: &Metrics,
     api: &Api<CopyImageCancellation>,
     obj: &CopyImageCancellation,
     status: &CopyImageCancellationStatus,
@@ -219,7 +224,7 @@ async fn apply_status(
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let patch = Patch::Apply(&patch);
     let write = api.patch_status(&name, &params, &patch);
-    match tokio::time::timeout(STATUS_WRITE_TIMEOUT, write).await {
+    let written = match tokio::time::timeout(STATUS_WRITE_TIMEOUT, write).await {
         Err(_) => Err(Error::StatusWriteTimeout {
             resource: describe(obj),
             timeout: STATUS_WRITE_TIMEOUT,
@@ -237,7 +242,14 @@ async fn apply_status(
             resource: describe(obj),
             source,
         }),
-    }
+    };
+    metrics.status_write(match &written {
+        Ok(Written::Applied(_)) => "applied",
+        Ok(Written::Conflict) => "conflict",
+        Ok(Written::Gone) => "gone",
+        Err(_) => "error",
+    });
+    written
 }
 
 /// Maps what `decide` asked for onto a requeue.
@@ -312,7 +324,9 @@ pub async fn reconcile(
             return Ok(requeue(action));
         }
         let rv = current.resource_version();
-        let written = match apply_status(&api, &current, &status, rv.as_deref()).await? {
+        let written = match apply_status(&ctx.metrics, &api, &current, &status, rv.as_deref())
+            .await?
+        {
             Written::Applied(written) => *written,
             Written::Conflict => {
                 debug!(resource = %describe(&current), "status moved under us; looking again, nothing sent");
@@ -370,11 +384,14 @@ async fn send_and_record(
 ) -> Result<Action, Error> {
     let attempt = written.status.as_ref().map_or(0, |s| s.attempts);
     info!(resource = %describe(&written), attempt, "sending CancelCopyImage");
+    let started = std::time::Instant::now();
     let outcome = ctx
         .settings
         .ecs
         .cancel_copy_image(key, &written.spec.region_id, &written.spec.image_id)
         .await;
+    ctx.metrics
+        .request(outcome.retry_class(), started.elapsed().as_secs_f64());
     info!(
         resource = %describe(&written),
         attempt,
@@ -423,8 +440,14 @@ async fn record(
         );
         let rv = unrecorded.written.resource_version();
         // Some(stored) once applied, None when there is nothing to record.
-        let result = match apply_status(api, &unrecorded.written, &decision.status, rv.as_deref())
-            .await
+        let result = match apply_status(
+            &ctx.metrics,
+            api,
+            &unrecorded.written,
+            &decision.status,
+            rv.as_deref(),
+        )
+        .await
         {
             Ok(Written::Applied(stored)) => Ok(Some(stored)),
             Ok(Written::Gone) => Ok(None),
@@ -515,7 +538,8 @@ async fn record_unrecorded(
 }
 
 /// Requeues a failed reconcile after a short pause.
-pub fn error_policy(obj: Arc<CopyImageCancellation>, error: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy(obj: Arc<CopyImageCancellation>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed();
     warn!(resource = %describe(&obj), error = %error, "reconcile failed; retrying");
     Action::requeue(ERROR_REQUEUE)
 }

@@ -24,6 +24,7 @@ use super::{
 use crate::admin::{self, Health};
 use crate::credentials::AccessKey;
 use crate::ecs::client::{DEFAULT_ENDPOINT_TEMPLATE, EcsClient, EcsClientConfig};
+use crate::metrics::Metrics;
 use crate::resource::CopyImageCancellation;
 use crate::retry::Backoff;
 
@@ -78,7 +79,7 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Serve /livez and /readyz on this address (e.g. 0.0.0.0:8080).
+    /// Serve /livez, /readyz and /metrics on this address (e.g. 0.0.0.0:8080).
     #[arg(long, value_name = "ADDR")]
     pub admin_addr: Option<SocketAddr>,
     /// Log level or filter directives (`info`, `debug`, `copyimage_canceller=debug,kube=warn`).
@@ -117,6 +118,8 @@ pub struct WatchOptions {
     pub instance: Option<String>,
     /// Where to report cache sync, shutdown and broken loops (`--admin-addr`).
     pub health: Option<Arc<Health>>,
+    /// Where to count reconciles, requests and status writes (`/metrics`).
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// Runs `run` until SIGTERM or Ctrl+C.
@@ -145,16 +148,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     let health = Health::new();
+    let metrics = Arc::new(Metrics::default());
     // The admin server outlives the controllers so probes see the drain.
     let admin_stop = CancellationToken::new();
     let admin = match args.admin_addr {
         Some(addr) => {
             let listener = admin::bind(addr).await?;
-            info!(addr = %listener.local_addr()?, "admin server: /livez, /readyz");
+            info!(addr = %listener.local_addr()?, "admin server: /livez, /readyz, /metrics");
             let stop = admin_stop.clone();
             Some(tokio::spawn(admin::serve(
                 listener,
                 health.clone(),
+                metrics.clone(),
                 async move { stop.cancelled().await },
             )))
         }
@@ -166,6 +171,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_concurrent_reconciles: args.max_concurrent_reconciles,
         instance: std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()),
         health: Some(health),
+        metrics: Some(metrics),
     };
     let settings = Arc::new(Settings {
         ecs,
@@ -236,6 +242,7 @@ pub async fn run_controllers(
             instance: options.instance.clone(),
         },
     );
+    let metrics = options.metrics.clone().unwrap_or_default();
     let health = options.health.clone();
     if let Some(health) = &health {
         // A resource cache and a Secret cache per scope.
@@ -296,6 +303,7 @@ pub async fn run_controllers(
             secret_store,
             recorder.clone(),
             permits.clone(),
+            metrics.clone(),
         ));
         let stop = shutdown.clone();
         let scope_name = scope
