@@ -112,9 +112,10 @@ def one(test, docs, kind):
     return found[0]
 
 
-def assert_hardened_pod(test, deployment, admin_enabled):
+def assert_hardened_pod(test, deployment, admin_enabled, readiness=True):
     """Non-root, read-only root filesystem, no capabilities, RuntimeDefault
-    seccomp, requests and limits, graceful termination, probes iff admin."""
+    seccomp, requests and limits, graceful termination, probes iff admin
+    (readiness only where the operator may watch Secrets)."""
     pod = deployment["spec"]["template"]["spec"]
     psc = pod["securityContext"]
     test.assertIs(psc.get("runAsNonRoot"), True)
@@ -139,8 +140,12 @@ def assert_hardened_pod(test, deployment, admin_enabled):
     for bound in ("requests", "limits"):
         test.assertEqual(set(container["resources"][bound]), {"cpu", "memory"}, bound)
     if admin_enabled:
+        test.assertEqual(container["startupProbe"]["httpGet"], {"path": "/livez", "port": "admin"})
         test.assertEqual(container["livenessProbe"]["httpGet"], {"path": "/livez", "port": "admin"})
-        test.assertEqual(container["readinessProbe"]["httpGet"], {"path": "/readyz", "port": "admin"})
+        if readiness:
+            test.assertEqual(container["readinessProbe"]["httpGet"], {"path": "/readyz", "port": "admin"})
+        else:
+            test.assertNotIn("readinessProbe", container)
         test.assertEqual([p["name"] for p in container["ports"]], ["admin"])
     else:
         for key in ("livenessProbe", "readinessProbe", "startupProbe", "ports"):

@@ -26,9 +26,10 @@ VALUE_SETS = {
     "default": {},
     "watch-namespaces": {"controller": {"watchNamespaces": ["images", "team-b"], "selector": "team=images"}},
     "service-monitor": {
-        "admin": {"enabled": True},
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
     },
+    "no-admin": {"admin": {"enabled": False}, "networkPolicy": {"enabled": True}},
+    "ipv6": {"admin": {"bindAddress": "[::]", "port": 9090}},
     "leader-election": {
         "replicaCount": 2,
         "leaderElection": {"enabled": True},
@@ -49,7 +50,6 @@ VALUE_SETS = {
         "networkPolicy": {"enabled": True, "allowInstanceMetadata": True},
     },
     "network-policy": {
-        "admin": {"enabled": True},
         "networkPolicy": {"enabled": True, "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
         "controller": {"ecsEndpoint": "https://ecs-vpc.{regionId}.aliyuncs.com", "logFormat": "text", "logLevel": "debug"},
     },
@@ -118,7 +118,8 @@ class ChartTest(unittest.TestCase):
             with self.subTest(values=name):
                 docs = self.render(name)
                 deployment = one(self, docs, "Deployment")
-                common.assert_hardened_pod(self, deployment, admin_enabled=get(values, "admin.enabled", False))
+                common.assert_hardened_pod(self, deployment, admin_enabled=get(values, "admin.enabled", True),
+                                           readiness=get(values, "credentials.perResourceSecrets", True))
                 pod = deployment["spec"]["template"]["spec"]
                 self.assertEqual(pod["serviceAccountName"], FULLNAME)
                 self.assertEqual(deployment["spec"]["replicas"], get(values, "replicaCount", 1))
@@ -198,8 +199,16 @@ class ChartTest(unittest.TestCase):
             "--max-concurrent-reconciles=16",
             "--log-format=json",
             "--log-level=info",
+            "--admin-addr=0.0.0.0:8080",
         ])
         self.assertEqual([e["name"] for e in container["env"]], ["POD_NAME", "POD_NAMESPACE"])
+        deployment = one(self, self.render("ipv6"), "Deployment")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        self.assertIn("--admin-addr=[::]:9090", container["args"])
+        self.assertEqual(container["ports"], [{"name": "admin", "containerPort": 9090, "protocol": "TCP"}])
+        deployment = one(self, self.render("no-admin"), "Deployment")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        self.assertNotIn("--admin-addr=0.0.0.0:8080", container["args"])
 
         deployment = one(self, self.render("everything"), "Deployment")
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
@@ -276,8 +285,12 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(monitor["spec"]["namespaceSelector"], {"matchNames": [NAMESPACE]})
         self.assertEqual(monitor["spec"]["endpoints"], [{"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}])
         self.assertEqual(monitor["metadata"]["labels"]["release"], "prometheus")
-        # Without the admin server there is nothing to scrape.
-        self.assertEqual(by_kind(self.render("default"), "Service"), [])
+        # The metrics Service comes with the admin server, and without it there is nothing to scrape.
+        self.assertEqual(len(by_kind(self.render("default"), "Service")), 1)
+        self.assertEqual(by_kind(self.render("no-admin"), "Service"), [])
+        code, _, err = template({"admin": {"enabled": False}, "metrics": {"service": {"enabled": True}, "serviceMonitor": {"enabled": True}}}, expect_ok=False)
+        self.assertNotEqual(code, 0)
+        self.assertIn("metrics.serviceMonitor.enabled needs admin.enabled=true", err)
 
     def test_pdb_and_network_policy(self):
         pdb = one(self, self.render("leader-election"), "PodDisruptionBudget")
@@ -293,6 +306,8 @@ class ChartTest(unittest.TestCase):
         for name in ("default", "watch-namespaces", "credentials-secret"):
             docs = self.render(name)
             self.assertEqual(by_kind(docs, "NetworkPolicy") + by_kind(docs, "PodDisruptionBudget"), [])
+        # No admin server: no ingress at all.
+        self.assertEqual(one(self, self.render("no-admin"), "NetworkPolicy")["spec"]["ingress"], [])
 
     def test_values_schema_rejects_typos_and_wrong_types(self):
         cases = [
@@ -316,8 +331,10 @@ class ChartTest(unittest.TestCase):
               "--set", "credentials.operatorSecret.name=keys"], "choose one"),
             (["--set", "rrsa.enabled=true", "--set", "rrsa.roleArn=acs:ram::1:role/r", "--set", "rrsa.oidcProviderArn=acs:ram::1:oidc-provider/p",
               "--set", "rrsa.vpcEndpoint=true"], "rrsa.vpcEndpoint needs rrsa.stsRegion"),
+            (["--set", "admin.bindAddress=localhost"], "/admin/bindAddress"),
             (["--set", "replicaCount=2"], "replicaCount > 1 needs leaderElection.enabled=true"),
-            (["--set", "metrics.serviceMonitor.enabled=true"], "metrics.serviceMonitor.enabled needs admin.enabled=true"),
+            (["--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.service.enabled=false"],
+             "metrics.serviceMonitor.enabled needs admin.enabled=true and metrics.service.enabled=true"),
         ]
         for argv, message in cases:
             with self.subTest(argv=argv):

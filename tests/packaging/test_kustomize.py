@@ -48,9 +48,10 @@ class KustomizeTest(unittest.TestCase):
             ("ClusterRole", "copyimage-canceller-view"),
             ("ClusterRole", "copyimage-canceller-edit"),
             ("Deployment", "copyimage-canceller"),
+            ("Service", "copyimage-canceller-metrics"),
         ]))
         for doc in self.docs:
-            if doc["kind"] in ("ServiceAccount", "Deployment"):
+            if doc["kind"] in ("ServiceAccount", "Deployment", "Service"):
                 self.assertEqual(doc["metadata"]["namespace"], NAMESPACE, doc["kind"])
 
     def test_every_document_is_valid_kubernetes(self):
@@ -58,11 +59,18 @@ class KustomizeTest(unittest.TestCase):
 
     def test_deployment_is_hardened_and_runs_the_crate_version(self):
         deployment = one(self, self.docs, "Deployment")
-        container = common.assert_hardened_pod(self, deployment, admin_enabled=False)
+        container = common.assert_hardened_pod(self, deployment, admin_enabled=True)
         self.assertEqual(container["image"], "copyimage-canceller:" + common.crate_version())
         self.assertEqual(deployment["spec"]["template"]["spec"]["serviceAccountName"], "copyimage-canceller")
         self.assertEqual(deployment["spec"]["strategy"]["type"], "Recreate")
         self.assertEqual(deployment["spec"]["replicas"], 1)
+
+    def test_metrics_service_selects_the_operator(self):
+        service = one(self, self.docs, "Service")
+        pod_labels = one(self, self.docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+        for key, value in service["spec"]["selector"].items():
+            self.assertEqual(pod_labels.get(key), value)
+        self.assertEqual(service["spec"]["ports"], [{"name": "metrics", "port": 8080, "targetPort": "admin", "protocol": "TCP"}])
 
     def test_rbac_is_exactly_least_privilege(self):
         self.assertEqual(rbac_objects(self.docs), {
