@@ -658,8 +658,17 @@ async fn deleting_a_resource_mid_retry_stops_it_cleanly() {
 /// debug level, across success, errors, retries and Secret-based keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_reach_the_log_status_or_events() {
+    secrets_never_leak(Env::sandbox().await).await;
+}
+
+/// The same with `--log-format json` (fields are rendered differently).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_json_log() {
+    secrets_never_leak(Env::sandbox_with_args(&["--log-format", "json"]).await).await;
+}
+
+async fn secrets_never_leak(env: Env) {
     use base64::Engine as _;
-    let env = Env::sandbox().await;
     let team_secret = "e2eTeamSecretMustNotLeak";
     let team_token = "ZTJlVGVhbVRva2VuTXVzdE5vdExlYWs=";
     let team = AccessKey::new("LTAI5tE2eLeakTeam", team_secret, Some(team_token.into()));
@@ -829,4 +838,52 @@ async fn kubectl(env: &Env, args: &[&str]) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
+}
+
+/// Throttling is retried without counting, but only until
+/// activeDeadlineSeconds: then Failed, reason DeadlineExceeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_throttling_ends_at_the_active_deadline() {
+    let env = Env::sandbox().await;
+    env.copying("m-e2edeadline");
+    env.fault(
+        "m-e2edeadline",
+        FaultKind::Throttling { retry_after: None },
+        FaultCount::Always,
+    );
+    let mut r = cic("deadline", "m-e2edeadline");
+    r.spec.backoff_limit = 0;
+    r.spec.active_deadline_seconds = Some(3);
+    env.create(&r).await;
+
+    let done = env.wait_finished("deadline").await;
+    let status = done.status.clone().unwrap();
+    assert_eq!(phase(&done).as_deref(), Some("Failed"), "{}", yaml(&done));
+    assert_eq!(
+        cond(&done, "Stalled"),
+        Some(("True".into(), "DeadlineExceeded".into()))
+    );
+    assert!(
+        status.attempts >= 2,
+        "throttled retries went on: {}",
+        yaml(&done)
+    );
+    assert_eq!(status.failed_attempts, 0, "throttling is never counted");
+    assert_eq!(status.error_code.as_deref(), Some("Throttling.User"));
+    let sent = env.ecs_requests("m-e2edeadline").len();
+    assert_eq!(i32::try_from(sent).unwrap(), status.attempts);
+    let started = status.start_time.unwrap().0;
+    let completed = status.completion_time.unwrap().0;
+    assert!(
+        completed.duration_since(started) >= jiff::SignedDuration::from_secs(3),
+        "not before the deadline: {started} .. {completed}"
+    );
+    assert_final_conditions(&done);
+    env.wait_event("deadline", "CancelFailed").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        env.ecs_requests("m-e2edeadline").len(),
+        sent,
+        "never sent again"
+    );
 }
