@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod signature;
+pub mod signature_v3;
 
 use std::time::Duration;
 
