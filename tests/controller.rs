@@ -73,8 +73,7 @@ impl Harness {
             selector: None,
             max_concurrent_reconciles: 4,
             instance: Some("smoke-test".into()),
-            health: None,
-            metrics: None,
+            ..WatchOptions::default()
         };
         let run = tokio::spawn(run_controllers(
             client.clone(),
@@ -571,7 +570,7 @@ async fn only_the_watched_namespace_is_handled() {
         max_concurrent_reconciles: 2,
         instance: None,
         health: Some(health.clone()),
-        metrics: None,
+        ..WatchOptions::default()
     };
     let run = tokio::spawn(run_controllers(
         client.clone(),
@@ -634,7 +633,12 @@ async fn only_the_watched_namespace_is_handled() {
         "ignored-ns"
     );
     // Both caches of the one watched namespace have synced.
-    assert_eq!(health.readiness(), Ok(()));
+    within(async {
+        while health.readiness().is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
     shutdown.cancel();
     within(run).await.unwrap().unwrap();
     assert_eq!(health.readiness(), Err("shutting down".into()));
@@ -851,4 +855,79 @@ async fn the_run_subcommand_serves_probes_cancels_and_stops_on_sigterm() {
     assert!(log.contains("SIGTERM"), "{log}");
     assert!(!log.contains(KEY_SECRET), "the secret reached the log");
     assert!(log.contains("\"level\":\"INFO\""), "JSON log lines: {log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_secret_access_resources_naming_a_secret_wait_and_say_why() {
+    let api = KubeApi::start(vec![CopyImageCancellation::crd()])
+        .await
+        .unwrap();
+    let sim =
+        EcsSimulator::start(SimulatorConfig::new([key()]).with_image(IMAGE, ImageState::Copying))
+            .await
+            .unwrap();
+    let client = api.client().unwrap();
+    let settings = Arc::new(Settings {
+        ecs: EcsClient::new(EcsClientConfig {
+            endpoint: sim.endpoint(),
+            ..EcsClientConfig::default()
+        })
+        .unwrap(),
+        backoff: fast(),
+        operator_key: Ok(key()),
+    });
+    let health = Health::new();
+    let shutdown = CancellationToken::new();
+    let options = WatchOptions {
+        max_concurrent_reconciles: 2,
+        health: Some(health.clone()),
+        without_secrets: true,
+        ..WatchOptions::default()
+    };
+    let run = tokio::spawn(run_controllers(
+        client.clone(),
+        settings,
+        options,
+        shutdown.clone(),
+    ));
+    let h = Harness {
+        api,
+        sim,
+        client,
+        shutdown,
+        run: Some(run),
+    };
+    h.create_secret().await;
+    h.create("names-a-secret", 6).await;
+    let s = h
+        .wait_for("names-a-secret", "AwaitingCredentials", |s| {
+            s.conditions
+                .iter()
+                .any(|c| c.reason == "AwaitingCredentials")
+        })
+        .await;
+    let message = &condition(&s, "Reconciling").message;
+    assert!(
+        message.contains("--per-resource-secrets=false"),
+        "{message}"
+    );
+    assert!(message.contains("images/alibaba-credentials"), "{message}");
+    assert_eq!(h.sent(), 0);
+    // Only the resource cache has to sync (readiness is polled, so give it a moment).
+    within(async {
+        while health.readiness().is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    for verb in [Verb::List, Verb::Watch, Verb::Get] {
+        let reads = h
+            .api
+            .requests()
+            .into_iter()
+            .filter(|r| r.verb == verb && r.resource == "secrets" && r.field_manager.is_none())
+            .count();
+        assert_eq!(reads, 0, "{verb:?} on Secrets");
+    }
+    h.stop().await;
 }

@@ -115,8 +115,9 @@ struct Unrecorded {
 pub struct Context {
     client: kube::Client,
     settings: Arc<Settings>,
-    /// Secrets of the scope, kept by a reflector (no per-reconcile GET).
-    secrets: Store<Secret>,
+    /// Secrets of the scope, kept by a reflector (no per-reconcile GET);
+    /// `None` when the operator may not read Secrets.
+    secrets: Option<Store<Secret>>,
     recorder: Recorder,
     /// Bounds concurrent reconciles across scopes (`--max-concurrent-reconciles`).
     permits: Arc<Semaphore>,
@@ -130,7 +131,7 @@ impl Context {
     pub fn new(
         client: kube::Client,
         settings: Arc<Settings>,
-        secrets: Store<Secret>,
+        secrets: Option<Store<Secret>>,
         recorder: Recorder,
         permits: Arc<Semaphore>,
         metrics: Arc<Metrics>,
@@ -152,14 +153,22 @@ impl Context {
         namespace: &str,
     ) -> Result<AccessKey, String> {
         match &obj.spec.credentials_secret_ref {
-            Some(secret_ref) => {
-                let key = ObjectRef::<Secret>::new(&secret_ref.name).within(namespace);
-                secrets::access_key_from_secret(
-                    self.secrets.get(&key).as_deref(),
-                    namespace,
-                    &secret_ref.name,
-                )
-            }
+            Some(secret_ref) => match &self.secrets {
+                Some(secrets) => {
+                    let key = ObjectRef::<Secret>::new(&secret_ref.name).within(namespace);
+                    secrets::access_key_from_secret(
+                        secrets.get(&key).as_deref(),
+                        namespace,
+                        &secret_ref.name,
+                    )
+                }
+                None => Err(format!(
+                    "this operator runs with --per-resource-secrets=false and does not read Secret \
+                     {namespace}/{}; remove credentialsSecretRef to use the operator's own credentials, \
+                     or have the operator allowed to read Secrets",
+                    secret_ref.name
+                )),
+            },
             None => self.settings.operator_key.clone(),
         }
     }
@@ -289,12 +298,11 @@ pub async fn reconcile(
     // Pending is written first, then the write-ahead straight from what the
     // API server returned: at most these two writes before a send.
     for _ in 0..3 {
-        if current.spec.credentials_secret_ref.is_some() {
-            match tokio::time::timeout(SECRETS_READY_TIMEOUT, ctx.secrets.wait_until_ready()).await
-            {
-                Ok(Ok(())) => {}
-                _ => return Err(Error::SecretsNotReady(SECRETS_READY_TIMEOUT)),
-            }
+        if current.spec.credentials_secret_ref.is_some()
+            && let Some(secrets) = &ctx.secrets
+            && !cache_ready(secrets, Some(SECRETS_READY_TIMEOUT)).await
+        {
+            return Err(Error::SecretsNotReady(SECRETS_READY_TIMEOUT));
         }
         let credentials = ctx.credentials(&current, &namespace);
         let trigger = match &credentials {

@@ -79,6 +79,11 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Read the Secrets that resources name in spec.credentialsSecretRef (needs list/watch on
+    /// Secrets). With false, no Secret is watched or read, and such resources wait
+    /// (AwaitingCredentials) saying why.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub per_resource_secrets: bool,
     /// Serve /livez, /readyz and /metrics on this address (e.g. 0.0.0.0:8080).
     #[arg(long, value_name = "ADDR")]
     pub admin_addr: Option<SocketAddr>,
@@ -120,6 +125,9 @@ pub struct WatchOptions {
     pub health: Option<Arc<Health>>,
     /// Where to count reconciles, requests and status writes (`/metrics`).
     pub metrics: Option<Arc<Metrics>>,
+    /// Do not watch or read Secrets (`--per-resource-secrets=false`):
+    /// resources naming a Secret wait, saying why.
+    pub without_secrets: bool,
 }
 
 /// Runs `run` until SIGTERM or Ctrl+C.
@@ -172,6 +180,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         instance: std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()),
         health: Some(health),
         metrics: Some(metrics),
+        without_secrets: !args.per_resource_secrets,
     };
     let settings = Arc::new(Settings {
         ecs,
@@ -245,8 +254,9 @@ pub async fn run_controllers(
     let metrics = options.metrics.clone().unwrap_or_default();
     let health = options.health.clone();
     if let Some(health) = &health {
-        // A resource cache and a Secret cache per scope.
-        health.expect_caches(2 * scopes.len());
+        // A resource cache and (unless told not to read Secrets) a Secret cache per scope.
+        let per_scope = if options.without_secrets { 1 } else { 2 };
+        health.expect_caches(per_scope * scopes.len());
         let (health, stop) = (health.clone(), shutdown.clone());
         tokio::spawn(async move {
             stop.cancelled().await;
@@ -265,38 +275,49 @@ pub async fn run_controllers(
             ),
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
-        // The Secret cache that credentials are read from, fed by its own
-        // task so it fills even while every reconcile slot is busy. Each
-        // Secret change is passed on only once the cache holds it, so the
-        // reconcile it wakes reads the new keys.
-        let (secret_store, writer) = reflector::store::<Secret>();
-        let (changed_tx, changed_rx) =
-            futures::channel::mpsc::unbounded::<Result<Secret, watcher::Error>>();
-        let feed = watcher(secrets, watcher::Config::default())
-            .default_backoff()
-            .reflect(writer)
-            .touched_objects()
-            .for_each(move |event| {
-                match event {
-                    // NB: fails only once the controller has stopped.
-                    Ok(secret) => drop(changed_tx.unbounded_send(Ok(secret))),
-                    Err(err) => warn!(error = %err, "watching Secrets failed; retrying"),
-                }
-                std::future::ready(())
-            });
-        feeds.push(tokio::spawn(feed));
-
         let mut config = watcher::Config::default();
         if let Some(selector) = &options.selector {
             config = config.labels(selector);
         }
-        let controller = Controller::new(cics, config)
+        let mut controller = Controller::new(cics, config)
             .with_config(controller::Config::default().concurrency(concurrency));
         let resources = controller.store();
         if let Some(health) = &health {
             report_synced(health.clone(), resources.clone());
-            report_synced(health.clone(), secret_store.clone());
         }
+        let secret_store = if options.without_secrets {
+            None
+        } else {
+            // The Secret cache that credentials are read from, fed by its own
+            // task so it fills even while every reconcile slot is busy. Each
+            // Secret change is passed on only once the cache holds it, so the
+            // reconcile it wakes reads the new keys.
+            let (secret_store, writer) = reflector::store::<Secret>();
+            let (changed_tx, changed_rx) =
+                futures::channel::mpsc::unbounded::<Result<Secret, watcher::Error>>();
+            let feed = watcher(secrets, watcher::Config::default())
+                .default_backoff()
+                .reflect(writer)
+                .touched_objects()
+                .for_each(move |event| {
+                    match event {
+                        // NB: fails only once the controller has stopped.
+                        Ok(secret) => drop(changed_tx.unbounded_send(Ok(secret))),
+                        Err(err) => warn!(error = %err, "watching Secrets failed; retrying"),
+                    }
+                    std::future::ready(())
+                });
+            feeds.push(tokio::spawn(feed));
+            if let Some(health) = &health {
+                report_synced(health.clone(), secret_store.clone());
+            }
+            // A created or rotated Secret wakes the resources waiting on it.
+            let resources = resources.clone();
+            controller = controller.watches_stream(changed_rx, move |secret: Secret| {
+                resources_using_secret(&secret, &resources.state())
+            });
+            Some(secret_store)
+        };
         let ctx = Arc::new(Context::new(
             client.clone(),
             settings.clone(),
@@ -312,10 +333,6 @@ pub async fn run_controllers(
         info!(scope = %scope_name, "watching CopyImageCancellations");
         let (health, stopping) = (health.clone(), shutdown.clone());
         let run = controller
-            // A created or rotated Secret wakes the resources waiting on it.
-            .watches_stream(changed_rx, move |secret: Secret| {
-                resources_using_secret(&secret, &resources.state())
-            })
             .graceful_shutdown_on(async move { stop.cancelled().await })
             .run(reconcile, error_policy, ctx)
             .for_each(|result| async move {
@@ -337,6 +354,9 @@ pub async fn run_controllers(
         controllers.push(run);
     }
     futures::future::join_all(controllers).await;
+    if let Some(health) = &health {
+        health.stopping();
+    }
     for feed in feeds {
         feed.abort();
     }
