@@ -25,7 +25,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::conditions::{self, reasons, status as cstatus, types};
-use crate::ecs::{CancelOutcome, RetryClass};
+use crate::ecs::{CODES_AFTER_A_POSSIBLE_SUCCESS, CancelOutcome, RetryClass};
 use crate::resource::{
     ATTEMPT_HISTORY_LIMIT, AttemptRecord, CopyImageCancellationSpec, CopyImageCancellationStatus,
     Phase,
@@ -39,11 +39,6 @@ pub const OUTCOME_TRANSPORT_ERROR: &str = "TransportError";
 /// `attemptHistory` outcome of an attempt recorded before sending whose
 /// outcome was never recorded.
 pub const OUTCOME_UNKNOWN: &str = "Unknown";
-
-/// Codes that, after an attempt whose outcome is unknown, mean that attempt
-/// may itself have cancelled the copy (the image is gone or no longer copying).
-const CODES_AFTER_A_POSSIBLE_SUCCESS: [&str; 2] =
-    ["InvalidImageId.NotFound", "IncorrectImageStatus"];
 
 /// Longest message written into status and conditions, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 1024;
