@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use crate::credentials::AccessKey;
 use crate::ecs::client::{
     DEFAULT_ENDPOINT_TEMPLATE, DEFAULT_MAX_BODY_BYTES, EcsClient, EcsClientConfig,
-    is_valid_region_id,
+    SignatureVersion, is_valid_region_id,
 };
 use crate::ecs::{CancelOutcome, RetryClass};
 use crate::retry::{Backoff, NextStep, RetryPolicy, RetryState};
@@ -73,6 +73,9 @@ pub struct CancelArgs {
     /// Accept an http:// endpoint on a non-loopback host (requests then cross the network unencrypted).
     #[arg(long)]
     pub allow_insecure_endpoint: bool,
+    /// How requests are signed: v1 (HMAC-SHA1 RPC signature) or v3 (ACS3-HMAC-SHA256, signed headers).
+    #[arg(long, value_enum, default_value_t = SignatureVersion::V1)]
+    pub signature_version: SignatureVersion,
     /// First backoff ceiling; each retry doubles it.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub retry_base_delay: Duration,
@@ -140,6 +143,7 @@ pub async fn run_with_key(
         connect_timeout: args.connect_timeout,
         request_timeout: args.timeout,
         max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        signature_version: args.signature_version,
     };
     let client = match EcsClient::new(config) {
         Ok(client) => client,

@@ -23,7 +23,7 @@ use super::{
 };
 use crate::admin::{self, Health};
 use crate::credentials::AccessKey;
-use crate::ecs::client::{DEFAULT_ENDPOINT_TEMPLATE, EcsClient, EcsClientConfig};
+use crate::ecs::client::{DEFAULT_ENDPOINT_TEMPLATE, EcsClient, EcsClientConfig, SignatureVersion};
 use crate::metrics::Metrics;
 use crate::resource::CopyImageCancellation;
 use crate::retry::Backoff;
@@ -61,6 +61,9 @@ pub struct RunArgs {
     /// Accept an http:// endpoint on a non-loopback host (requests then cross the network unencrypted).
     #[arg(long)]
     pub allow_insecure_endpoint: bool,
+    /// How requests are signed: v1 (HMAC-SHA1 RPC signature) or v3 (ACS3-HMAC-SHA256, signed headers).
+    #[arg(long, value_name = "VERSION", value_enum, default_value_t = SignatureVersion::V1)]
+    pub signature_version: SignatureVersion,
     /// First backoff ceiling; each retry doubles it (full jitter below it).
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
     pub retry_base_delay: Duration,
@@ -137,6 +140,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let ecs = EcsClient::new(EcsClientConfig {
         endpoint: args.ecs_endpoint.clone(),
         allow_insecure_endpoint: args.allow_insecure_endpoint,
+        signature_version: args.signature_version,
         ..EcsClientConfig::default()
     })
     .context("--ecs-endpoint")?;

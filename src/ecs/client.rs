@@ -12,6 +12,7 @@ use reqwest::Url;
 use serde_json::Value;
 
 use super::signature::{Method, percent_encode, sign_cancel_copy_image};
+use super::signature_v3::sign_cancel_copy_image_v3;
 use super::{CancelOutcome, ServiceError, TransportError};
 use crate::credentials::AccessKey;
 
@@ -47,6 +48,21 @@ pub struct EcsClientConfig {
     pub request_timeout: Duration,
     /// The most response body read.
     pub max_body_bytes: usize,
+    /// How requests are signed.
+    pub signature_version: SignatureVersion,
+}
+
+/// How CancelCopyImage requests are signed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SignatureVersion {
+    /// RPC signature `HMAC-SHA1` / `SignatureVersion=1.0`: every parameter,
+    /// signature included, in a form body.
+    #[default]
+    V1,
+    /// `ACS3-HMAC-SHA256`: action, version, date, nonce and token in signed
+    /// `x-acs-*` headers, `Authorization` header, `RegionId` and `ImageId`
+    /// in a form body.
+    V3,
 }
 
 impl Default for EcsClientConfig {
@@ -57,6 +73,7 @@ impl Default for EcsClientConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            signature_version: SignatureVersion::V1,
         }
     }
 }
@@ -210,6 +227,16 @@ impl Endpoint {
     }
 }
 
+/// The `Host` header a request to `url` carries (and V3 signs): the host,
+/// plus `:port` when the URL names a port other than the scheme's default.
+fn host_header(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    }
+}
+
 /// 127.0.0.0/8, ::1 (also as an IPv4-mapped address) and `localhost`.
 fn is_loopback_host(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
@@ -299,20 +326,52 @@ impl EcsClient {
             Ok(url) => url,
             Err(err) => return refused_locally(&err),
         };
-        let signed =
-            sign_cancel_copy_image(Method::Post, key, region_id, image_id, nonce, timestamp);
-        let mut sensitive: Vec<&str> = signed.sensitive_values().collect();
-        sensitive.push(key.secret());
+        let (request, mut sensitive) = match self.config.signature_version {
+            SignatureVersion::V1 => {
+                let signed = sign_cancel_copy_image(
+                    Method::Post,
+                    key,
+                    region_id,
+                    image_id,
+                    nonce,
+                    timestamp,
+                );
+                let sensitive: Vec<String> = signed.sensitive_values().map(str::to_owned).collect();
+                let request = self
+                    .http
+                    .post(url.clone())
+                    .header(
+                        http::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(signed.form_body());
+                (request, sensitive)
+            }
+            SignatureVersion::V3 => {
+                let signed = sign_cancel_copy_image_v3(
+                    key,
+                    &host_header(&url),
+                    region_id,
+                    image_id,
+                    nonce,
+                    timestamp,
+                );
+                let sensitive: Vec<String> = signed.sensitive_values().map(str::to_owned).collect();
+                // NB: the path is always `/`, which is what was signed.
+                let mut v3_url = url.clone();
+                v3_url.set_path("/");
+                let mut request = self.http.post(v3_url);
+                for (name, value) in signed.headers() {
+                    request = request.header(name, value);
+                }
+                (request.body(signed.body().to_owned()), sensitive)
+            }
+        };
+        sensitive.push(key.secret().to_owned());
+        let sensitive: Vec<&str> = sensitive.iter().map(String::as_str).collect();
 
-        let sent = self
-            .http
-            .post(url.clone())
-            .header(
-                http::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
+        let sent = request
             .header(http::header::ACCEPT, "application/json")
-            .body(signed.form_body())
             .send()
             .await;
         let mut response = match sent {

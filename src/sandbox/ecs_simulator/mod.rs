@@ -25,6 +25,7 @@ pub mod render;
 mod server;
 pub mod state;
 pub mod verify;
+pub mod verify_v3;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;

@@ -26,6 +26,7 @@ use super::Shared;
 use super::render::{self, Rendered};
 use super::state::{Answer, ConnectionFate, RequestRecord};
 use super::verify::{self, ApiError, ResponseFormat};
+use super::verify_v3;
 
 /// Largest request body read; the API takes two short parameters.
 const MAX_REQUEST_BODY: usize = 64 * 1024;
@@ -162,7 +163,14 @@ fn log_request(shared: &Shared, record: RequestRecord) {
     shared.state().log(record);
 }
 
-async fn read_params(req: Request<Incoming>) -> Result<BTreeMap<String, String>, ApiError> {
+/// A request's parameters, and for a V3 request everything its signature
+/// check needs.
+struct Received {
+    params: BTreeMap<String, String>,
+    v3: Option<(http::request::Parts, Bytes)>,
+}
+
+async fn read_params(req: Request<Incoming>) -> Result<Received, ApiError> {
     let is_form = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -172,7 +180,8 @@ async fn read_params(req: Request<Incoming>) -> Result<BTreeMap<String, String>,
                 .starts_with("application/x-www-form-urlencoded")
         });
     let query = req.uri().query().unwrap_or("").to_owned();
-    let body = Limited::new(req.into_body(), MAX_REQUEST_BODY)
+    let (parts, body) = req.into_parts();
+    let body = Limited::new(body, MAX_REQUEST_BODY)
         .collect()
         .await
         .map_err(|_| {
@@ -183,7 +192,25 @@ async fn read_params(req: Request<Incoming>) -> Result<BTreeMap<String, String>,
             )
         })?
         .to_bytes();
-    verify::merge_params(&query, is_form.then_some(&body[..]))
+    if verify_v3::is_v3(&parts.headers) {
+        let params = verify_v3::params_of(&raw_request(&parts, &body))?;
+        return Ok(Received {
+            params,
+            v3: Some((parts, body)),
+        });
+    }
+    let params = verify::merge_params(&query, is_form.then_some(&body[..]))?;
+    Ok(Received { params, v3: None })
+}
+
+fn raw_request<'a>(parts: &'a http::request::Parts, body: &'a [u8]) -> verify_v3::RawRequest<'a> {
+    verify_v3::RawRequest {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &parts.headers,
+        body,
+    }
 }
 
 /// Waits `delay`, or fails if the simulator shuts down first.
@@ -206,8 +233,8 @@ async fn api(
     wait(shared, shared.latency).await?;
     let now = shared.clock.now();
     let request_id = render::new_request_id();
-    let params = match params {
-        Ok(params) => params,
+    let received = match params {
+        Ok(received) => received,
         Err(error) => {
             let record = RequestRecord {
                 time: now,
@@ -232,7 +259,18 @@ async fn api(
             ));
         }
     };
-    let mut decision = shared.state().decide(&method, &params, now);
+    let params = &received.params;
+    let mut decision = match &received.v3 {
+        None => shared.state().decide(&method, params, now),
+        Some((parts, body)) => {
+            let raw = raw_request(parts, body);
+            shared
+                .state()
+                .decide_checked(&method, params, now, |checks| {
+                    verify_v3::check(&raw, params, checks, now)
+                })
+        }
+    };
     decision.record.delay_ms = decision
         .record
         .delay_ms

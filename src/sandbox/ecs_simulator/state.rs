@@ -191,6 +191,21 @@ impl SimulatorState {
         params: &BTreeMap<String, String>,
         now: Timestamp,
     ) -> Decision {
+        self.decide_checked(method, params, now, |checks| {
+            verify::check(method, params, checks, now)
+        })
+    }
+
+    /// Like [`State::decide`], with the authentication checks given (V3
+    /// requests are checked on their headers, see
+    /// [`super::verify_v3::check`]); `params` fill the request log.
+    pub fn decide_checked(
+        &mut self,
+        method: &str,
+        params: &BTreeMap<String, String>,
+        now: Timestamp,
+        check: impl FnOnce(Checks<'_>) -> Result<verify::Authenticated, ApiError>,
+    ) -> Decision {
         let format = ResponseFormat::of(params);
         let param = |name: &str| params.get(name).cloned();
         let mut record = RequestRecord {
@@ -214,7 +229,7 @@ impl SimulatorState {
             regions: &self.regions,
             max_skew: self.max_skew,
         };
-        let (answer, delay) = match verify::check(method, params, checks, now) {
+        let (answer, delay) = match check(checks) {
             Err(error) => {
                 record.signature_valid = signature_verdict(&error);
                 (

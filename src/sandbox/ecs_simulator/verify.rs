@@ -355,7 +355,7 @@ pub fn check(
 /// STS rules: a key issued with a token must be used with exactly that token,
 /// and a permanent key with none. A missing token is a client error (400), a
 /// wrong one an authentication failure (403).
-fn check_security_token(key: &AccessKey, sent: Option<&str>) -> Result<(), ApiError> {
+pub(super) fn check_security_token(key: &AccessKey, sent: Option<&str>) -> Result<(), ApiError> {
     let mismatch = || {
         ApiError::new(
             403,
