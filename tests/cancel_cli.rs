@@ -352,3 +352,64 @@ async fn missing_credentials_exit_4_and_name_the_variable() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn signature_version_v3_cancels_through_the_simulator() {
+    let sim = simulator().await;
+    add_faults(&sim, &[&format!("{IMAGE}=internal-error*1")]);
+    let run = cancel(
+        &sim.endpoint(),
+        SECRET,
+        &["--signature-version", "v3", "--backoff-limit", "1"],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let log = sim.requests();
+    assert_eq!(log.len(), 2);
+    assert!(log.iter().all(|r| r.signature_valid == Some(true)));
+    assert_eq!(nonces(&log).len(), 2, "a fresh nonce per V3 attempt");
+    let request_id = log[1].request_id.clone().unwrap();
+    assert_eq!(run.stdout, format!("{{\"RequestId\":\"{request_id}\"}}\n"));
+    assert_eq!(sim.image(IMAGE), None);
+}
+
+#[tokio::test]
+async fn signature_version_v3_wrong_secret_is_terminal_and_redacted() {
+    let sim = simulator().await;
+    let run = cancel(
+        &sim.endpoint(),
+        "not-the-right-secret",
+        &["--signature-version", "v3"],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(sim.requests().len(), 1);
+    assert_eq!(sim.requests()[0].signature_valid, Some(false));
+    assert!(
+        run.stderr.contains("SignatureDoesNotMatch (HTTP 400)")
+            && run.stderr.contains("(server string to sign redacted)"),
+        "{}",
+        run.stderr
+    );
+    for echo in [
+        "StringToSign is",
+        "CanonicalRequest",
+        "x-acs-",
+        "ACS3-HMAC-SHA256",
+    ] {
+        assert!(!run.stderr.contains(echo), "{echo}: {}", run.stderr);
+    }
+}
+
+#[tokio::test]
+async fn signature_version_names_the_choices_when_wrong() {
+    let sim = simulator().await;
+    let run = cancel(&sim.endpoint(), SECRET, &["--signature-version", "v2"]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("--signature-version") && run.stderr.contains("v1, v3"),
+        "{}",
+        run.stderr
+    );
+    assert!(sim.requests().is_empty());
+}
