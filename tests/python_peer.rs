@@ -1,6 +1,7 @@
 //! Alibaba Cloud's official Python SDKs as real clients of the ECS simulator:
 //! the generated ECS client (tea-openapi, `signature_algorithm='v2'`, POST with
-//! everything in the query string) and the classic `aliyunsdkcore`
+//! everything in the query string; and with its default V3 signature,
+//! ACS3-HMAC-SHA256) and the classic `aliyunsdkcore`
 //! (`AcsClient` + `CommonRequest`, GET and POST with a form body), each with a
 //! permanent key and an STS key. If the simulator's independent signature
 //! check disagreed with the SDKs by one byte, these tests would fail.
@@ -56,6 +57,9 @@ fn python() -> PathBuf {
 enum Peer {
     /// alibabacloud-ecs20140526 `Client`, RPC V1 signature.
     TeaEcsClient,
+    /// alibabacloud-ecs20140526 `Client` with its default V3 signature
+    /// (ACS3-HMAC-SHA256).
+    TeaEcsClientV3,
     /// aliyunsdkcore `AcsClient` + `CommonRequest`, this HTTP method.
     CoreAcsClient(&'static str),
 }
@@ -88,6 +92,9 @@ async fn run_peer(
     match peer {
         Peer::TeaEcsClient => {
             cmd.arg(root().join("tests/peer/tea_ecs_client.py"));
+        }
+        Peer::TeaEcsClientV3 => {
+            cmd.arg(root().join("tests/peer/tea_ecs_client_v3.py"));
         }
         Peer::CoreAcsClient(method) => {
             cmd.arg(root().join("tests/peer/core_acs_client.py"))
@@ -226,6 +233,15 @@ async fn cancel_scenario(peer: Peer) {
                 .1;
             assert_eq!(server_string, sdk_string, "{peer:?} {key:?}");
         }
+        if matches!(peer, Peer::TeaEcsClientV3) {
+            // The V3 check answered, not the V1 one (tea prefixes `code: 400, `).
+            let message = wrong["message"].as_str().unwrap();
+            assert!(
+                message.contains("Specified signature does not match our calculation. server StringToSign is [ACS3-HMAC-SHA256\n")
+                    && message.contains("server CanonicalRequest is [POST\n/\n"),
+                "{peer:?} {key:?}: {message}"
+            );
+        }
     }
     sim.shutdown().await;
 }
@@ -233,6 +249,11 @@ async fn cancel_scenario(peer: Peer) {
 #[tokio::test]
 async fn generated_ecs_client_with_rpc_v1_signature() {
     cancel_scenario(Peer::TeaEcsClient).await;
+}
+
+#[tokio::test]
+async fn generated_ecs_client_with_default_v3_signature() {
+    cancel_scenario(Peer::TeaEcsClientV3).await;
 }
 
 #[tokio::test]
