@@ -112,10 +112,9 @@ def one(test, docs, kind):
     return found[0]
 
 
-def assert_hardened_pod(test, deployment, admin_enabled, readiness=True):
+def assert_hardened_pod(test, deployment, admin_enabled):
     """Non-root, read-only root filesystem, no capabilities, RuntimeDefault
-    seccomp, requests and limits, graceful termination, probes iff admin
-    (readiness only where the operator may watch Secrets)."""
+    seccomp, requests and limits, graceful termination, probes iff admin."""
     pod = deployment["spec"]["template"]["spec"]
     psc = pod["securityContext"]
     test.assertIs(psc.get("runAsNonRoot"), True)
@@ -142,10 +141,7 @@ def assert_hardened_pod(test, deployment, admin_enabled, readiness=True):
     if admin_enabled:
         test.assertEqual(container["startupProbe"]["httpGet"], {"path": "/livez", "port": "admin"})
         test.assertEqual(container["livenessProbe"]["httpGet"], {"path": "/livez", "port": "admin"})
-        if readiness:
-            test.assertEqual(container["readinessProbe"]["httpGet"], {"path": "/readyz", "port": "admin"})
-        else:
-            test.assertNotIn("readinessProbe", container)
+        test.assertEqual(container["readinessProbe"]["httpGet"], {"path": "/readyz", "port": "admin"})
         test.assertEqual([p["name"] for p in container["ports"]], ["admin"])
     else:
         for key in ("livenessProbe", "readinessProbe", "startupProbe", "ports"):

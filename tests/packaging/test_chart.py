@@ -51,7 +51,7 @@ VALUE_SETS = {
     },
     "network-policy": {
         "networkPolicy": {"enabled": True, "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
-        "controller": {"ecsEndpoint": "https://ecs-vpc.{regionId}.aliyuncs.com", "logFormat": "text", "logLevel": "debug"},
+        "controller": {"ecsEndpoint": "https://ecs-vpc.{regionId}.aliyuncs.com", "logFormat": "text", "logLevel": "debug", "signatureVersion": "v3"},
     },
     "everything": {
         "replicaCount": 3,
@@ -118,8 +118,7 @@ class ChartTest(unittest.TestCase):
             with self.subTest(values=name):
                 docs = self.render(name)
                 deployment = one(self, docs, "Deployment")
-                common.assert_hardened_pod(self, deployment, admin_enabled=get(values, "admin.enabled", True),
-                                           readiness=get(values, "credentials.perResourceSecrets", True))
+                common.assert_hardened_pod(self, deployment, admin_enabled=get(values, "admin.enabled", True))
                 pod = deployment["spec"]["template"]["spec"]
                 self.assertEqual(pod["serviceAccountName"], FULLNAME)
                 self.assertEqual(deployment["spec"]["replicas"], get(values, "replicaCount", 1))
@@ -194,6 +193,8 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(container["args"], [
             "run",
             "--ecs-endpoint=https://ecs.{regionId}.aliyuncs.com",
+            "--signature-version=v1",
+            "--per-resource-secrets=true",
             "--retry-base-delay=1s",
             "--retry-max-delay=5m",
             "--max-concurrent-reconciles=16",
@@ -215,6 +216,8 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(container["args"], [
             "run",
             "--ecs-endpoint=https://ecs.{regionId}.aliyuncs.com",
+            "--signature-version=v1",
+            "--per-resource-secrets=true",
             "--retry-base-delay=1s",
             "--retry-max-delay=5m",
             "--watch-namespace=images",
@@ -237,6 +240,8 @@ class ChartTest(unittest.TestCase):
     def test_operator_credentials_come_from_the_named_secret(self):
         deployment = one(self, self.render("credentials-secret"), "Deployment")
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        # No Secret RBAC, so the operator is told not to watch Secrets.
+        self.assertIn("--per-resource-secrets=false", container["args"])
         env = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in container["env"]}
         self.assertEqual(env["ALIBABA_CLOUD_ACCESS_KEY_ID"], {"name": "alibaba-operator-keys", "key": "accessKeyId"})
         self.assertEqual(env["ALIBABA_CLOUD_ACCESS_KEY_SECRET"], {"name": "alibaba-operator-keys", "key": "accessKeySecret"})
@@ -318,6 +323,7 @@ class ChartTest(unittest.TestCase):
             (["--set", "replicaCount=0"], "/replicaCount"),
             (["--set-string", "admin.enabled=yes"], "/admin/enabled"),
             (["--set", "controller.logFormat=xml"], "/controller/logFormat"),
+            (["--set", "controller.signatureVersion=v2"], "/controller/signatureVersion"),
             (["--set", "controller.retryBaseDelay=soon"], "/controller/retryBaseDelay"),
             (["--set", "controller.ecsEndpoint=ecs.aliyuncs.com"], "/controller/ecsEndpoint"),
             (["--set", "image.pullPolicy=Sometimes"], "/image/pullPolicy"),
