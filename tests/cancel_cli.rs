@@ -367,6 +367,11 @@ async fn signature_version_v3_cancels_through_the_simulator() {
     let log = sim.requests();
     assert_eq!(log.len(), 2);
     assert!(log.iter().all(|r| r.signature_valid == Some(true)));
+    assert!(
+        log.iter()
+            .all(|r| r.signature_method.as_deref() == Some("ACS3-HMAC-SHA256")),
+        "{log:?}"
+    );
     assert_eq!(nonces(&log).len(), 2, "a fresh nonce per V3 attempt");
     let request_id = log[1].request_id.clone().unwrap();
     assert_eq!(run.stdout, format!("{{\"RequestId\":\"{request_id}\"}}\n"));

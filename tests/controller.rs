@@ -931,3 +931,52 @@ async fn without_secret_access_resources_naming_a_secret_wait_and_say_why() {
     }
     h.stop().await;
 }
+
+/// The real binary: `run --signature-version v3` signs its CancelCopyImage
+/// with ACS3-HMAC-SHA256, and the simulator's own V3 check accepts it.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_subcommand_signs_with_v3_when_asked() {
+    let api = KubeApi::start(vec![CopyImageCancellation::crd()])
+        .await
+        .unwrap();
+    let sim =
+        EcsSimulator::start(SimulatorConfig::new([key()]).with_image(IMAGE, ImageState::Copying))
+            .await
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+    let client = api.client().unwrap();
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_copyimage-canceller"))
+        .args(["run", "--ecs-endpoint", &sim.endpoint()])
+        .args(["--signature-version", "v3"])
+        .args(["--retry-base-delay", "10ms", "--retry-max-delay", "50ms"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_ID")
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+        .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let h = Harness {
+        api,
+        sim,
+        client,
+        shutdown: CancellationToken::new(),
+        run: None,
+    };
+    h.create_secret().await;
+    h.create("stop-copy-v3", 6).await;
+    let s = h.wait_for("stop-copy-v3", "Succeeded", finished).await;
+    assert_eq!((s.phase, s.attempts), (Some(Phase::Succeeded), 1));
+    let log = h.sim.requests();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].signature_valid, Some(true));
+    assert_eq!(log[0].signature_method.as_deref(), Some("ACS3-HMAC-SHA256"));
+    child.kill().await.unwrap();
+}

@@ -71,6 +71,7 @@ async fn v3_cancels_with_plain_and_sts_keys() {
     assert_eq!(log[0].signature_valid, Some(true));
     assert_eq!(log[0].action.as_deref(), Some("CancelCopyImage"));
     assert_eq!(log[0].access_key_id.as_deref(), Some(KEY_ID));
+    assert_eq!(log[0].signature_method.as_deref(), Some("ACS3-HMAC-SHA256"));
     assert_eq!(log[0].image_id.as_deref(), Some(IMAGE));
     assert_eq!(sim.image(IMAGE), None, "a cancelled copy is gone");
 

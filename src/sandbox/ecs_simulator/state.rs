@@ -94,8 +94,11 @@ pub struct RequestRecord {
     pub image_id: Option<String>,
     /// `AccessKeyId`, if sent.
     pub access_key_id: Option<String>,
-    /// `SignatureNonce`, if sent.
+    /// `SignatureNonce` (V3: `x-acs-signature-nonce`), if sent.
     pub signature_nonce: Option<String>,
+    /// `SignatureMethod` (`HMAC-SHA1`), or `ACS3-HMAC-SHA256` for a V3
+    /// request; `None` when not sent.
+    pub signature_method: Option<String>,
     /// Whether the signature was checked and matched; `None` when an earlier check failed first.
     pub signature_valid: Option<bool>,
     /// `Success`, the error code answered, or the fault met (`drop`, `hang`, ...).
@@ -216,6 +219,7 @@ impl SimulatorState {
             image_id: param("ImageId"),
             access_key_id: param("AccessKeyId"),
             signature_nonce: param("SignatureNonce"),
+            signature_method: param("SignatureMethod"),
             signature_valid: None,
             code: String::new(),
             http_status: None,

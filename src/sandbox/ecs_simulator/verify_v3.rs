@@ -135,8 +135,9 @@ fn is_form(headers: &HeaderMap) -> bool {
 }
 
 /// The parameters a V3 request carries (query and form body) plus, for the
-/// request log, `Action`, `AccessKeyId`, `SignatureNonce` and `Format=JSON`
-/// taken from its headers (a V3 answer is always JSON).
+/// request log, `Action`, `AccessKeyId`, `SignatureNonce`,
+/// `SignatureMethod=ACS3-HMAC-SHA256` and `Format=JSON` taken from its
+/// headers (a V3 answer is always JSON).
 pub fn params_of(req: &RawRequest<'_>) -> Result<BTreeMap<String, String>, ApiError> {
     let mut params = merge_params(req.query, is_form(req.headers).then_some(req.body))?;
     let headers = req.headers;
@@ -153,6 +154,7 @@ pub fn params_of(req: &RawRequest<'_>) -> Result<BTreeMap<String, String>, ApiEr
     {
         params.insert("AccessKeyId".into(), auth.credential.to_owned());
     }
+    params.insert("SignatureMethod".into(), ALGORITHM.into());
     params.insert("Format".into(), "JSON".into());
     Ok(params)
 }
