@@ -401,12 +401,10 @@ impl Draft<'_, '_> {
         if let Some(decision) = self.deadline_check() {
             return decision;
         }
-        let remaining = limit - self.status.failed_attempts;
-        self.schedule_retry(
-            reasons::RETRY_SCHEDULED,
-            &f,
-            &format!("{remaining} retries left"),
-        )
+        // NB: "retry N of M" rather than "K retries left": with one retry
+        // left the one being scheduled is the last, and "0 left" read wrong.
+        let remark = format!("retry {} of {limit}", self.status.failed_attempts);
+        self.schedule_retry(reasons::RETRY_SCHEDULED, &f, &remark)
     }
 
     fn throttled(mut self, f: Failure) -> Decision {

@@ -332,14 +332,49 @@ fn table() {
                 "observedGeneration": 1,
                 "conditions": conds(IN_PROGRESS, "RetryScheduled",
                     "Attempt 1 failed: InternalError: The request processing has failed due to some unknown error. \
-                     (HTTP 500, request ID REQ-1); next attempt in 1s (5 retries left)", [T0; 3]),
+                     (HTTP 500, request ID REQ-1); next attempt in 1s (retry 1 of 6)", [T0; 3]),
             }),
             action: NextAction::RequeueAfter(Duration::from_secs(1)),
             event: Some((
                 EventKind::Normal,
                 "RetryScheduled",
                 "Attempt 1 failed: InternalError: The request processing has failed due to some unknown error. \
-                 (HTTP 500, request ID REQ-1); next attempt in 1s (5 retries left)",
+                 (HTTP 500, request ID REQ-1); next attempt in 1s (retry 1 of 6)",
+            )),
+        },
+        Row {
+            name: "counted retry: the last allowed retry is numbered against backoffLimit",
+            spec: json!({"backoffLimit": 1}),
+            before: Some(in_flight_1()),
+            now: T2,
+            jitter: 0.5,
+            trigger: Trig::Attempted(
+                service(
+                    500,
+                    "InternalError",
+                    "The request processing has failed due to some unknown error.",
+                    "REQ-1",
+                ),
+                RetryClass::Retryable,
+            ),
+            // retry 0: window 1 s, jitter 0.5 → 0.5 s, rounded up to the next whole second.
+            status: json!({
+                "phase": "Running", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
+                "errorCode": "InternalError", "httpStatus": 500,
+                "errorMessage": "The request processing has failed due to some unknown error.",
+                "startTime": T0, "lastAttemptTime": T1, "nextAttemptTime": T3,
+                "attemptHistory": [{"number": 1, "time": T1, "outcome": "InternalError", "requestId": "REQ-1"}],
+                "observedGeneration": 1,
+                "conditions": conds(IN_PROGRESS, "RetryScheduled",
+                    "Attempt 1 failed: InternalError: The request processing has failed due to some unknown error. \
+                     (HTTP 500, request ID REQ-1); next attempt in 1s (retry 1 of 1)", [T0; 3]),
+            }),
+            action: NextAction::RequeueAfter(Duration::from_secs(1)),
+            event: Some((
+                EventKind::Normal,
+                "RetryScheduled",
+                "Attempt 1 failed: InternalError: The request processing has failed due to some unknown error. \
+                 (HTTP 500, request ID REQ-1); next attempt in 1s (retry 1 of 1)",
             )),
         },
         Row {
@@ -361,14 +396,14 @@ fn table() {
                 ],
                 "observedGeneration": 1,
                 "conditions": conds(IN_PROGRESS, "RetryScheduled",
-                    "Attempt 2 failed: TransportError: connection reset by peer; next attempt in 2s (4 retries left)",
+                    "Attempt 2 failed: TransportError: connection reset by peer; next attempt in 2s (retry 2 of 6)",
                     [T0; 3]),
             }),
             action: NextAction::RequeueAfter(Duration::from_secs(2)),
             event: Some((
                 EventKind::Normal,
                 "RetryScheduled",
-                "Attempt 2 failed: TransportError: connection reset by peer; next attempt in 2s (4 retries left)",
+                "Attempt 2 failed: TransportError: connection reset by peer; next attempt in 2s (retry 2 of 6)",
             )),
         },
         Row {
@@ -531,13 +566,13 @@ fn table() {
                 ],
                 "observedGeneration": 1,
                 "conditions": conds(IN_PROGRESS, "RetryScheduled",
-                    "Attempt 2 failed: TransportError: timed out; next attempt in 2s (4 retries left)", [T0; 3]),
+                    "Attempt 2 failed: TransportError: timed out; next attempt in 2s (retry 2 of 6)", [T0; 3]),
             }),
             action: NextAction::RequeueAfter(Duration::from_secs(1)),
             event: Some((
                 EventKind::Normal,
                 "RetryScheduled",
-                "Attempt 2 failed: TransportError: timed out; next attempt in 2s (4 retries left)",
+                "Attempt 2 failed: TransportError: timed out; next attempt in 2s (retry 2 of 6)",
             )),
         },
         Row {
@@ -554,7 +589,7 @@ fn table() {
                 "observedGeneration": 1,
                 "conditions": conds(IN_PROGRESS, "RetryScheduled",
                     "Attempt 1 failed: the outcome of attempt 1 was never recorded (the controller stopped while \
-                     it was in flight); next attempt in 1s (5 retries left)",
+                     it was in flight); next attempt in 1s (retry 1 of 6)",
                     [T0; 3]),
             }),
             action: NextAction::RequeueAfter(Duration::from_secs(1)),
@@ -562,7 +597,7 @@ fn table() {
                 EventKind::Normal,
                 "RetryScheduled",
                 "Attempt 1 failed: the outcome of attempt 1 was never recorded (the controller stopped while \
-                 it was in flight); next attempt in 1s (5 retries left)",
+                 it was in flight); next attempt in 1s (retry 1 of 6)",
             )),
         },
         Row {
