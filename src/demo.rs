@@ -27,6 +27,7 @@ use crate::controller::conditions::{reasons, types};
 use crate::controller::run::{LogFormat, WatchOptions, init_logging, run_controllers};
 use crate::credentials::AccessKey;
 use crate::ecs::client::{EcsClient, EcsClientConfig};
+use crate::identity::OperatorCredentials;
 use crate::resource::{CopyImageCancellation, Phase};
 use crate::retry::Backoff;
 use crate::sandbox::ecs_simulator::{
@@ -195,7 +196,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         })?,
         backoff: Backoff::new(args.retry_base_delay, args.retry_max_delay)
             .context("--retry-base-delay / --retry-max-delay")?,
-        operator_key: Ok(operator_key),
+        operator: OperatorCredentials::fixed(operator_key),
     });
     let shutdown = CancellationToken::new();
     let controller = tokio::spawn(run_controllers(

@@ -1,17 +1,40 @@
 //! Prometheus metrics of the controller (served on `/metrics` by
 //! [`crate::admin`]): reconciles, CancelCopyImage requests by outcome class,
-//! and status writes by result. Labels never carry resource names, keys or
-//! messages: cardinality stays fixed and nothing secret can leak.
+//! status writes by result, and the operator credentials' refreshes and state.
+//! Labels never carry resource names, keys or messages: cardinality stays
+//! fixed and nothing secret can leak.
 
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::ecs::RetryClass;
+use crate::identity::{CredentialState, CredentialStatus};
+
+/// Every credential state, so the state gauge can zero the ones not current.
+const CREDENTIAL_STATES: [CredentialState; 7] = [
+    CredentialState::NotConfigured,
+    CredentialState::Static,
+    CredentialState::Pending,
+    CredentialState::Valid,
+    CredentialState::RefreshFailing,
+    CredentialState::Expired,
+    CredentialState::Unavailable,
+];
+
+/// `state`/`source` labels of the operator credential state gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CredentialLabel {
+    /// `Valid`, `RefreshFailing`, ... ([`CredentialState::as_str`]).
+    pub state: &'static str,
+    /// `environment`, `rrsa`, `ecs-ram-role` or `none`.
+    pub source: &'static str,
+}
 
 /// `class` label of CancelCopyImage requests.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -37,6 +60,9 @@ pub struct Metrics {
     requests: Family<ClassLabel, Counter>,
     request_duration: Histogram,
     status_writes: Family<ResultLabel, Counter>,
+    credential_refreshes: Counter,
+    credential_refresh_failures: Counter,
+    credential_state: Family<CredentialLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -74,6 +100,24 @@ impl Default for Metrics {
             "Status writes (server-side apply), by result",
             status_writes.clone(),
         );
+        let credential_refreshes = Counter::default();
+        registry.register(
+            "credential_refreshes",
+            "Successful fetches of the operator's temporary credentials (RRSA or instance role)",
+            credential_refreshes.clone(),
+        );
+        let credential_refresh_failures = Counter::default();
+        registry.register(
+            "credential_refresh_failures",
+            "Failed fetches of the operator's temporary credentials",
+            credential_refresh_failures.clone(),
+        );
+        let credential_state = Family::<CredentialLabel, Gauge>::default();
+        registry.register(
+            "credential_state",
+            "1 for the operator credentials' current state and source, 0 for the others",
+            credential_state.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -82,6 +126,9 @@ impl Default for Metrics {
             requests,
             request_duration,
             status_writes,
+            credential_refreshes,
+            credential_refresh_failures,
+            credential_state,
         }
     }
 }
@@ -134,6 +181,29 @@ impl Metrics {
             .inc();
     }
 
+    /// Records where the operator credentials stand: the refresh counters
+    /// catch up with the status' totals, and the state gauge moves to its state.
+    pub fn credentials(&self, status: &CredentialStatus) {
+        let refreshes = status
+            .refreshes_total
+            .saturating_sub(self.credential_refreshes.get());
+        self.credential_refreshes.inc_by(refreshes);
+        let failures = status
+            .failures_total
+            .saturating_sub(self.credential_refresh_failures.get());
+        self.credential_refresh_failures.inc_by(failures);
+        let source = status.source.map_or("none", |s| s.as_str());
+        for state in CREDENTIAL_STATES {
+            let value = i64::from(state == status.state);
+            self.credential_state
+                .get_or_create(&CredentialLabel {
+                    state: state.as_str(),
+                    source,
+                })
+                .set(value);
+        }
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -174,5 +244,73 @@ mod tests {
             );
         }
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    fn status(state: CredentialState, refreshes: u64, failures: u64) -> CredentialStatus {
+        CredentialStatus {
+            source: Some(crate::identity::SourceKind::Rrsa),
+            state,
+            access_key_id: Some("STS.NotSecret".into()),
+            expiration: None,
+            next_refresh: None,
+            consecutive_failures: 0,
+            last_error: Some("STS answered HTTP 500 InternalError".into()),
+            refreshes_total: refreshes,
+            failures_total: failures,
+        }
+    }
+
+    #[test]
+    fn credential_counters_follow_the_totals_and_the_gauge_the_state() {
+        let m = Metrics::default();
+        for (state, refreshes, failures, expected) in [
+            (
+                CredentialState::Valid,
+                1,
+                0,
+                ["refreshes_total 1", "refresh_failures_total 0"],
+            ),
+            (
+                CredentialState::RefreshFailing,
+                1,
+                2,
+                ["refreshes_total 1", "refresh_failures_total 2"],
+            ),
+            // Seen twice: counted once.
+            (
+                CredentialState::RefreshFailing,
+                1,
+                2,
+                ["refreshes_total 1", "refresh_failures_total 2"],
+            ),
+            (
+                CredentialState::Valid,
+                2,
+                2,
+                ["refreshes_total 2", "refresh_failures_total 2"],
+            ),
+        ] {
+            m.credentials(&status(state, refreshes, failures));
+            let text = m.encode();
+            for line in expected {
+                let line = format!("copyimage_canceller_credential_{line}");
+                assert!(
+                    text.lines().any(|l| l == line),
+                    "missing {line:?} in\n{text}"
+                );
+            }
+            for other in CREDENTIAL_STATES {
+                let line = format!(
+                    "copyimage_canceller_credential_state{{state=\"{}\",source=\"rrsa\"}} {}",
+                    other.as_str(),
+                    i64::from(other == state)
+                );
+                assert!(
+                    text.lines().any(|l| l == line),
+                    "missing {line:?} in\n{text}"
+                );
+            }
+            assert!(!text.contains("STS.NotSecret") && !text.contains("InternalError"));
+        }
     }
 }

@@ -13,6 +13,7 @@ use copyimage_canceller::controller::Settings;
 use copyimage_canceller::controller::run::{WatchOptions, run_controllers};
 use copyimage_canceller::credentials::AccessKey;
 use copyimage_canceller::ecs::client::{EcsClient, EcsClientConfig};
+use copyimage_canceller::identity::OperatorCredentials;
 use copyimage_canceller::resource::{
     CopyImageCancellation, CopyImageCancellationSpec, CopyImageCancellationStatus,
     CredentialsSecretRef, Phase,
@@ -65,7 +66,7 @@ impl Harness {
             })
             .unwrap(),
             backoff,
-            operator_key: Err("the operator has no credentials in this test".to_string()),
+            operator: OperatorCredentials::none(),
         });
         let shutdown = CancellationToken::new();
         let options = WatchOptions {
@@ -560,7 +561,7 @@ async fn only_the_watched_namespace_is_handled() {
         })
         .unwrap(),
         backoff: fast(),
-        operator_key: Ok(key()),
+        operator: OperatorCredentials::fixed(key()),
     });
     let health = Health::new();
     let shutdown = CancellationToken::new();
@@ -874,7 +875,7 @@ async fn without_secret_access_resources_naming_a_secret_wait_and_say_why() {
         })
         .unwrap(),
         backoff: fast(),
-        operator_key: Ok(key()),
+        operator: OperatorCredentials::fixed(key()),
     });
     let health = Health::new();
     let shutdown = CancellationToken::new();

@@ -37,6 +37,7 @@ use tracing::{debug, info, warn};
 use crate::credentials::AccessKey;
 use crate::ecs::CancelOutcome;
 use crate::ecs::client::EcsClient;
+use crate::identity::{CredentialError, OperatorCredentials};
 use crate::metrics::Metrics;
 use crate::resource::{CopyImageCancellation, CopyImageCancellationStatus};
 use crate::retry::Backoff;
@@ -51,6 +52,9 @@ const EVENT_ACTION: &str = "CancelCopyImage";
 /// How often a resource waiting for credentials looks again, in case a
 /// Secret event was missed.
 const CREDENTIALS_RECHECK: Duration = Duration::from_secs(300);
+/// How soon a resource waiting for the operator's own temporary credentials
+/// (first fetch pending, or refresh failing) looks again: no event announces them.
+const OPERATOR_CREDENTIALS_RECHECK: Duration = Duration::from_secs(5);
 /// Delay before looking again after a write lost an optimistic-concurrency race.
 const CONFLICT_REQUEUE: Duration = Duration::from_secs(1);
 /// Delay before `error_policy` retries a failed reconcile.
@@ -98,9 +102,9 @@ pub struct Settings {
     pub ecs: EcsClient,
     /// Backoff between retries.
     pub backoff: Backoff,
-    /// The operator's own credentials, or why there are none (for resources
-    /// without `credentialsSecretRef`).
-    pub operator_key: Result<AccessKey, String>,
+    /// The operator's own credentials (environment keys, RRSA or the instance
+    /// role), for resources without `credentialsSecretRef`.
+    pub operator: OperatorCredentials,
 }
 
 /// An outcome that came back but could not be written to status yet: kept
@@ -147,29 +151,45 @@ impl Context {
         }
     }
 
+    /// The key for `obj`: its Secret's when it names one, else the
+    /// operator's. The error says why there is none, without secrets; with it,
+    /// how soon to look again when the wait is not ended by a Secret event.
     fn credentials(
         &self,
         obj: &CopyImageCancellation,
         namespace: &str,
-    ) -> Result<AccessKey, String> {
+    ) -> (Result<AccessKey, String>, Option<Duration>) {
         match &obj.spec.credentials_secret_ref {
-            Some(secret_ref) => match &self.secrets {
-                Some(secrets) => {
-                    let key = ObjectRef::<Secret>::new(&secret_ref.name).within(namespace);
-                    secrets::access_key_from_secret(
-                        secrets.get(&key).as_deref(),
-                        namespace,
-                        &secret_ref.name,
-                    )
+            Some(secret_ref) => (self.secret_credentials(&secret_ref.name, namespace), None),
+            None => match self.settings.operator.try_current() {
+                Ok(key) => (Ok(key), None),
+                Err(err) => {
+                    let recheck = match err {
+                        CredentialError::NotConfigured => None,
+                        _ => Some(OPERATOR_CREDENTIALS_RECHECK),
+                    };
+                    (Err(err.to_string()), recheck)
                 }
-                None => Err(format!(
-                    "this operator runs with --per-resource-secrets=false and does not read Secret \
-                     {namespace}/{}; remove credentialsSecretRef to use the operator's own credentials, \
-                     or have the operator allowed to read Secrets",
-                    secret_ref.name
-                )),
             },
-            None => self.settings.operator_key.clone(),
+        }
+    }
+
+    /// The key in the Secret `secret_ref` names, or why there is none.
+    fn secret_credentials(&self, secret_name: &str, namespace: &str) -> Result<AccessKey, String> {
+        match &self.secrets {
+            Some(secrets) => {
+                let key = ObjectRef::<Secret>::new(secret_name).within(namespace);
+                secrets::access_key_from_secret(
+                    secrets.get(&key).as_deref(),
+                    namespace,
+                    secret_name,
+                )
+            }
+            None => Err(format!(
+                "this operator runs with --per-resource-secrets=false and does not read Secret \
+                 {namespace}/{secret_name}; remove credentialsSecretRef to use the operator's own credentials, \
+                 or have the operator allowed to read Secrets"
+            )),
         }
     }
 
@@ -261,6 +281,16 @@ async fn apply_status(
     written
 }
 
+/// Like [`requeue`], looking again within `recheck` when waiting for credentials.
+fn requeue_within(action: NextAction, recheck: Option<Duration>) -> Action {
+    match (action, recheck) {
+        (NextAction::AwaitCredentials(by_deadline), Some(recheck)) => requeue(
+            NextAction::AwaitCredentials(Some(by_deadline.map_or(recheck, |d| d.min(recheck)))),
+        ),
+        (action, _) => requeue(action),
+    }
+}
+
 /// Maps what `decide` asked for onto a requeue.
 fn requeue(action: NextAction) -> Action {
     match action {
@@ -304,7 +334,7 @@ pub async fn reconcile(
         {
             return Err(Error::SecretsNotReady(SECRETS_READY_TIMEOUT));
         }
-        let credentials = ctx.credentials(&current, &namespace);
+        let (credentials, recheck) = ctx.credentials(&current, &namespace);
         let trigger = match &credentials {
             Ok(_) => Trigger::Observe,
             Err(why) => Trigger::CredentialsMissing(why),
@@ -329,7 +359,7 @@ pub async fn reconcile(
             if let Some(note) = &event {
                 ctx.publish(&current, note).await;
             }
-            return Ok(requeue(action));
+            return Ok(requeue_within(action, recheck));
         }
         let rv = current.resource_version();
         let written = match apply_status(&ctx.metrics, &api, &current, &status, rv.as_deref())
@@ -351,7 +381,7 @@ pub async fn reconcile(
                 return send_and_record(&ctx, &api, written, &key, &uid).await;
             }
             NextAction::RequeueAfter(wait) if wait.is_zero() => current = written,
-            other => return Ok(requeue(other)),
+            other => return Ok(requeue_within(other, recheck)),
         }
     }
     Ok(Action::requeue(CONFLICT_REQUEUE))
@@ -643,5 +673,35 @@ mod tests {
             requeue(NextAction::AwaitCredentials(Some(Duration::from_secs(9)))),
             Action::requeue(Duration::from_secs(9))
         );
+    }
+
+    #[test]
+    fn waiting_for_operator_credentials_looks_again_soon() {
+        let soon = Some(OPERATOR_CREDENTIALS_RECHECK);
+        for (action, recheck, expected) in [
+            (
+                NextAction::AwaitCredentials(None),
+                soon,
+                Action::requeue(OPERATOR_CREDENTIALS_RECHECK),
+            ),
+            (
+                NextAction::AwaitCredentials(Some(Duration::from_secs(2))),
+                soon,
+                Action::requeue(Duration::from_secs(2)),
+            ),
+            (
+                NextAction::AwaitCredentials(Some(Duration::from_secs(60))),
+                soon,
+                Action::requeue(OPERATOR_CREDENTIALS_RECHECK),
+            ),
+            (
+                NextAction::AwaitCredentials(None),
+                None,
+                Action::requeue(CREDENTIALS_RECHECK),
+            ),
+            (NextAction::Done, soon, Action::await_change()),
+        ] {
+            assert_eq!(requeue_within(action, recheck), expected);
+        }
     }
 }

@@ -22,8 +22,9 @@ use super::{
     Context, REPORTING_CONTROLLER, Settings, error_policy, reconcile, resources_using_secret,
 };
 use crate::admin::{self, Health};
-use crate::credentials::AccessKey;
 use crate::ecs::client::{DEFAULT_ENDPOINT_TEMPLATE, EcsClient, EcsClientConfig, SignatureVersion};
+use crate::identity::cli::IdentityArgs;
+use crate::identity::{CredentialState, OperatorCredentials};
 use crate::metrics::Metrics;
 use crate::resource::CopyImageCancellation;
 use crate::retry::Backoff;
@@ -35,9 +36,12 @@ list/watch on secrets (in the watched namespaces), and create/patch on events.k8
 
 Credentials: a resource's spec.credentialsSecretRef names a Secret in its own namespace (keys
 accessKeyId, accessKeySecret, optional securityToken). Resources without one use the operator's own
-keys from ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET and the optional
-ALIBABA_CLOUD_SECURITY_TOKEN. While neither is available, nothing is sent and the resource waits
-(reason AwaitingCredentials).
+credentials, from the first configured source (as `copyimage-canceller credentials --help` lists):
+ALIBABA_CLOUD_ACCESS_KEY_ID + ALIBABA_CLOUD_ACCESS_KEY_SECRET (+ ALIBABA_CLOUD_SECURITY_TOKEN);
+RRSA (ALIBABA_CLOUD_ROLE_ARN + ALIBABA_CLOUD_OIDC_PROVIDER_ARN + ALIBABA_CLOUD_OIDC_TOKEN_FILE);
+the ECS instance RAM role (ALIBABA_CLOUD_ECS_METADATA or --ecs-ram-role). Temporary credentials
+are refreshed in the background. A partial RRSA triple stops `run` at start-up. While no key is
+available, nothing is sent and the resource waits (reason AwaitingCredentials).
 
 SIGTERM or Ctrl+C: no new work is taken; requests in flight finish and their outcomes are recorded
 in status; then the process exits.";
@@ -93,6 +97,9 @@ pub struct RunArgs {
     /// Log level or filter directives (`info`, `debug`, `copyimage_canceller=debug,kube=warn`).
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Where the operator's own credentials come from.
+    #[command(flatten)]
+    pub identity: IdentityArgs,
 }
 
 fn parse_namespace(value: &str) -> Result<String, String> {
@@ -144,16 +151,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ..EcsClientConfig::default()
     })
     .context("--ecs-endpoint")?;
-    let operator_key = AccessKey::from_env().map_err(|err| {
-        format!(
-            "the resource names no credentialsSecretRef and the operator has no credentials: {err}"
-        )
-    });
-    if operator_key.is_err() {
-        info!(
-            "no operator credentials in the environment: only resources with a credentialsSecretRef will be sent"
-        );
-    }
+    let operator = OperatorCredentials::from_env(&args.identity.chain_options())
+        .context("operator credentials")?;
+    let status = operator.status();
+    info!(
+        source = status.source.map_or("none", |s| s.as_str()),
+        state = status.state.as_str(),
+        "operator credentials (for resources without a credentialsSecretRef)"
+    );
     let client = kube::Client::try_default()
         .await
         .context("connecting to Kubernetes (in-cluster service account, or KUBECONFIG)")?;
@@ -161,6 +166,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::spawn(stop_on_signal(shutdown.clone()));
     let health = Health::new();
     let metrics = Arc::new(Metrics::default());
+    metrics.credentials(&status);
+    if let Some(changes) = operator.changes() {
+        tokio::spawn(watch_credentials(changes, metrics.clone()));
+    }
     // The admin server outlives the controllers so probes see the drain.
     let admin_stop = CancellationToken::new();
     let admin = match args.admin_addr {
@@ -189,7 +198,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = Arc::new(Settings {
         ecs,
         backoff,
-        operator_key,
+        operator,
     });
     let result = run_controllers(client, settings, options, shutdown).await;
     admin_stop.cancel();
@@ -201,6 +210,35 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     result
+}
+
+/// Follows the operator credentials' refreshes into `metrics`, with a
+/// Warning log line while they fail (the error is redacted at its source).
+async fn watch_credentials(mut changes: crate::identity::CredentialChanges, metrics: Arc<Metrics>) {
+    let mut last = None;
+    while let Some(status) = changes.next().await {
+        metrics.credentials(&status);
+        let source = status.source.map_or("none", |s| s.as_str());
+        match status.state {
+            CredentialState::RefreshFailing
+            | CredentialState::Expired
+            | CredentialState::Unavailable => warn!(
+                source,
+                state = status.state.as_str(),
+                consecutive_failures = status.consecutive_failures,
+                error = status.last_error.as_deref().unwrap_or_default(),
+                "operator credentials could not be refreshed; resources without a credentialsSecretRef wait"
+            ),
+            state if last != Some(state) => info!(
+                source,
+                state = state.as_str(),
+                access_key_id = status.access_key_id.as_deref().unwrap_or_default(),
+                "operator credentials obtained"
+            ),
+            _ => debug!(source, "operator credentials refreshed"),
+        }
+        last = Some(status.state);
+    }
 }
 
 /// Cancels `shutdown` on SIGTERM or Ctrl+C.

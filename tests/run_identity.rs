@@ -1,0 +1,234 @@
+//! The real `run` binary with operator credentials from RRSA: the STS
+//! stand-in mints a key (fed to the ECS simulator), and a resource without a
+//! Secret is cancelled with it; a partial RRSA triple stops `run` at start-up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use copyimage_canceller::identity::chain::{
+    ENV_OIDC_PROVIDER_ARN, ENV_OIDC_TOKEN_FILE, ENV_ROLE_ARN, ENV_STS_ENDPOINT,
+};
+use copyimage_canceller::resource::{CopyImageCancellation, CopyImageCancellationSpec, Phase};
+use copyimage_canceller::sandbox::ecs_simulator::{EcsSimulator, ImageState, SimulatorConfig};
+use copyimage_canceller::sandbox::kube_api::KubeApi;
+use copyimage_canceller::sandbox::sts_simulator::{KeySink, StsSimulator, StsSimulatorConfig};
+use kube::CustomResourceExt;
+use kube::api::{Api, PostParams};
+use tokio::io::AsyncBufReadExt;
+
+/// Generous: only a bound on a hung test, never a performance assertion.
+const PATIENCE: Duration = Duration::from_secs(60);
+const NS: &str = "images";
+const IMAGE: &str = "m-bp1rrsarun00001";
+const ROLE: &str = "acs:ram::1234567890123456:role/canceller";
+const PROVIDER: &str = "acs:ram::1234567890123456:oidc-provider/ack-rrsa-c1";
+const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.run-test-oidc-token.sig";
+
+/// `run` with only `vars` of the ALIBABA_CLOUD_* family set.
+fn run_command(
+    kubeconfig: &std::path::Path,
+    args: &[&str],
+    vars: &[(&str, String)],
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_copyimage-canceller"));
+    command.arg("run").args(args).env("KUBECONFIG", kubeconfig);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("ALIBABA_CLOUD_") {
+            command.env_remove(name);
+        }
+    }
+    command.envs(vars.iter().map(|(k, v)| (*k, v.as_str())));
+    command.kill_on_drop(true);
+    command
+}
+
+async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, future)
+        .await
+        .expect("finished within PATIENCE")
+}
+
+async fn http_get(addr: &str, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.ok()?;
+    answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_rrsa_cancels_a_resource_without_a_secret_using_the_sts_key() {
+    let api = KubeApi::start(vec![CopyImageCancellation::crd()])
+        .await
+        .unwrap();
+    let ecs = Arc::new(
+        EcsSimulator::start(
+            SimulatorConfig::new(Vec::<copyimage_canceller::credentials::AccessKey>::new())
+                .with_image(IMAGE, ImageState::Copying),
+        )
+        .await
+        .unwrap(),
+    );
+    let sts = StsSimulator::start(StsSimulatorConfig {
+        expected_token: Some(TOKEN.to_owned()),
+        role_arn: Some(ROLE.to_owned()),
+        oidc_provider_arn: Some(PROVIDER.to_owned()),
+        sink: Some(KeySink::ecs(ecs.clone())),
+        ..StsSimulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+
+    let vars = [
+        (ENV_ROLE_ARN, ROLE.to_owned()),
+        (ENV_OIDC_PROVIDER_ARN, PROVIDER.to_owned()),
+        (ENV_OIDC_TOKEN_FILE, token_file.display().to_string()),
+        (ENV_STS_ENDPOINT, sts.endpoint()),
+    ];
+    let endpoint = ecs.endpoint();
+    let args = [
+        "--ecs-endpoint",
+        endpoint.as_str(),
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--retry-base-delay",
+        "10ms",
+        "--retry-max-delay",
+        "50ms",
+    ];
+    let mut child = run_command(&kubeconfig, &args, &vars)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let (log_tx, mut log_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if log_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    let admin = within(async {
+        loop {
+            let line = log_rx.recv().await.expect("run exited early");
+            log.push(line.clone());
+            if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(addr) = entry["fields"]["addr"].as_str()
+            {
+                break addr.to_string();
+            }
+        }
+    })
+    .await;
+
+    let client = api.client().unwrap();
+    let cics: Api<CopyImageCancellation> = Api::namespaced(client, NS);
+    let mut cic = CopyImageCancellation::new(
+        "via-rrsa",
+        CopyImageCancellationSpec {
+            region_id: "cn-hangzhou".into(),
+            image_id: IMAGE.into(),
+            credentials_secret_ref: None,
+            backoff_limit: 6,
+            active_deadline_seconds: None,
+        },
+    );
+    cic.metadata.namespace = Some(NS.into());
+    cics.create(&PostParams::default(), &cic).await.unwrap();
+    let status = within(async {
+        loop {
+            if let Some(s) = cics.get("via-rrsa").await.unwrap().status
+                && s.phase == Some(Phase::Succeeded)
+            {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(status.attempts, 1);
+    assert_eq!(ecs.image(IMAGE), None, "the copy was cancelled");
+
+    // Signed with the STS key; the simulator refuses an STS key without its
+    // token (MissingSecurityToken), so a success also proves the token went along.
+    let minted = sts.minted();
+    assert_eq!(minted.len(), 1, "one AssumeRoleWithOIDC");
+    let requests: Vec<_> = ecs
+        .requests()
+        .into_iter()
+        .filter(|r| r.action.as_deref() == Some("CancelCopyImage"))
+        .collect();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(
+        requests[0].access_key_id.as_deref(),
+        Some(minted[0].id.as_str())
+    );
+    assert_eq!(requests[0].signature_valid, Some(true));
+    assert_eq!(requests[0].code, "Success");
+
+    let metrics = within(http_get(&admin, "/metrics")).await.unwrap();
+    for line in [
+        "copyimage_canceller_credential_refreshes_total 1",
+        "copyimage_canceller_credential_refresh_failures_total 0",
+        "copyimage_canceller_credential_state{state=\"Valid\",source=\"rrsa\"} 1",
+        "copyimage_canceller_credential_state{state=\"Pending\",source=\"rrsa\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in\n{metrics}"
+        );
+    }
+
+    child.start_kill().unwrap();
+    within(child.wait()).await.unwrap();
+    while let Ok(line) = log_rx.try_recv() {
+        log.push(line);
+    }
+    let log = log.join("\n");
+    assert!(
+        log.contains("\"source\":\"rrsa\""),
+        "the chosen source is logged: {log}"
+    );
+    for secret in [
+        minted[0].secret(),
+        minted[0].security_token().unwrap(),
+        TOKEN,
+    ] {
+        assert!(!log.contains(secret), "a secret reached the log");
+        assert!(!metrics.contains(secret), "a secret reached the metrics");
+    }
+}
+
+#[tokio::test]
+async fn run_with_a_partial_rrsa_triple_exits_non_zero_naming_the_missing_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    // NB: never read: the configuration is refused before Kubernetes is contacted.
+    let kubeconfig = dir.path().join("kubeconfig");
+    let vars = [
+        (ENV_ROLE_ARN, ROLE.to_owned()),
+        (ENV_OIDC_PROVIDER_ARN, PROVIDER.to_owned()),
+    ];
+    let output = within(run_command(&kubeconfig, &[], &vars).output())
+        .await
+        .unwrap();
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(ENV_OIDC_TOKEN_FILE), "{stderr}");
+    assert!(stderr.contains("operator credentials"), "{stderr}");
+    assert!(
+        !stderr.contains("kubeconfig"),
+        "refused before Kubernetes: {stderr}"
+    );
+}
