@@ -67,6 +67,7 @@ impl Harness {
             .unwrap(),
             backoff,
             operator: OperatorCredentials::none(),
+            ecs_rate_limit: None,
         });
         let shutdown = CancellationToken::new();
         let options = WatchOptions {
@@ -562,6 +563,7 @@ async fn only_the_watched_namespace_is_handled() {
         .unwrap(),
         backoff: fast(),
         operator: OperatorCredentials::fixed(key()),
+        ecs_rate_limit: None,
     });
     let health = Health::new();
     let shutdown = CancellationToken::new();
@@ -876,6 +878,7 @@ async fn without_secret_access_resources_naming_a_secret_wait_and_say_why() {
         .unwrap(),
         backoff: fast(),
         operator: OperatorCredentials::fixed(key()),
+        ecs_rate_limit: None,
     });
     let health = Health::new();
     let shutdown = CancellationToken::new();

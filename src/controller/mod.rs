@@ -42,6 +42,7 @@ use crate::metrics::Metrics;
 use crate::resource::{CopyImageCancellation, CopyImageCancellationStatus};
 use crate::retry::Backoff;
 use decide::{Decision, EventKind, Input, NextAction, Trigger};
+use governor::DefaultDirectRateLimiter;
 
 /// Field manager of every status write (server-side apply).
 pub const FIELD_MANAGER: &str = "copyimage-canceller";
@@ -105,6 +106,9 @@ pub struct Settings {
     /// The operator's own credentials (environment keys, RRSA or the instance
     /// role), for resources without `credentialsSecretRef`.
     pub operator: OperatorCredentials,
+    /// The global CancelCopyImage rate limit (`--ecs-qps`, `--ecs-burst`),
+    /// shared by every reconcile; `None`: unlimited.
+    pub ecs_rate_limit: Option<Arc<DefaultDirectRateLimiter>>,
 }
 
 /// An outcome that came back but could not be written to status yet: kept
@@ -422,6 +426,11 @@ async fn send_and_record(
 ) -> Result<Action, Error> {
     let attempt = written.status.as_ref().map_or(0, |s| s.attempts);
     info!(resource = %describe(&written), attempt, "sending CancelCopyImage");
+    if let Some(limit) = &ctx.settings.ecs_rate_limit {
+        // NB: after the write-ahead, so a wait here is recorded as "sending";
+        // it is bounded by the queue ahead divided by --ecs-qps.
+        limit.until_ready().await;
+    }
     let started = std::time::Instant::now();
     let outcome = ctx
         .settings

@@ -2,11 +2,13 @@
 //! wiring of watches, caches and controllers around [`super::reconcile`].
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::{FutureExt, StreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use kube::runtime::WatchStreamExt;
@@ -97,6 +99,13 @@ pub struct RunArgs {
     /// Log level or filter directives (`info`, `debug`, `copyimage_canceller=debug,kube=warn`).
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Most CancelCopyImage requests per second, across all resources (a token bucket; ECS
+    /// throttles per account, so keep the sum over all replicas and tools under the account's quota).
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ecs_qps: u32,
+    /// Requests that may go at once after a quiet spell, before --ecs-qps paces them.
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ecs_burst: u32,
     /// Where the operator's own credentials come from.
     #[command(flatten)]
     pub identity: IdentityArgs,
@@ -199,6 +208,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ecs,
         backoff,
         operator,
+        ecs_rate_limit: Some(Arc::new(ecs_rate_limit(args.ecs_qps, args.ecs_burst)?)),
     });
     let result = run_controllers(client, settings, options, shutdown).await;
     admin_stop.cancel();
@@ -210,6 +220,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     result
+}
+
+/// The token bucket of `--ecs-qps` and `--ecs-burst`.
+pub fn ecs_rate_limit(qps: u32, burst: u32) -> anyhow::Result<DefaultDirectRateLimiter> {
+    Ok(RateLimiter::direct(ecs_quota(qps, burst)?))
+}
+
+/// The quota of `--ecs-qps` and `--ecs-burst`.
+fn ecs_quota(qps: u32, burst: u32) -> anyhow::Result<Quota> {
+    let qps = NonZeroU32::new(qps).context("--ecs-qps must be at least 1")?;
+    let burst = NonZeroU32::new(burst).context("--ecs-burst must be at least 1")?;
+    Ok(Quota::per_second(qps).allow_burst(burst))
 }
 
 /// Follows the operator credentials' refreshes into `metrics`, with a
@@ -471,4 +493,61 @@ pub fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
         LogFormat::Json => builder.json().try_init(),
     };
     result.map_err(|err| anyhow::anyhow!("setting up logging: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use governor::clock::FakeRelativeClock;
+
+    #[test]
+    fn the_ecs_quota_allows_the_burst_then_paces_at_qps() {
+        for (qps, burst) in [(10, 20), (5, 2), (1, 1)] {
+            let clock = FakeRelativeClock::default();
+            let limit =
+                RateLimiter::direct_with_clock(ecs_quota(qps, burst).unwrap(), clock.clone());
+            for _ in 0..burst {
+                assert!(limit.check().is_ok(), "qps {qps} burst {burst}");
+            }
+            assert!(limit.check().is_err(), "the burst is spent");
+            clock.advance(Duration::from_secs(1) / qps - Duration::from_micros(1));
+            assert!(limit.check().is_err(), "not yet one interval");
+            clock.advance(Duration::from_micros(1));
+            assert!(limit.check().is_ok(), "one more after 1/qps");
+            assert!(limit.check().is_err());
+        }
+        assert!(
+            ecs_quota(0, 1)
+                .unwrap_err()
+                .to_string()
+                .contains("--ecs-qps")
+        );
+        assert!(
+            ecs_quota(1, 0)
+                .unwrap_err()
+                .to_string()
+                .contains("--ecs-burst")
+        );
+    }
+
+    #[test]
+    fn rate_limit_flags_have_safe_defaults_and_refuse_zero() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: RunArgs,
+        }
+        let cli = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!((cli.args.ecs_qps, cli.args.ecs_burst), (10, 20));
+        let cli = Cli::try_parse_from(["x", "--ecs-qps", "3", "--ecs-burst", "4"]).unwrap();
+        assert_eq!((cli.args.ecs_qps, cli.args.ecs_burst), (3, 4));
+        for flag in ["--ecs-qps", "--ecs-burst"] {
+            let err = Cli::try_parse_from(["x", flag, "0"])
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains(flag), "{err}");
+        }
+    }
 }
