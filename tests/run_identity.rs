@@ -11,7 +11,9 @@ use copyimage_canceller::identity::chain::{
 use copyimage_canceller::resource::{CopyImageCancellation, CopyImageCancellationSpec, Phase};
 use copyimage_canceller::sandbox::ecs_simulator::{EcsSimulator, ImageState, SimulatorConfig};
 use copyimage_canceller::sandbox::kube_api::KubeApi;
-use copyimage_canceller::sandbox::sts_simulator::{KeySink, StsSimulator, StsSimulatorConfig};
+use copyimage_canceller::sandbox::sts_simulator::{
+    KeySink, StsFault, StsSimulator, StsSimulatorConfig,
+};
 use kube::CustomResourceExt;
 use kube::api::{Api, PostParams};
 use tokio::io::AsyncBufReadExt;
@@ -209,6 +211,192 @@ async fn run_with_rrsa_cancels_a_resource_without_a_secret_using_the_sts_key() {
         assert!(!log.contains(secret), "a secret reached the log");
         assert!(!metrics.contains(secret), "a secret reached the metrics");
     }
+}
+
+/// STS failing: a resource with its own Secret is still cancelled; one
+/// without waits (AwaitingCredentials, saying why, no secret), a Warning is
+/// logged and the failures are counted.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_sts_blocks_only_resources_without_a_secret() {
+    use copyimage_canceller::credentials::AccessKey;
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    use std::collections::BTreeMap;
+
+    const OWN_IMAGE: &str = "m-bp1ownsecret001";
+    const TEAM_ID: &str = "LTAI5tTeamKeyId";
+    const TEAM_SECRET: &str = "team-secret-never-shown";
+    let api = KubeApi::start(vec![CopyImageCancellation::crd()])
+        .await
+        .unwrap();
+    let ecs = Arc::new(
+        EcsSimulator::start(
+            SimulatorConfig::new([AccessKey::new(TEAM_ID, TEAM_SECRET, None)])
+                .with_image(IMAGE, ImageState::Copying)
+                .with_image(OWN_IMAGE, ImageState::Copying),
+        )
+        .await
+        .unwrap(),
+    );
+    let sts = StsSimulator::start(StsSimulatorConfig {
+        sink: Some(KeySink::ecs(ecs.clone())),
+        ..StsSimulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    sts.set_persistent_fault(Some(StsFault::internal_error()));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let vars = [
+        (ENV_ROLE_ARN, ROLE.to_owned()),
+        (ENV_OIDC_PROVIDER_ARN, PROVIDER.to_owned()),
+        (ENV_OIDC_TOKEN_FILE, token_file.display().to_string()),
+        (ENV_STS_ENDPOINT, sts.endpoint()),
+    ];
+    let endpoint = ecs.endpoint();
+    let args = [
+        "--ecs-endpoint",
+        endpoint.as_str(),
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    ];
+    let mut child = run_command(&kubeconfig, &args, &vars)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let (log_tx, mut log_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if log_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    let admin = within(async {
+        loop {
+            let line = log_rx.recv().await.expect("run exited early");
+            log.push(line.clone());
+            if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(addr) = entry["fields"]["addr"].as_str()
+            {
+                break addr.to_string();
+            }
+        }
+    })
+    .await;
+
+    let client = api.client().unwrap();
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("team-keys".into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([
+            (
+                "accessKeyId".to_string(),
+                ByteString(TEAM_ID.as_bytes().to_vec()),
+            ),
+            (
+                "accessKeySecret".to_string(),
+                ByteString(TEAM_SECRET.as_bytes().to_vec()),
+            ),
+        ])),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let cics: Api<CopyImageCancellation> = Api::namespaced(client, NS);
+    for (name, image, secret) in [
+        ("own-secret", OWN_IMAGE, Some("team-keys")),
+        ("no-secret", IMAGE, None),
+    ] {
+        let mut cic = CopyImageCancellation::new(
+            name,
+            CopyImageCancellationSpec {
+                region_id: "cn-hangzhou".into(),
+                image_id: image.into(),
+                credentials_secret_ref: secret.map(|name| {
+                    copyimage_canceller::resource::CredentialsSecretRef { name: name.into() }
+                }),
+                backoff_limit: 6,
+                active_deadline_seconds: None,
+            },
+        );
+        cic.metadata.namespace = Some(NS.into());
+        cics.create(&PostParams::default(), &cic).await.unwrap();
+    }
+    within(async {
+        while cics
+            .get("own-secret")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.phase)
+            != Some(Phase::Succeeded)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let waiting =
+        within(async {
+            loop {
+                let status = cics.get("no-secret").await.unwrap().status;
+                if let Some(condition) = status.iter().flat_map(|s| s.conditions.iter()).find(|c| {
+                    c.reason == "AwaitingCredentials" && c.message.contains("InternalError")
+                }) {
+                    break condition.message.clone();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+    assert!(waiting.contains("rrsa"), "{waiting}");
+    assert_eq!(
+        ecs.image(IMAGE),
+        Some(ImageState::Copying),
+        "nothing sent without a key"
+    );
+    assert_eq!(ecs.image(OWN_IMAGE), None, "the Secret's key was used");
+
+    let metrics = within(http_get(&admin, "/metrics")).await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l
+            == "copyimage_canceller_credential_state{state=\"Unavailable\",source=\"rrsa\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l == "copyimage_canceller_credential_refresh_failures_total 0"),
+        "{metrics}"
+    );
+    child.start_kill().unwrap();
+    within(child.wait()).await.unwrap();
+    while let Ok(line) = log_rx.try_recv() {
+        log.push(line);
+    }
+    let log = log.join("\n");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"level\":\"WARN\"") && l.contains("could not be refreshed")),
+        "{log}"
+    );
+    assert!(
+        !log.contains(TEAM_SECRET) && !log.contains(TOKEN),
+        "a secret reached the log"
+    );
 }
 
 #[tokio::test]
