@@ -14,8 +14,8 @@ from common import one  # noqa: E402
 from test_chart import VALUE_SETS, get, template  # noqa: E402
 from test_kustomize import build  # noqa: E402
 
-# Flags that `run` gets with issue 5 (leader election), and the value that switches each on. A flag the binary already accepts needs no
-# entry here.
+# Flags that `run` gets with issue 5 (leader election), and the value that
+# switches each on. A flag the binary already accepts needs no entry here.
 LATER_FLAGS = {
     "--leader-elect": "leaderElection.enabled",
     "--leader-election-namespace": "leaderElection.enabled",
