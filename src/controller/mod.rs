@@ -17,6 +17,7 @@
 
 pub mod conditions;
 pub mod decide;
+pub mod leader;
 pub mod run;
 pub mod secrets;
 

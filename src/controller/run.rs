@@ -20,6 +20,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::leader;
 use super::{
     Context, REPORTING_CONTROLLER, Settings, error_policy, reconcile, resources_using_secret,
 };
@@ -35,6 +36,8 @@ const AFTER_HELP: &str = "\
 Kubernetes access: the in-cluster service account, or KUBECONFIG / ~/.kube/config outside a cluster.
 The operator needs: get/list/watch on copyimagecancellations, patch on copyimagecancellations/status,
 list/watch on secrets (in the watched namespaces), and create/patch on events.k8s.io events.
+With --leader-elect also create, get and patch on coordination.k8s.io leases (the Lease
+copyimage-canceller in --leader-election-namespace).
 
 Credentials: a resource's spec.credentialsSecretRef names a Secret in its own namespace (keys
 accessKeyId, accessKeySecret, optional securityToken). Resources without one use the operator's own
@@ -106,6 +109,24 @@ pub struct RunArgs {
     /// Requests that may go at once after a quiet spell, before --ecs-qps paces them.
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub ecs_burst: u32,
+    /// Run the controllers only while holding the Lease `copyimage-canceller` (for several
+    /// replicas): followers wait; a leader that loses the Lease exits (status 1) and is
+    /// restarted as a follower; SIGTERM releases it. Needs get/create/patch on
+    /// coordination.k8s.io leases in --leader-election-namespace.
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// Namespace of the leader Lease; default: the pod's (POD_NAMESPACE or the service-account
+    /// namespace file).
+    #[arg(long, value_name = "NS", value_parser = parse_namespace)]
+    pub leader_election_namespace: Option<String>,
+    /// How long the Lease stays valid after its last renewal (whole seconds): how long a
+    /// crashed leader blocks the others. Hidden: for tests and unusual clusters.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration, hide = true)]
+    pub leader_lease_duration: Duration,
+    /// How long before expiry the leader renews the Lease (whole seconds, below
+    /// --leader-lease-duration). Hidden: for tests and unusual clusters.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration, hide = true)]
+    pub leader_renew_grace: Duration,
     /// Where the operator's own credentials come from.
     #[command(flatten)]
     pub identity: IdentityArgs,
@@ -160,6 +181,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ..EcsClientConfig::default()
     })
     .context("--ecs-endpoint")?;
+    let election = if args.leader_elect {
+        Some(leader::LeaderElection::from_flags(
+            args.leader_election_namespace.as_deref(),
+            args.leader_lease_duration,
+            args.leader_renew_grace,
+        )?)
+    } else {
+        None
+    };
     let operator = OperatorCredentials::from_env(&args.identity.chain_options())
         .context("operator credentials")?;
     let status = operator.status();
@@ -210,7 +240,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         operator,
         ecs_rate_limit: Some(Arc::new(ecs_rate_limit(args.ecs_qps, args.ecs_burst)?)),
     });
+    // Followers serve /livez (the admin server is up) but start no controller until they lead.
+    let leadership = match &election {
+        Some(election) => match leader::acquire(client.clone(), election, &shutdown).await {
+            Ok(Some(leadership)) => {
+                leadership.exit_on_loss(shutdown.clone());
+                Some(leadership)
+            }
+            Ok(None) => {
+                admin_stop.cancel();
+                return Ok(());
+            }
+            Err(err) => {
+                admin_stop.cancel();
+                return Err(err);
+            }
+        },
+        None => None,
+    };
     let result = run_controllers(client, settings, options, shutdown).await;
+    if let Some(leadership) = leadership {
+        leadership.release().await;
+    }
     admin_stop.cancel();
     if let Some(admin) = admin {
         match admin.await {

@@ -216,6 +216,14 @@ impl Env {
         child.kill().await.expect("SIGKILL the controller");
     }
 
+    /// The controller process's id (to send it signals).
+    pub fn controller_pid(&self) -> u32 {
+        self.controller
+            .as_ref()
+            .and_then(|child| child.id())
+            .expect("the controller is running")
+    }
+
     /// Whether the controller process is still running.
     pub fn controller_alive(&mut self) -> bool {
         match &mut self.controller {
