@@ -60,6 +60,89 @@ async fn http_get(addr: &str, path: &str) -> Option<String> {
     answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
 }
 
+/// A `run` process with operator credentials from RRSA (the STS stand-in at
+/// `sts_endpoint`), JSON logs collected, and its admin address.
+struct RrsaRun {
+    child: tokio::process::Child,
+    log_rx: tokio::sync::mpsc::UnboundedReceiver<String>,
+    log: Vec<String>,
+    admin: String,
+    _dir: tempfile::TempDir,
+}
+
+impl RrsaRun {
+    async fn start(
+        api: &copyimage_canceller::sandbox::kube_api::KubeApiHandle,
+        ecs_endpoint: &str,
+        sts_endpoint: String,
+        extra: &[&str],
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        api.write_kubeconfig(&kubeconfig).unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+        let vars = [
+            (ENV_ROLE_ARN, ROLE.to_owned()),
+            (ENV_OIDC_PROVIDER_ARN, PROVIDER.to_owned()),
+            (ENV_OIDC_TOKEN_FILE, token_file.display().to_string()),
+            (ENV_STS_ENDPOINT, sts_endpoint),
+        ];
+        let mut args = vec![
+            "--ecs-endpoint",
+            ecs_endpoint,
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        let mut child = run_command(&kubeconfig, &args, &vars)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let (log_tx, mut log_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if log_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut log = Vec::new();
+        let admin = within(async {
+            loop {
+                let line = log_rx.recv().await.expect("run exited early");
+                log.push(line.clone());
+                if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
+                    && let Some(addr) = entry["fields"]["addr"].as_str()
+                {
+                    break addr.to_string();
+                }
+            }
+        })
+        .await;
+        Self {
+            child,
+            log_rx,
+            log,
+            admin,
+            _dir: dir,
+        }
+    }
+
+    /// Kills the process and returns everything it logged.
+    async fn stop(mut self) -> String {
+        self.child.start_kill().unwrap();
+        within(self.child.wait()).await.unwrap();
+        while let Ok(line) = self.log_rx.try_recv() {
+            self.log.push(line);
+        }
+        self.log.join("\n")
+    }
+}
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_with_rrsa_cancels_a_resource_without_a_secret_using_the_sts_key() {
@@ -83,56 +166,12 @@ async fn run_with_rrsa_cancels_a_resource_without_a_secret_using_the_sts_key() {
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig).unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-
-    let vars = [
-        (ENV_ROLE_ARN, ROLE.to_owned()),
-        (ENV_OIDC_PROVIDER_ARN, PROVIDER.to_owned()),
-        (ENV_OIDC_TOKEN_FILE, token_file.display().to_string()),
-        (ENV_STS_ENDPOINT, sts.endpoint()),
-    ];
-    let endpoint = ecs.endpoint();
-    let args = [
-        "--ecs-endpoint",
-        endpoint.as_str(),
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--log-format",
-        "json",
-        "--retry-base-delay",
-        "10ms",
-        "--retry-max-delay",
-        "50ms",
-    ];
-    let mut child = run_command(&kubeconfig, &args, &vars)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let (log_tx, mut log_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if log_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut log = Vec::new();
-    let admin = within(async {
-        loop {
-            let line = log_rx.recv().await.expect("run exited early");
-            log.push(line.clone());
-            if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
-                && let Some(addr) = entry["fields"]["addr"].as_str()
-            {
-                break addr.to_string();
-            }
-        }
-    })
+    let run = RrsaRun::start(
+        &api,
+        &ecs.endpoint(),
+        sts.endpoint(),
+        &["--retry-base-delay", "10ms", "--retry-max-delay", "50ms"],
+    )
     .await;
 
     let client = api.client().unwrap();
@@ -180,7 +219,7 @@ async fn run_with_rrsa_cancels_a_resource_without_a_secret_using_the_sts_key() {
     assert_eq!(requests[0].signature_valid, Some(true));
     assert_eq!(requests[0].code, "Success");
 
-    let metrics = within(http_get(&admin, "/metrics")).await.unwrap();
+    let metrics = within(http_get(&run.admin, "/metrics")).await.unwrap();
     for line in [
         "copyimage_canceller_credential_refreshes_total 1",
         "copyimage_canceller_credential_refresh_failures_total 0",
@@ -193,12 +232,7 @@ async fn run_with_rrsa_cancels_a_resource_without_a_secret_using_the_sts_key() {
         );
     }
 
-    child.start_kill().unwrap();
-    within(child.wait()).await.unwrap();
-    while let Ok(line) = log_rx.try_recv() {
-        log.push(line);
-    }
-    let log = log.join("\n");
+    let log = run.stop().await;
     assert!(
         log.contains("\"source\":\"rrsa\""),
         "the chosen source is logged: {log}"
@@ -246,52 +280,7 @@ async fn a_failing_sts_blocks_only_resources_without_a_secret() {
     .await
     .unwrap();
     sts.set_persistent_fault(Some(StsFault::internal_error()));
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig).unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let vars = [
-        (ENV_ROLE_ARN, ROLE.to_owned()),
-        (ENV_OIDC_PROVIDER_ARN, PROVIDER.to_owned()),
-        (ENV_OIDC_TOKEN_FILE, token_file.display().to_string()),
-        (ENV_STS_ENDPOINT, sts.endpoint()),
-    ];
-    let endpoint = ecs.endpoint();
-    let args = [
-        "--ecs-endpoint",
-        endpoint.as_str(),
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--log-format",
-        "json",
-    ];
-    let mut child = run_command(&kubeconfig, &args, &vars)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let (log_tx, mut log_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if log_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut log = Vec::new();
-    let admin = within(async {
-        loop {
-            let line = log_rx.recv().await.expect("run exited early");
-            log.push(line.clone());
-            if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
-                && let Some(addr) = entry["fields"]["addr"].as_str()
-            {
-                break addr.to_string();
-            }
-        }
-    })
-    .await;
+    let run = RrsaRun::start(&api, &ecs.endpoint(), sts.endpoint(), &[]).await;
 
     let client = api.client().unwrap();
     let secret = Secret {
@@ -370,7 +359,7 @@ async fn a_failing_sts_blocks_only_resources_without_a_secret() {
     );
     assert_eq!(ecs.image(OWN_IMAGE), None, "the Secret's key was used");
 
-    let metrics = within(http_get(&admin, "/metrics")).await.unwrap();
+    let metrics = within(http_get(&run.admin, "/metrics")).await.unwrap();
     assert!(
         metrics.lines().any(|l| l
             == "copyimage_canceller_credential_state{state=\"Unavailable\",source=\"rrsa\"} 1"),
@@ -382,12 +371,7 @@ async fn a_failing_sts_blocks_only_resources_without_a_secret() {
             .any(|l| l == "copyimage_canceller_credential_refresh_failures_total 0"),
         "{metrics}"
     );
-    child.start_kill().unwrap();
-    within(child.wait()).await.unwrap();
-    while let Ok(line) = log_rx.try_recv() {
-        log.push(line);
-    }
-    let log = log.join("\n");
+    let log = run.stop().await;
     assert!(
         log.lines()
             .any(|l| l.contains("\"level\":\"WARN\"") && l.contains("could not be refreshed")),
