@@ -16,7 +16,9 @@ use copyimage_canceller::sandbox::ecs_simulator::{
     EcsSimulator, FaultCount, FaultKind, FaultSpec, FaultTarget, ImageState, RequestRecord,
     SimulatorConfig, SimulatorHandle,
 };
-use copyimage_canceller::sandbox::kube_api::{KubeApi, KubeApiHandle};
+use copyimage_canceller::sandbox::kube_api::{
+    KubeApi, KubeApiHandle, RequestRecord as KubeRequestRecord,
+};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -86,7 +88,7 @@ impl Env {
         let kubeconfig = dir.path().join("kubeconfig");
         api.write_kubeconfig(&kubeconfig)
             .expect("write the kubeconfig");
-        let client = api.client().expect("kube client for the sandbox");
+        let client = harness_client(&api);
         let sim = start_simulator().await;
         let mut env = Env {
             cluster: Cluster::Sandbox(api),
@@ -134,7 +136,7 @@ impl Env {
         let kubeconfig = dir.path().join("kubeconfig");
         api.write_kubeconfig(&kubeconfig)
             .expect("write the kubeconfig");
-        let client = api.client().expect("kube client for the sandbox");
+        let client = harness_client(&api);
         Self::in_fresh_namespace(Cluster::Sandbox(api), client, dir, Some(kubeconfig)).await
     }
 
@@ -373,6 +375,21 @@ impl Env {
         }
     }
 
+    /// Polls until `check()` resolves to true (for checks that read the API).
+    pub async fn eventually_async<F, Fut>(&self, what: &str, check: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while !check().await {
+            if tokio::time::Instant::now() > deadline {
+                self.fail(&format!("not {what} after {PATIENCE:?}"));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Panics with `message`, the simulator's log and the tail of the controller's log.
     pub fn fail(&self, message: &str) -> ! {
         let log = self.controller_log();
@@ -393,6 +410,16 @@ impl Env {
                 .collect::<Vec<_>>(),
             tail.join("\n")
         );
+    }
+
+    /// Requests the in-process API answered for anyone but the test itself
+    /// (the controller, in practice), oldest first.
+    pub fn controller_requests(&self) -> Vec<KubeRequestRecord> {
+        self.sandbox_api()
+            .requests()
+            .into_iter()
+            .filter(|r| r.user_agent.as_deref() != Some(HARNESS_USER_AGENT))
+            .collect()
     }
 
     /// CancelCopyImage requests the simulator received for `image_id`, oldest first.
@@ -482,6 +509,20 @@ impl Env {
             }
         }
     }
+}
+
+/// `User-Agent` of the test's own requests, so that request counts can leave them out.
+pub const HARNESS_USER_AGENT: &str = "copyimage-canceller-e2e-harness";
+
+/// A client for the sandbox API whose requests carry [`HARNESS_USER_AGENT`].
+fn harness_client(api: &KubeApiHandle) -> kube::Client {
+    let mut config = kube::Config::new(api.url().parse().expect("the sandbox URL"));
+    config.default_namespace = "default".into();
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(HARNESS_USER_AGENT),
+    ));
+    kube::Client::try_from(config).expect("kube client for the sandbox")
 }
 
 /// Starts the simulator accepting the operator key, on loopback.

@@ -34,6 +34,26 @@ fn error_response(err: &ApiError) -> Response {
     json_response(err.code, &err.to_status())
 }
 
+/// 429 as apimachinery's `NewTooManyRequests` renders it: the wait is both in the Status
+/// details and in `Retry-After` (the server copies `retryAfterSeconds` into the header).
+fn too_many_requests(retry_after_seconds: u32) -> Response {
+    let status = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": "Too many requests: too many requests, please try again later",
+        "reason": "TooManyRequests",
+        "details": {"retryAfterSeconds": retry_after_seconds},
+        "code": 429,
+    });
+    let mut response = json_response(429, &status);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, retry_after_seconds.into());
+    response
+}
+
 /// Where a URL points.
 enum Route {
     Version,
@@ -335,6 +355,11 @@ async fn resource_request(
         patch_type: (verb == Verb::Patch).then(|| content_type.clone()),
         field_manager: query.get("fieldManager").cloned(),
         code: 200,
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from),
+        received: std::time::Instant::now(),
     };
     let response = match serve(
         shared,
@@ -373,10 +398,13 @@ async fn serve(
 ) -> Result<Response, ApiError> {
     if let Some(fault) = shared.take_fault(verb, &t.plural, subresource) {
         let name = path.name.clone().unwrap_or_default();
-        return Err(match fault {
-            FaultKind::Conflict => ApiError::conflict_modified(t, &name),
-            FaultKind::InternalError => ApiError::internal("injected fault"),
-        });
+        return match fault {
+            FaultKind::Conflict => Err(ApiError::conflict_modified(t, &name)),
+            FaultKind::InternalError => Err(ApiError::internal("injected fault")),
+            FaultKind::TooManyRequests {
+                retry_after_seconds,
+            } => Ok(too_many_requests(retry_after_seconds)),
+        };
     }
     if verb.is_write() && query.contains_key("dryRun") {
         return Err(ApiError::bad_request(

@@ -119,6 +119,10 @@ pub struct RequestRecord {
     pub field_manager: Option<String>,
     /// HTTP status code of the answer.
     pub code: u16,
+    /// The `User-Agent` header, if sent (tells a test's own requests from the controller's).
+    pub user_agent: Option<String>,
+    /// When the request arrived.
+    pub received: std::time::Instant,
 }
 
 /// How an injected fault answers.
@@ -128,6 +132,12 @@ pub enum FaultKind {
     Conflict,
     /// 500 InternalError.
     InternalError,
+    /// 429 TooManyRequests with a `Retry-After` header and `details.retryAfterSeconds`, as the
+    /// API server answers when API Priority and Fairness rejects a request.
+    TooManyRequests {
+        /// Seconds the client is asked to wait.
+        retry_after_seconds: u32,
+    },
 }
 
 /// A scripted failure for the next matching requests.
@@ -156,6 +166,20 @@ impl Fault {
     pub fn internal_error(times: u32) -> Self {
         Self {
             kind: FaultKind::InternalError,
+            remaining: times,
+            verb: None,
+            resource: None,
+            subresource: None,
+        }
+    }
+
+    /// The next `times` writes answer 429 TooManyRequests asking the client to wait
+    /// `retry_after_seconds`.
+    pub fn too_many_requests(times: u32, retry_after_seconds: u32) -> Self {
+        Self {
+            kind: FaultKind::TooManyRequests {
+                retry_after_seconds,
+            },
             remaining: times,
             verb: None,
             resource: None,

@@ -1,0 +1,292 @@
+//! API-server load: what the real `copyimage-canceller run` binary asks the
+//! Kubernetes API for while it works through many resources, counted by the
+//! in-process API. The controller reads from its watch caches only (no GET or
+//! LIST per reconcile), writes only the status subresource, and its
+//! list/watch traffic does not grow with the number of resources.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::*;
+use copyimage_canceller::credentials::AccessKey;
+use copyimage_canceller::sandbox::ecs_simulator::{FaultCount, FaultKind};
+use copyimage_canceller::sandbox::kube_api::{RequestRecord, Verb};
+use kube::ResourceExt;
+use kube::api::ListParams;
+
+const CICS: &str = "copyimagecancellations";
+const SECRETS: &str = "secrets";
+const EVENTS: &str = "events";
+
+/// What one load run asked of the API server (the controller's requests only).
+struct Load {
+    resources: usize,
+    requests: Vec<RequestRecord>,
+}
+
+impl Load {
+    fn count(&self, verb: Verb, resource: &str, subresource: &str) -> usize {
+        self.requests
+            .iter()
+            .filter(|r| r.verb == verb && r.resource == resource && r.subresource == subresource)
+            .count()
+    }
+
+    /// Status PATCHes of one resource, by answer code.
+    fn status_patches(&self, name: &str) -> Vec<u16> {
+        self.requests
+            .iter()
+            .filter(|r| {
+                r.verb == Verb::Patch
+                    && r.resource == CICS
+                    && r.subresource == "status"
+                    && r.name.as_deref() == Some(name)
+            })
+            .map(|r| r.code)
+            .collect()
+    }
+
+    /// The counts table: one row per (verb, resource, subresource), answered
+    /// 2xx and otherwise, with the per-resource rate.
+    fn table(&self) -> String {
+        let mut rows: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
+        for r in &self.requests {
+            let resource = if r.subresource.is_empty() {
+                r.resource.clone()
+            } else {
+                format!("{}/{}", r.resource, r.subresource)
+            };
+            let row = rows
+                .entry((format!("{:?}", r.verb).to_uppercase(), resource))
+                .or_default();
+            if (200..300).contains(&r.code) {
+                row.0 += 1;
+            } else {
+                row.1 += 1;
+            }
+        }
+        let mut out = format!(
+            "API requests by the controller for {} resources\n{:<8} {:<32} {:>6} {:>6} {:>12}\n",
+            self.resources, "verb", "resource", "2xx", "other", "per resource"
+        );
+        for ((verb, resource), (ok, other)) in rows {
+            out.push_str(&format!(
+                "{verb:<8} {resource:<32} {ok:>6} {other:>6} {:>12.2}\n",
+                (ok + other) as f64 / self.resources as f64
+            ));
+        }
+        out
+    }
+}
+
+/// Creates `n` resources (one retried twice after InternalError, every
+/// fifth signing with its own Secret; the last tenth created after the
+/// Secret was rotated, all signing with it), waits until
+/// every one is final and its Events are out, and returns the controller's
+/// requests from start-up on.
+async fn load(n: usize) -> Load {
+    assert!(n >= 10, "the mix needs at least 10 resources");
+    // NB: the ECS rate limit is lifted so the run is short; it is not what is measured.
+    let env = Env::sandbox_with_args(&["--ecs-qps", "1000", "--ecs-burst", "1000"]).await;
+    let old = AccessKey::new("LTAI5tLoadOldKey", "loadOldSecret", None);
+    let new = AccessKey::new("LTAI5tLoadNewKey", "loadNewSecret", None);
+    env.sim.add_key(old.clone());
+    env.sim.add_key(new.clone());
+    env.put_secret("team-keys", &old).await;
+
+    let before_rotation = n - n / 10;
+    let resource = |i: usize| {
+        let name = format!("load-{i:05}");
+        let image = format!("m-load{i:05}");
+        env.copying(&image);
+        if i % 5 == 0 || i >= before_rotation {
+            cic_with_secret(&name, &image, "team-keys")
+        } else {
+            cic(&name, &image)
+        }
+    };
+    env.fault(
+        "m-load00001",
+        FaultKind::InternalError,
+        FaultCount::Times(2),
+    );
+    for i in 0..before_rotation {
+        env.create(&resource(i)).await;
+    }
+    wait_all_final(&env, before_rotation).await;
+    env.put_secret("team-keys", &new).await;
+    assert!(env.sim.remove_key(&old.id));
+    // NB: the Secret and the resources come through separate watches.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for i in before_rotation..n {
+        env.create(&resource(i)).await;
+    }
+    wait_all_final(&env, n).await;
+
+    // Every resource succeeded with exactly one request, except the retried one.
+    let cics = env
+        .cics()
+        .list(&ListParams::default())
+        .await
+        .expect("list the resources");
+    for cic in &cics.items {
+        let name = cic.name_any();
+        assert_eq!(
+            phase(cic).as_deref(),
+            Some("Succeeded"),
+            "{name}:\n{}",
+            yaml(cic)
+        );
+        let expected = if name == "load-00001" { 3 } else { 1 };
+        assert_eq!(
+            env.ecs_requests(&cic.spec.image_id).len(),
+            expected,
+            "{name}: CancelCopyImage requests"
+        );
+    }
+    let rotated = env.ecs_requests(&format!("m-load{before_rotation:05}"));
+    assert_eq!(
+        rotated[0].access_key_id.as_deref(),
+        Some(new.id.as_str()),
+        "signed with the rotated key"
+    );
+
+    // One Cancelled per resource, two RetryScheduled for the retried one.
+    let expected_events = n + 2;
+    env.eventually("every Event published", |env| {
+        let requests = env.controller_requests();
+        let events = requests
+            .iter()
+            .filter(|r| r.resource == EVENTS && matches!(r.verb, Verb::Create | Verb::Patch))
+            .count();
+        events >= expected_events
+    })
+    .await;
+    // Anything still to come (a late requeue) would show up within a moment.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let load = Load {
+        resources: n,
+        requests: env.controller_requests(),
+    };
+    env.cleanup().await;
+    load
+}
+
+/// Polls (as the test client, whose requests are not counted) until `n`
+/// resources exist and every one is Succeeded or Failed.
+async fn wait_all_final(env: &Env, n: usize) {
+    env.eventually_async(&format!("{n} resources final"), || async {
+        let list = env
+            .cics()
+            .list(&ListParams::default())
+            .await
+            .expect("list the resources");
+        list.items.len() == n
+            && list
+                .items
+                .iter()
+                .all(|c| matches!(phase(c).as_deref(), Some("Succeeded" | "Failed")))
+    })
+    .await;
+}
+
+/// Asserts the request budget of one run and returns its list/watch counts.
+fn assert_budget(load: &Load) -> BTreeMap<&'static str, usize> {
+    let n = load.resources;
+    println!("{}", load.table());
+
+    // Reads come from the watch caches: no GET of anything the controller watches.
+    for resource in [CICS, SECRETS, EVENTS] {
+        assert_eq!(load.count(Verb::Get, resource, ""), 0, "GET {resource}");
+    }
+    assert_eq!(load.count(Verb::Get, CICS, "status"), 0, "GET cics/status");
+    assert_eq!(load.count(Verb::List, EVENTS, ""), 0, "LIST events");
+
+    // Writes go to the status subresource only: never to the resource itself.
+    let main_writes: Vec<_> = load
+        .requests
+        .iter()
+        .filter(|r| r.resource == CICS && r.subresource.is_empty() && r.verb.is_write())
+        .collect();
+    assert!(
+        main_writes.is_empty(),
+        "writes to the resource: {main_writes:#?}"
+    );
+    assert_eq!(load.count(Verb::Update, CICS, "status"), 0, "PUT status");
+    // Secrets are only read.
+    assert!(
+        !load
+            .requests
+            .iter()
+            .any(|r| r.resource == SECRETS && r.verb.is_write()),
+        "no Secret writes"
+    );
+
+    // Status writes: Pending, the write-ahead, the outcome; two more
+    // (write-ahead + outcome) per retry. NB: a reconcile woken by the watch
+    // event of an earlier own write still sees that older version in the
+    // cache; its write is refused (409, nothing sent).
+    let mut applied = 0;
+    for i in 0..n {
+        let name = format!("load-{i:05}");
+        let codes = load.status_patches(&name);
+        let ok = codes.iter().filter(|c| (200..300).contains(*c)).count();
+        let expected = if name == "load-00001" { 3 + 2 * 2 } else { 3 };
+        assert_eq!(ok, expected, "{name}: applied status writes {codes:?}");
+        let refused: Vec<&u16> = codes.iter().filter(|c| !(200..300).contains(*c)).collect();
+        assert!(
+            refused.len() <= 2 && refused.iter().all(|c| **c == 409),
+            "{name}: only writes from a stale cache are refused (409, nothing sent): {codes:?}"
+        );
+        applied += ok;
+    }
+    assert_eq!(applied, 3 * n + 4, "applied status writes in all");
+
+    // Events: one create per resource on success (plus one per retry); the
+    // Recorder patches only repeats of an Event it already published.
+    let event_creates = load.count(Verb::Create, EVENTS, "");
+    let event_patches = load.count(Verb::Patch, EVENTS, "");
+    assert_eq!(event_creates + event_patches, n + 2, "Event writes");
+
+    // List and watch traffic: start-up (check_access's LIST, the caches'
+    // LIST + WATCH), and a re-watch at most; nothing per resource.
+    let counts = BTreeMap::from([
+        ("LIST cics", load.count(Verb::List, CICS, "")),
+        ("WATCH cics", load.count(Verb::Watch, CICS, "")),
+        ("LIST secrets", load.count(Verb::List, SECRETS, "")),
+        ("WATCH secrets", load.count(Verb::Watch, SECRETS, "")),
+    ]);
+    for (what, count) in &counts {
+        let limit = if what.starts_with("LIST cics") { 2 } else { 1 };
+        assert!(
+            (1..=limit + 1).contains(count),
+            "{what}: {count}, expected {limit} (one more for a re-watch at most)"
+        );
+    }
+    let kinds: BTreeSet<&str> = load.requests.iter().map(|r| r.resource.as_str()).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([CICS, SECRETS, EVENTS]),
+        "nothing else is requested"
+    );
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_requests_do_not_grow_with_the_number_of_resources() {
+    let small = load(20).await;
+    let small_counts = assert_budget(&small);
+    let large = load(100).await;
+    let large_counts = assert_budget(&large);
+    for (what, count) in &large_counts {
+        assert!(
+            *count <= small_counts[what] + 1,
+            "{what}: {count} for {} resources, {} for {}",
+            large.resources,
+            small_counts[what],
+            small.resources
+        );
+    }
+}
