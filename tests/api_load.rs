@@ -101,7 +101,7 @@ async fn load(n: usize) -> Load {
         let name = format!("load-{i:05}");
         let image = format!("m-load{i:05}");
         env.copying(&image);
-        if i % 5 == 0 || i >= before_rotation {
+        if i.is_multiple_of(5) || i >= before_rotation {
             cic_with_secret(&name, &image, "team-keys")
         } else {
             cic(&name, &image)
