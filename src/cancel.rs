@@ -410,6 +410,7 @@ mod tests {
             "IncorrectImageStatus (HTTP 400): The image is copied finished. [request ID R-1]"
         );
         let outcome = CancelOutcome::Transport(TransportError {
+            kind: crate::ecs::TransportKind::Connect,
             message: "could not connect to 127.0.0.1".into(),
             http_status: None,
         });

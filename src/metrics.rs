@@ -1,20 +1,84 @@
 //! Prometheus metrics of the controller (served on `/metrics` by
-//! [`crate::admin`]): reconciles, CancelCopyImage requests by outcome class,
-//! status writes by result, and the operator credentials' refreshes and state.
-//! Labels never carry resource names, keys or messages: cardinality stays
+//! [`crate::admin`]): reconciles, CancelCopyImage requests by outcome class
+//! and by ECS code, retries scheduled, resources by phase, status writes by
+//! result, leadership, and the operator credentials' refreshes and state.
+//! Labels never carry resource names, request IDs, keys or messages, and an
+//! ECS code the operator does not know becomes `other`: cardinality stays
 //! fixed and nothing secret can leak.
 
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use kube::runtime::reflector::Store;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::ecs::RetryClass;
+use crate::ecs::{CODES_AFTER_A_POSSIBLE_SUCCESS, CancelOutcome, RetryClass, TransportKind};
 use crate::identity::{CredentialState, CredentialStatus};
+use crate::resource::{CopyImageCancellation, Phase};
+
+/// ECS error codes that keep their own `code` label value: CancelCopyImage's
+/// documented codes, the API gateway's common codes (signature, key, token,
+/// throttling, availability), and the two codes the client gives a request it
+/// refuses before sending. Any other code is counted as [`OTHER_CODE`].
+pub const KNOWN_CODES: &[&str] = &[
+    // CancelCopyImage (API reference).
+    "ImageCreatedNotFromCopy",
+    "IncorrectImageStatus",
+    "InvalidDescription.Malformed",
+    "CancelNotSupported",
+    "InternalError",
+    "InvalidRegionId.NotFound",
+    "InvalidImageId.NotFound",
+    "MissingParameter",
+    // API gateway, common to every action.
+    "SignatureDoesNotMatch",
+    "IncompleteSignature",
+    "InvalidAccessKeyId.NotFound",
+    "InvalidAccessKeyId.Inactive",
+    "InvalidTimeStamp.Expired",
+    "InvalidTimeStamp.Format",
+    "SignatureNonceUsed",
+    "InvalidSignatureMethod",
+    "InvalidSignatureVersion",
+    "InvalidApi.NotFound",
+    "InvalidAction.NotFound",
+    "InvalidParameter",
+    "Forbidden.RAM",
+    "Throttling",
+    "Throttling.User",
+    "Throttling.Api",
+    "Rejected.Throttling",
+    "ServiceUnavailable",
+    "UnknownError",
+    // STS tokens.
+    "MissingSecurityToken",
+    "InvalidSecurityToken.Expired",
+    "InvalidSecurityToken.Malformed",
+    "InvalidSecurityToken.MismatchWithAccessKey",
+    // Refused by the client before anything was sent.
+    "InvalidRegionId.Malformed",
+    "InvalidEndpoint",
+];
+
+/// `code` label of a success.
+pub const SUCCESS_CODE: &str = "Success";
+/// `code` label of an ECS code not in [`KNOWN_CODES`].
+pub const OTHER_CODE: &str = "other";
+
+/// Every phase, in the contract's order, for the resources-by-phase gauge.
+const PHASES: [Phase; 4] = [
+    Phase::Pending,
+    Phase::Running,
+    Phase::Succeeded,
+    Phase::Failed,
+];
 
 /// Every credential state, so the state gauge can zero the ones not current.
 const CREDENTIAL_STATES: [CredentialState; 7] = [
@@ -43,6 +107,29 @@ pub struct ClassLabel {
     pub class: &'static str,
 }
 
+/// `code`/`outcome` labels of ECS requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EcsRequestLabel {
+    /// [`code_label`]: `Success`, a known ECS code, `TransportError.<Kind>` or `other`.
+    pub code: &'static str,
+    /// How the retry policy treated it: `success`, `terminal`, `retryable` or `throttled`.
+    pub outcome: &'static str,
+}
+
+/// `reason` label of scheduled retries.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabel {
+    /// `RetryScheduled` (counted against backoffLimit) or `Throttled` (not counted).
+    pub reason: &'static str,
+}
+
+/// `phase` label of the resources gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    /// `Pending`, `Running`, `Succeeded` or `Failed`.
+    pub phase: &'static str,
+}
+
 /// `result` label of status writes.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -58,7 +145,11 @@ pub struct Metrics {
     reconcile_errors: Counter,
     reconcile_duration: Histogram,
     requests: Family<ClassLabel, Counter>,
+    ecs_requests: Family<EcsRequestLabel, Counter>,
     request_duration: Histogram,
+    retries_scheduled: Family<RetryLabel, Counter>,
+    resources: ResourceStores,
+    leader: Gauge,
     status_writes: Family<ResultLabel, Counter>,
     credential_refreshes: Counter,
     credential_refresh_failures: Counter,
@@ -87,6 +178,35 @@ impl Default for Metrics {
             "cancel_requests",
             "CancelCopyImage requests sent, by how the outcome was treated",
             requests.clone(),
+        );
+        let ecs_requests = Family::<EcsRequestLabel, Counter>::default();
+        registry.register(
+            "ecs_requests",
+            "CancelCopyImage requests by ECS code (Success, a known code, TransportError.<kind>, \
+             or other) and by how the retry policy treated the outcome",
+            ecs_requests.clone(),
+        );
+        let retries_scheduled = Family::<RetryLabel, Counter>::default();
+        registry.register(
+            "retries_scheduled",
+            "Retries scheduled, by reason (RetryScheduled counts against backoffLimit, Throttled does not)",
+            retries_scheduled.clone(),
+        );
+        // NB: both reasons exist from the start, so rate() sees the first retry.
+        for reason in [
+            crate::controller::conditions::reasons::RETRY_SCHEDULED,
+            crate::controller::conditions::reasons::THROTTLED,
+        ] {
+            let _ = retries_scheduled.get_or_create(&RetryLabel { reason });
+        }
+        let resources = ResourceStores::default();
+        registry.register_collector(Box::new(resources.clone()));
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this process runs the controllers (holds the leader Lease, or --leader-elect is off), \
+             0 while it waits as a follower",
+            leader.clone(),
         );
         let request_duration = Histogram::new(exponential_buckets(0.01, 2.0, 14));
         registry.register(
@@ -124,12 +244,115 @@ impl Default for Metrics {
             reconcile_errors,
             reconcile_duration,
             requests,
+            ecs_requests,
             request_duration,
+            retries_scheduled,
+            resources,
+            leader,
             status_writes,
             credential_refreshes,
             credential_refresh_failures,
             credential_state,
         }
+    }
+}
+
+/// The `outcome` label value of a retry class.
+fn class_label(class: RetryClass) -> &'static str {
+    match class {
+        RetryClass::Success => "success",
+        RetryClass::Terminal => "terminal",
+        RetryClass::Retryable => "retryable",
+        RetryClass::Throttled => "throttled",
+    }
+}
+
+/// The `code` label of an outcome: `Success`, the ECS code when it is one of
+/// [`KNOWN_CODES`], `TransportError.<kind>` when no usable answer came, and
+/// [`OTHER_CODE`] for any other code (a server string never becomes a label).
+pub fn code_label(outcome: &CancelOutcome) -> &'static str {
+    match outcome {
+        CancelOutcome::Cancelled { .. } => SUCCESS_CODE,
+        CancelOutcome::Service(err) => KNOWN_CODES
+            .iter()
+            .chain(CODES_AFTER_A_POSSIBLE_SUCCESS.iter())
+            .find(|known| **known == err.code)
+            .copied()
+            .unwrap_or(OTHER_CODE),
+        CancelOutcome::Transport(err) => match err.kind {
+            TransportKind::Connect => "TransportError.Connect",
+            TransportKind::Timeout => "TransportError.Timeout",
+            TransportKind::Interrupted => "TransportError.Interrupted",
+            TransportKind::InvalidResponse => "TransportError.InvalidResponse",
+        },
+    }
+}
+
+/// How many resources are in each phase; a resource without a status yet
+/// counts as `Pending` (nothing has been sent for it).
+pub fn phase_counts(phases: impl IntoIterator<Item = Option<Phase>>) -> [(Phase, u64); 4] {
+    let mut counts = PHASES.map(|p| (p, 0));
+    for phase in phases {
+        let phase = phase.unwrap_or(Phase::Pending);
+        if let Some(slot) = counts.iter_mut().find(|(p, _)| *p == phase) {
+            slot.1 += 1;
+        }
+    }
+    counts
+}
+
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Pending => "Pending",
+        Phase::Running => "Running",
+        Phase::Succeeded => "Succeeded",
+        Phase::Failed => "Failed",
+    }
+}
+
+/// The controllers' resource caches, counted by phase at scrape time: exact
+/// after deletions (the cache forgets them) and restarts (it is listed anew).
+#[derive(Clone, Default)]
+struct ResourceStores(Arc<Mutex<Vec<Store<CopyImageCancellation>>>>);
+
+impl std::fmt::Debug for ResourceStores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let stores = self.0.lock().map(|s| s.len()).unwrap_or_default();
+        f.debug_struct("ResourceStores")
+            .field("stores", &stores)
+            .finish()
+    }
+}
+
+impl Collector for ResourceStores {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let objects: Vec<Arc<CopyImageCancellation>> = self
+            .0
+            .lock()
+            .expect("resource stores poisoned")
+            .iter()
+            .flat_map(Store::state)
+            .collect();
+        let counts = phase_counts(
+            objects
+                .iter()
+                .map(|o| o.status.as_ref().and_then(|s| s.phase)),
+        );
+        let mut metric = encoder.encode_descriptor(
+            "resources",
+            "CopyImageCancellations in the watched scope by status.phase (no status yet counts as \
+             Pending); counted from the controller's cache, so 0 on a follower",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (phase, count) in counts {
+            let label = PhaseLabel {
+                phase: phase_name(phase),
+            };
+            ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX))
+                .encode(metric.encode_family(&label)?)?;
+        }
+        Ok(())
     }
 }
 
@@ -162,16 +385,49 @@ impl Metrics {
         self.reconcile_errors.inc();
     }
 
-    /// Counts a CancelCopyImage request of `class` that took `seconds`.
-    pub fn request(&self, class: RetryClass, seconds: f64) {
-        let class = match class {
-            RetryClass::Success => "success",
-            RetryClass::Terminal => "terminal",
-            RetryClass::Retryable => "retryable",
-            RetryClass::Throttled => "throttled",
-        };
+    /// Counts a CancelCopyImage request that produced `outcome` in `seconds`.
+    pub fn request(&self, outcome: &CancelOutcome, seconds: f64) {
+        let class = class_label(outcome.retry_class());
         self.requests.get_or_create(&ClassLabel { class }).inc();
+        self.ecs_requests
+            .get_or_create(&EcsRequestLabel {
+                code: code_label(outcome),
+                outcome: class,
+            })
+            .inc();
         self.request_duration.observe(seconds);
+    }
+
+    /// Counts a retry scheduled with condition reason `reason`
+    /// (`RetryScheduled` or `Throttled`; anything else counts as `other`).
+    pub fn retry_scheduled(&self, reason: &str) {
+        let reason = match reason {
+            crate::controller::conditions::reasons::RETRY_SCHEDULED => {
+                crate::controller::conditions::reasons::RETRY_SCHEDULED
+            }
+            crate::controller::conditions::reasons::THROTTLED => {
+                crate::controller::conditions::reasons::THROTTLED
+            }
+            _ => OTHER_CODE,
+        };
+        self.retries_scheduled
+            .get_or_create(&RetryLabel { reason })
+            .inc();
+    }
+
+    /// Sets the leader gauge: whether this process runs the controllers.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// Counts `store`'s resources by phase at every scrape (one store per
+    /// watched namespace, or one for all).
+    pub fn watch_resources(&self, store: Store<CopyImageCancellation>) {
+        self.resources
+            .0
+            .lock()
+            .expect("resource stores poisoned")
+            .push(store);
     }
 
     /// Counts a status write with `result` (`applied`, `conflict`, `gone`, `error`).
@@ -223,8 +479,13 @@ mod tests {
         {
             let _timer = m.reconcile();
         }
-        m.request(RetryClass::Success, 0.2);
-        m.request(RetryClass::Throttled, 0.1);
+        m.request(
+            &CancelOutcome::Cancelled {
+                request_id: "R-1".into(),
+            },
+            0.2,
+        );
+        m.request(&service(400, "Throttling.User"), 0.1);
         m.status_write("applied");
         m.status_write("conflict");
         let text = m.encode();
@@ -244,6 +505,183 @@ mod tests {
             );
         }
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    fn service(http_status: u16, code: &str) -> CancelOutcome {
+        CancelOutcome::Service(crate::ecs::ServiceError {
+            http_status,
+            code: code.into(),
+            message: "secret message".into(),
+            request_id: Some("REQUEST-ID-1".into()),
+            host_id: None,
+            recommend: None,
+            retry_after: None,
+        })
+    }
+
+    fn transport(kind: TransportKind) -> CancelOutcome {
+        CancelOutcome::Transport(crate::ecs::TransportError {
+            kind,
+            message: "connection reset".into(),
+            http_status: None,
+        })
+    }
+
+    #[test]
+    fn code_labels_are_bounded() {
+        let rows = [
+            (
+                CancelOutcome::Cancelled {
+                    request_id: "R".into(),
+                },
+                "Success",
+            ),
+            (
+                service(404, "InvalidImageId.NotFound"),
+                "InvalidImageId.NotFound",
+            ),
+            (service(400, "IncorrectImageStatus"), "IncorrectImageStatus"),
+            (service(500, "InternalError"), "InternalError"),
+            (service(503, "ServiceUnavailable"), "ServiceUnavailable"),
+            (service(400, "Throttling.User"), "Throttling.User"),
+            (
+                service(400, "SignatureDoesNotMatch"),
+                "SignatureDoesNotMatch",
+            ),
+            (
+                service(400, "InvalidRegionId.Malformed"),
+                "InvalidRegionId.Malformed",
+            ),
+            (service(400, "MissingSecurityToken"), "MissingSecurityToken"),
+            // Unknown codes, and server strings a label must never carry.
+            (service(400, "Brand.NewCode"), "other"),
+            (service(502, "internalerror"), "other"),
+            (service(400, "LTAI5t-secret-looking-code"), "other"),
+            (service(400, ""), "other"),
+            (transport(TransportKind::Connect), "TransportError.Connect"),
+            (transport(TransportKind::Timeout), "TransportError.Timeout"),
+            (
+                transport(TransportKind::Interrupted),
+                "TransportError.Interrupted",
+            ),
+            (
+                transport(TransportKind::InvalidResponse),
+                "TransportError.InvalidResponse",
+            ),
+        ];
+        for (outcome, want) in rows {
+            assert_eq!(code_label(&outcome), want, "{outcome:?}");
+        }
+        for code in KNOWN_CODES {
+            assert_eq!(code_label(&service(400, code)), *code);
+        }
+        // Every kind has its own label.
+        let kinds: std::collections::HashSet<_> = TransportKind::ALL
+            .into_iter()
+            .map(|k| code_label(&transport(k)))
+            .collect();
+        assert_eq!(kinds.len(), TransportKind::ALL.len());
+    }
+
+    #[test]
+    fn ecs_requests_by_code_and_outcome_and_retries_by_reason() {
+        let m = Metrics::default();
+        m.request(&service(500, "InternalError"), 0.1);
+        m.request(&service(500, "InternalError"), 0.1);
+        m.request(&service(418, "Teapot.Secret"), 0.1);
+        m.request(&transport(TransportKind::Timeout), 0.1);
+        m.retry_scheduled("RetryScheduled");
+        m.retry_scheduled("Throttled");
+        m.retry_scheduled("Throttled");
+        m.retry_scheduled("Something else");
+        let text = m.encode();
+        for line in [
+            "copyimage_canceller_ecs_requests_total{code=\"InternalError\",outcome=\"retryable\"} 2",
+            "copyimage_canceller_ecs_requests_total{code=\"other\",outcome=\"terminal\"} 1",
+            "copyimage_canceller_ecs_requests_total{code=\"TransportError.Timeout\",outcome=\"retryable\"} 1",
+            "copyimage_canceller_retries_scheduled_total{reason=\"RetryScheduled\"} 1",
+            "copyimage_canceller_retries_scheduled_total{reason=\"Throttled\"} 2",
+            "copyimage_canceller_retries_scheduled_total{reason=\"other\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        for leaked in ["Teapot", "secret message", "REQUEST-ID-1", "Something"] {
+            assert!(!text.contains(leaked), "{leaked} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn phase_counts_cover_every_phase() {
+        use Phase::*;
+        let rows: [(&[Option<Phase>], [u64; 4]); 4] = [
+            (&[], [0, 0, 0, 0]),
+            (&[None], [1, 0, 0, 0]),
+            (&[None, Some(Pending), Some(Running)], [2, 1, 0, 0]),
+            (
+                &[
+                    Some(Succeeded),
+                    Some(Failed),
+                    Some(Succeeded),
+                    Some(Running),
+                ],
+                [0, 1, 2, 1],
+            ),
+        ];
+        for (phases, want) in rows {
+            let got = phase_counts(phases.iter().copied()).map(|(_, n)| n);
+            assert_eq!(got, want, "{phases:?}");
+        }
+    }
+
+    #[test]
+    fn resources_gauge_counts_the_stores_at_scrape_time_and_leader_gauge() {
+        use kube::runtime::watcher::Event;
+        let m = Metrics::default();
+        let text = m.encode();
+        for phase in ["Pending", "Running", "Succeeded", "Failed"] {
+            let line = format!("copyimage_canceller_resources{{phase=\"{phase}\"}} 0");
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        assert!(text.lines().any(|l| l == "copyimage_canceller_leader 0"));
+        m.set_leader(true);
+        let (store, mut writer) = kube::runtime::reflector::store::<CopyImageCancellation>();
+        m.watch_resources(store);
+        let cic = |name: &str, phase: Option<Phase>| {
+            let mut r = CopyImageCancellation::new(
+                name,
+                crate::resource::CopyImageCancellationSpec {
+                    region_id: "cn-hangzhou".into(),
+                    image_id: "m-bp1".into(),
+                    credentials_secret_ref: None,
+                    backoff_limit: 6,
+                    active_deadline_seconds: None,
+                },
+            );
+            r.metadata.namespace = Some("images".into());
+            r.status = phase.map(|p| crate::resource::CopyImageCancellationStatus {
+                phase: Some(p),
+                ..Default::default()
+            });
+            r
+        };
+        writer.apply_watcher_event(&Event::Apply(cic("a", None)));
+        writer.apply_watcher_event(&Event::Apply(cic("b", Some(Phase::Failed))));
+        writer.apply_watcher_event(&Event::Apply(cic("c", Some(Phase::Succeeded))));
+        writer.apply_watcher_event(&Event::Delete(cic("c", Some(Phase::Succeeded))));
+        let text = m.encode();
+        for line in [
+            "copyimage_canceller_resources{phase=\"Pending\"} 1",
+            "copyimage_canceller_resources{phase=\"Running\"} 0",
+            "copyimage_canceller_resources{phase=\"Succeeded\"} 0",
+            "copyimage_canceller_resources{phase=\"Failed\"} 1",
+            "copyimage_canceller_leader 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        assert!(!text.contains("\"a\"") && !text.contains("images"));
     }
 
     fn status(state: CredentialState, refreshes: u64, failures: u64) -> CredentialStatus {

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use copyimage_canceller::credentials::AccessKey;
 use copyimage_canceller::ecs::client::{EcsClient, EcsClientConfig};
-use copyimage_canceller::ecs::{CancelOutcome, RetryClass, ServiceError, TransportError};
+use copyimage_canceller::ecs::{
+    CancelOutcome, RetryClass, ServiceError, TransportError, TransportKind,
+};
 use copyimage_canceller::sandbox::ecs_simulator::{
     ConnectionFate, EcsSimulator, FaultSpec, ImageState, SimulatorConfig, SimulatorHandle,
 };
@@ -171,27 +173,40 @@ async fn unusable_answers_are_retryable_transport_errors() {
     let sim = simulator().await;
     // Only hang and stall need the timeout; it is short so the test is quick.
     let client = client_with_timeout(&sim.endpoint(), Duration::from_secs(1));
-    // (fault, what the message must say, HTTP status carried)
-    let rows: [(&str, &str, Option<u16>); 5] = [
-        ("drop", "request to 127.0.0.1 failed", None),
+    // (fault, what the message must say, HTTP status carried, kind)
+    let rows: [(&str, &str, Option<u16>, TransportKind); 5] = [
+        (
+            "drop",
+            "request to 127.0.0.1 failed",
+            None,
+            TransportKind::Interrupted,
+        ),
         (
             "bad-gateway",
             "HTTP 502 Bad Gateway: the response is not an ECS API answer (text/html",
             Some(502),
+            TransportKind::InvalidResponse,
         ),
-        ("hang", "request to 127.0.0.1 timed out (limit 1s)", None),
+        (
+            "hang",
+            "request to 127.0.0.1 timed out (limit 1s)",
+            None,
+            TransportKind::Timeout,
+        ),
         (
             "stall",
             "HTTP 200: reading the response body failed",
             Some(200),
+            TransportKind::Timeout,
         ),
         (
             "oversized:1m",
             "HTTP 200: response body is larger than 65536 bytes",
             Some(200),
+            TransportKind::InvalidResponse,
         ),
     ];
-    for (kind, needle, status) in rows {
+    for (kind, needle, status, transport_kind) in rows {
         sim.add_fault(fault(&format!("{IMAGE}={kind}")));
         let outcome = client.cancel_copy_image(&key(), REGION, IMAGE).await;
         assert_eq!(
@@ -201,6 +216,7 @@ async fn unusable_answers_are_retryable_transport_errors() {
         );
         let err = transport_error(&outcome);
         assert!(err.message.contains(needle), "{kind}: {}", err.message);
+        assert_eq!(err.kind, transport_kind, "{kind}: {}", err.message);
         assert_eq!(err.http_status, status, "{kind}: {}", err.message);
     }
     let fates: Vec<ConnectionFate> = sim.requests().into_iter().map(|r| r.connection).collect();
@@ -298,6 +314,7 @@ async fn connection_refused_is_a_transport_error() {
         err.message
     );
     assert_eq!(err.http_status, None);
+    assert_eq!(err.kind, TransportKind::Connect);
 }
 
 /// What went on the wire: one POST to `/`, every parameter (token and

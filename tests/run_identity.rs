@@ -225,6 +225,10 @@ async fn run_with_rrsa_cancels_a_resource_without_a_secret_using_the_sts_key() {
         "copyimage_canceller_credential_refresh_failures_total 0",
         "copyimage_canceller_credential_state{state=\"Valid\",source=\"rrsa\"} 1",
         "copyimage_canceller_credential_state{state=\"Pending\",source=\"rrsa\"} 0",
+        // Without --leader-elect the process runs its controllers: it leads.
+        "copyimage_canceller_leader 1",
+        "copyimage_canceller_ecs_requests_total{code=\"Success\",outcome=\"success\"} 1",
+        "copyimage_canceller_resources{phase=\"Succeeded\"} 1",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),

@@ -573,6 +573,16 @@ impl Draft<'_, '_> {
     }
 }
 
+/// The condition reason of the retry a decision scheduled (`RetryScheduled`
+/// or `Throttled`), for the retries metric; `None` when it scheduled none.
+pub fn retry_reason<'s>(
+    status: &'s CopyImageCancellationStatus,
+    event: Option<&EventNote>,
+) -> Option<&'s str> {
+    event.filter(|e| e.reason == event_reasons::RETRY_SCHEDULED)?;
+    conditions::get(&status.conditions, types::RECONCILING).map(|c| c.reason.as_str())
+}
+
 /// Whether `status` holds an attempt recorded before sending whose outcome
 /// is not recorded yet (in flight, or lost in a crash).
 pub fn attempt_in_flight(status: &CopyImageCancellationStatus) -> bool {

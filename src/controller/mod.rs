@@ -319,6 +319,7 @@ pub async fn reconcile(
         .acquire()
         .await
         .expect("the semaphore is never closed");
+    let _timer = ctx.metrics.reconcile();
     let (Some(namespace), Some(uid)) = (obj.namespace(), obj.uid()) else {
         return Err(Error::Incomplete(describe(&obj)));
     };
@@ -377,6 +378,9 @@ pub async fn reconcile(
             }
             Written::Gone => return Ok(Action::await_change()),
         };
+        if let Some(reason) = decide::retry_reason(&status, event.as_ref()) {
+            ctx.metrics.retry_scheduled(reason);
+        }
         if let Some(note) = &event {
             ctx.publish(&written, note).await;
         }
@@ -439,7 +443,7 @@ async fn send_and_record(
         .cancel_copy_image(key, &written.spec.region_id, &written.spec.image_id)
         .await;
     ctx.metrics
-        .request(outcome.retry_class(), started.elapsed().as_secs_f64());
+        .request(&outcome, started.elapsed().as_secs_f64());
     info!(
         resource = %describe(&written),
         attempt,
@@ -512,6 +516,11 @@ async fn record(
         };
         match result {
             Ok(Some(stored)) => {
+                if let Some(reason) =
+                    decide::retry_reason(&decision.status, decision.event.as_ref())
+                {
+                    ctx.metrics.retry_scheduled(reason);
+                }
                 if let Some(note) = &decision.event {
                     ctx.publish(&stored, note).await;
                 }

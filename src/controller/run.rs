@@ -206,6 +206,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let health = Health::new();
     let metrics = Arc::new(Metrics::default());
     metrics.credentials(&status);
+    // Without --leader-elect this process sends as soon as it starts: it leads.
+    metrics.set_leader(election.is_none());
     if let Some(changes) = operator.changes() {
         tokio::spawn(watch_credentials(changes, metrics.clone()));
     }
@@ -231,7 +233,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_concurrent_reconciles: args.max_concurrent_reconciles,
         instance: std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()),
         health: Some(health),
-        metrics: Some(metrics),
+        metrics: Some(metrics.clone()),
         without_secrets: !args.per_resource_secrets,
     };
     let settings = Arc::new(Settings {
@@ -244,6 +246,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let leadership = match &election {
         Some(election) => match leader::acquire(client.clone(), election, &shutdown).await {
             Ok(Some(leadership)) => {
+                metrics.set_leader(true);
                 leadership.exit_on_loss(shutdown.clone());
                 Some(leadership)
             }
@@ -261,6 +264,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let result = run_controllers(client, settings, options, shutdown).await;
     if let Some(leadership) = leadership {
         leadership.release().await;
+        metrics.set_leader(false);
     }
     admin_stop.cancel();
     if let Some(admin) = admin {
@@ -397,6 +401,7 @@ pub async fn run_controllers(
         let mut controller = Controller::new(cics, config)
             .with_config(controller::Config::default().concurrency(concurrency));
         let resources = controller.store();
+        metrics.watch_resources(resources.clone());
         if let Some(health) = &health {
             report_synced(health.clone(), resources.clone());
         }

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::signature::{Method, percent_encode, sign_cancel_copy_image};
 use super::signature_v3::sign_cancel_copy_image_v3;
-use super::{CancelOutcome, ServiceError, TransportError};
+use super::{CancelOutcome, ServiceError, TransportError, TransportKind};
 use crate::credentials::AccessKey;
 
 /// The default endpoint template (`{regionId}` is replaced per request).
@@ -376,13 +376,17 @@ impl EcsClient {
             .await;
         let mut response = match sent {
             Ok(response) => response,
-            Err(err) => return transport(self.describe(&err, &url), None, &sensitive),
+            Err(err) => {
+                let (kind, message) = self.describe(&err, &url);
+                return transport(kind, message, None, &sensitive);
+            }
         };
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         match read_capped(&mut response, self.config.max_body_bytes).await {
             Ok(body) => parse_response(status, &headers, &body, &sensitive),
             Err(BodyError::TooLarge) => transport(
+                TransportKind::InvalidResponse,
                 format!(
                     "HTTP {status}: response body is larger than {} bytes, not an ECS API response",
                     self.config.max_body_bytes
@@ -390,31 +394,45 @@ impl EcsClient {
                 Some(status),
                 &sensitive,
             ),
-            Err(BodyError::Read(err)) => transport(
-                format!(
-                    "HTTP {status}: reading the response body failed: {}",
-                    self.describe(&err, &url)
-                ),
-                Some(status),
-                &sensitive,
-            ),
+            Err(BodyError::Read(err)) => {
+                let (kind, message) = self.describe(&err, &url);
+                transport(
+                    kind,
+                    format!("HTTP {status}: reading the response body failed: {message}"),
+                    Some(status),
+                    &sensitive,
+                )
+            }
         }
     }
 
-    /// A transport failure in words: what failed, where, and why.
-    fn describe(&self, err: &reqwest::Error, url: &Url) -> String {
+    /// A transport failure's kind, and in words: what failed, where, and why.
+    fn describe(&self, err: &reqwest::Error, url: &Url) -> (TransportKind, String) {
         let host = url.host_str().unwrap_or_default();
-        let what = if err.is_timeout() {
-            format!(
-                "request to {host} timed out (limit {:?})",
-                self.config.request_timeout
+        let (kind, what) = if err.is_timeout() {
+            (
+                TransportKind::Timeout,
+                format!(
+                    "request to {host} timed out (limit {:?})",
+                    self.config.request_timeout
+                ),
             )
         } else if err.is_connect() {
-            format!("could not connect to {host}")
+            (
+                TransportKind::Connect,
+                format!("could not connect to {host}"),
+            )
         } else if err.is_body() || err.is_decode() {
-            format!("response from {host} was cut short")
+            (
+                TransportKind::Interrupted,
+                format!("response from {host} was cut short"),
+            )
         } else {
-            format!("request to {host} failed")
+            // NB: mostly a connection reset or closed before the answer.
+            (
+                TransportKind::Interrupted,
+                format!("request to {host} failed"),
+            )
         };
         let mut chain = String::new();
         let mut source = std::error::Error::source(err);
@@ -423,7 +441,7 @@ impl EcsClient {
             chain.push_str(&cause.to_string());
             source = cause.source();
         }
-        format!("{what}{chain}")
+        (kind, format!("{what}{chain}"))
     }
 }
 
@@ -447,8 +465,14 @@ async fn read_capped(response: &mut reqwest::Response, cap: usize) -> Result<Vec
     Ok(body)
 }
 
-fn transport(message: String, http_status: Option<u16>, sensitive: &[&str]) -> CancelOutcome {
+fn transport(
+    kind: TransportKind,
+    message: String,
+    http_status: Option<u16>,
+    sensitive: &[&str],
+) -> CancelOutcome {
     CancelOutcome::Transport(TransportError {
+        kind,
         message: redact(&message, sensitive, MAX_MESSAGE_CHARS),
         http_status,
     })
@@ -495,6 +519,7 @@ pub fn parse_response(
         Ok(Value::Object(map)) => map,
         _ => {
             return transport(
+                TransportKind::InvalidResponse,
                 format!(
                     "HTTP {status}{}: the response is not an ECS API answer ({content_type}, {} bytes, not a JSON object)",
                     reason_suffix(status),
@@ -526,12 +551,14 @@ pub fn parse_response(
         None if (200..300).contains(&status) => match request_id {
             Some(request_id) => CancelOutcome::Cancelled { request_id },
             None => transport(
+                TransportKind::InvalidResponse,
                 format!("HTTP {status}: the response has neither a RequestId nor an error Code"),
                 Some(status),
                 sensitive,
             ),
         },
         None => transport(
+            TransportKind::InvalidResponse,
             format!(
                 "HTTP {status}{}: the JSON response has no error Code{}",
                 reason_suffix(status),
@@ -644,6 +671,7 @@ mod tests {
 
     fn transport_err(status: Option<u16>, message: &str) -> CancelOutcome {
         CancelOutcome::Transport(TransportError {
+            kind: TransportKind::InvalidResponse,
             message: message.into(),
             http_status: status,
         })

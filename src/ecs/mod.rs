@@ -57,10 +57,46 @@ pub struct ServiceError {
 /// Why no usable answer came back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransportError {
+    /// What kind of failure (a bounded set, fit for metric labels).
+    pub kind: TransportKind,
     /// What went wrong, in words fit for a status message.
     pub message: String,
     /// HTTP status, when a response started but its body was unusable.
     pub http_status: Option<u16>,
+}
+
+/// The kind of a [`TransportError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// No connection could be made (refused, DNS, TLS handshake).
+    Connect,
+    /// No complete answer within the request timeout.
+    Timeout,
+    /// The connection broke (reset, closed) or the body was cut short.
+    Interrupted,
+    /// An answer came that is not an ECS API answer (HTML from a proxy, no
+    /// `Code`, too large).
+    InvalidResponse,
+}
+
+impl TransportKind {
+    /// Every kind, for tables and metric pre-registration.
+    pub const ALL: [TransportKind; 4] = [
+        Self::Connect,
+        Self::Timeout,
+        Self::Interrupted,
+        Self::InvalidResponse,
+    ];
+
+    /// A short CamelCase name (`Timeout`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "Connect",
+            Self::Timeout => "Timeout",
+            Self::Interrupted => "Interrupted",
+            Self::InvalidResponse => "InvalidResponse",
+        }
+    }
 }
 
 /// How an outcome is treated by the retry policy.
@@ -181,6 +217,7 @@ mod tests {
             ),
             (
                 CancelOutcome::Transport(TransportError {
+                    kind: TransportKind::Interrupted,
                     message: "connection reset".into(),
                     http_status: None,
                 }),
@@ -188,6 +225,7 @@ mod tests {
             ),
             (
                 CancelOutcome::Transport(TransportError {
+                    kind: TransportKind::InvalidResponse,
                     message: "HTTP 502 with an HTML body".into(),
                     http_status: Some(502),
                 }),
@@ -214,6 +252,7 @@ mod tests {
             ),
             (
                 CancelOutcome::Transport(TransportError {
+                    kind: TransportKind::Connect,
                     message: String::new(),
                     http_status: None,
                 }),

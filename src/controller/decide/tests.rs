@@ -66,6 +66,7 @@ fn service(http_status: u16, code: &str, message: &str, request_id: &str) -> Can
 
 fn transport(message: &str) -> CancelOutcome {
     CancelOutcome::Transport(TransportError {
+        kind: crate::ecs::TransportKind::Interrupted,
         message: message.to_string(),
         http_status: None,
     })
@@ -200,6 +201,16 @@ fn run(row: &Row) {
         .as_ref()
         .map(|e| (e.kind, e.reason, e.note.as_str()));
     assert_eq!(event, row.event, "{}: event", row.name);
+    // The retries metric: counted exactly when a retry is scheduled, by reason.
+    let retry = retry_reason(&decision.status, decision.event.as_ref());
+    match row.event {
+        Some((_, "RetryScheduled", _)) => assert!(
+            matches!(retry, Some("RetryScheduled" | "Throttled")),
+            "{}: retry reason {retry:?}",
+            row.name
+        ),
+        _ => assert_eq!(retry, None, "{}: retry reason", row.name),
+    }
     // Deciding again on what was just written must not flip any condition's
     // transition time (kstatus consumers watch those).
     let written: CopyImageCancellationStatus = serde_json::from_value(got).unwrap();

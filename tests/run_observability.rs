@@ -1,0 +1,207 @@
+//! Observability of the real `run` binary: what `/metrics` shows after a small
+//! run (ECS requests by code and outcome, retries by reason, resources by
+//! phase across a deletion and a restart, the leader gauge of a leader and a
+//! follower), and what the reconcile span puts on each log line.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use copyimage_canceller::sandbox::ecs_simulator::{FaultCount, FaultKind};
+
+const ELECTION_ARGS: [&str; 7] = [
+    "--leader-elect",
+    "--leader-election-namespace",
+    "default",
+    "--leader-lease-duration",
+    "3s",
+    "--leader-renew-grace",
+    "1s",
+];
+
+/// The body of `GET path` on `addr`, `None` while nothing answers.
+async fn http_get(addr: &str, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.ok()?;
+    answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+/// The admin address the last start of a controller logged (text format).
+fn admin_addr(log: &str) -> Option<String> {
+    log.lines()
+        .filter(|l| l.contains("admin server"))
+        .filter_map(|l| l.split("addr=").nth(1))
+        .map(|rest| {
+            rest.split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .next_back()
+}
+
+/// Waits for the admin address in `log()` (after `skip` earlier ones).
+async fn wait_admin(env: &Env, log: impl Fn() -> String, skip: &str) -> String {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(addr) = admin_addr(&log()).filter(|a| a != skip) {
+            return addr;
+        }
+        if tokio::time::Instant::now() > deadline {
+            env.fail("no admin server address in the log");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Scrapes `/metrics` until every line of `want` is in it.
+async fn wait_metrics(env: &Env, admin: &str, want: &[String]) -> String {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let text = http_get(admin, "/metrics").await.unwrap_or_default();
+        let missing: Vec<&String> = want
+            .iter()
+            .filter(|w| !text.lines().any(|l| l == w.as_str()))
+            .collect();
+        if missing.is_empty() {
+            return text;
+        }
+        if tokio::time::Instant::now() > deadline {
+            env.fail(&format!("/metrics lacks {missing:?}:\n{text}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn phases(pending: u64, running: u64, succeeded: u64, failed: u64) -> Vec<String> {
+    [
+        ("Pending", pending),
+        ("Running", running),
+        ("Succeeded", succeeded),
+        ("Failed", failed),
+    ]
+    .into_iter()
+    .map(|(p, n)| format!("copyimage_canceller_resources{{phase=\"{p}\"}} {n}"))
+    .collect()
+}
+
+/// One success, one terminal failure, one retried InternalError, one
+/// throttled retry and one resource waiting for its Secret, with
+/// `--leader-elect`: the metrics a user scrapes, exact after a deletion and a
+/// restart; a second replica (a follower) reports leader 0 and no resources.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_by_code_retries_phases_and_leadership() {
+    let mut args = vec!["--admin-addr", "127.0.0.1:0"];
+    args.extend(ELECTION_ARGS);
+    let mut env = Env::sandbox_with_args(&args).await;
+    env.copying("m-obsok");
+    env.copying("m-obsflaky");
+    env.copying("m-obsthrottled");
+    env.fault("m-obsflaky", FaultKind::InternalError, FaultCount::Times(1));
+    env.fault(
+        "m-obsthrottled",
+        FaultKind::Throttling { retry_after: None },
+        FaultCount::Times(1),
+    );
+    let admin = wait_admin(&env, || env.controller_log(), "").await;
+    wait_metrics(&env, &admin, &["copyimage_canceller_leader 1".into()]).await;
+
+    env.create(&cic("ok", "m-obsok")).await;
+    env.create(&cic("flaky", "m-obsflaky")).await;
+    env.create(&cic("throttled", "m-obsthrottled")).await;
+    // Any other ID is absent: InvalidImageId.NotFound, terminal.
+    env.create(&cic("gone", "m-obsgone")).await;
+    env.create(&cic_with_secret("waiting", "m-obswaiting", "not-there"))
+        .await;
+    for name in ["ok", "flaky", "throttled", "gone"] {
+        env.wait_finished(name).await;
+    }
+    env.wait_for("waiting", "waiting for its Secret", |c| {
+        cond(c, "Reconciling").is_some_and(|(_, r)| r == "AwaitingCredentials")
+    })
+    .await;
+
+    let mut want: Vec<String> = [
+        "copyimage_canceller_ecs_requests_total{code=\"Success\",outcome=\"success\"} 3",
+        "copyimage_canceller_ecs_requests_total{code=\"InternalError\",outcome=\"retryable\"} 1",
+        "copyimage_canceller_ecs_requests_total{code=\"Throttling.User\",outcome=\"throttled\"} 1",
+        "copyimage_canceller_ecs_requests_total{code=\"InvalidImageId.NotFound\",outcome=\"terminal\"} 1",
+        "copyimage_canceller_retries_scheduled_total{reason=\"RetryScheduled\"} 1",
+        "copyimage_canceller_retries_scheduled_total{reason=\"Throttled\"} 1",
+        "copyimage_canceller_leader 1",
+    ]
+    .map(String::from)
+    .to_vec();
+    want.extend(phases(1, 0, 3, 1));
+    let text = wait_metrics(&env, &admin, &want).await;
+    let requests: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("copyimage_canceller_ecs_requests_total"))
+        .collect();
+    assert_eq!(requests.len(), 4, "no other code or outcome: {requests:?}");
+    for name in ["ok", "flaky", "waiting", "m-obs", "REQ", "images"] {
+        assert!(!text.contains(name), "{name} is a label value:\n{text}");
+    }
+    for r in env.sim.requests() {
+        if let Some(id) = r.request_id {
+            assert!(!text.contains(&id), "a request ID is a label value");
+        }
+    }
+
+    // Deleting a resource takes it out of the count.
+    env.delete("ok").await;
+    wait_metrics(&env, &admin, &phases(1, 0, 2, 1)).await;
+
+    // A follower: no controllers, so leader 0 and nothing counted.
+    let follower_log = env.dir().join("follower.log");
+    let mut follower = tokio::process::Command::new(env!("CARGO_BIN_EXE_copyimage-canceller"))
+        .arg("run")
+        .args(["--ecs-endpoint", &env.sim.endpoint()])
+        .args(["--admin-addr", "127.0.0.1:0"])
+        .args(ELECTION_ARGS)
+        .env("KUBECONFIG", env.dir().join("kubeconfig"))
+        .env("POD_NAME", "follower")
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", OPERATOR_KEY_ID)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", OPERATOR_KEY_SECRET)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&follower_log).unwrap()))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the follower");
+    let follower_admin = wait_admin(
+        &env,
+        || std::fs::read_to_string(&follower_log).unwrap_or_default(),
+        "",
+    )
+    .await;
+    let mut want = vec!["copyimage_canceller_leader 0".to_string()];
+    want.extend(phases(0, 0, 0, 0));
+    wait_metrics(&env, &follower_admin, &want).await;
+    follower.kill().await.expect("kill the follower");
+
+    // A restart: counters start again, the phase gauge is listed anew.
+    env.kill_controller().await;
+    env.start_controller();
+    let admin = wait_admin(&env, || env.controller_log(), &admin).await;
+    let mut want = vec![
+        "copyimage_canceller_leader 1".to_string(),
+        "copyimage_canceller_retries_scheduled_total{reason=\"RetryScheduled\"} 0".to_string(),
+    ];
+    want.extend(phases(1, 0, 2, 1));
+    let text = wait_metrics(&env, &admin, &want).await;
+    assert!(
+        !text.contains("copyimage_canceller_ecs_requests_total{"),
+        "nothing sent after the restart:\n{text}"
+    );
+    assert_eq!(env.sim.image("m-obsok"), None);
+    assert_eq!(env.sim.image("m-obsflaky"), None);
+}
