@@ -49,7 +49,13 @@ are refreshed in the background. A partial RRSA triple stops `run` at start-up. 
 available, nothing is sent and the resource waits (reason AwaitingCredentials).
 
 SIGTERM or Ctrl+C: no new work is taken; requests in flight finish and their outcomes are recorded
-in status; then the process exits.";
+in status; then the process exits (status 0). Whatever is still in flight after --shutdown-timeout
+is abandoned: the process logs the namespace/name of each such resource and exits with status 1.
+Each abandoned attempt was written to status before it was sent (outcome Unknown), so after a
+restart it is sent again; if that repeat finds the copy already cancelled or finished
+(InvalidImageId.NotFound, IncorrectImageStatus), the resource ends Failed with reason
+PreviousAttemptMayHaveSucceeded instead of Succeeded. Keep --shutdown-timeout below the pod's
+terminationGracePeriodSeconds, with room for the kubelet, so the process ends on its own terms.";
 
 /// Log output format.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +133,11 @@ pub struct RunArgs {
     /// --leader-lease-duration). Hidden: for tests and unusual clusters.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration, hide = true)]
     pub leader_renew_grace: Duration,
+    /// After SIGTERM, how long reconciles in flight get to finish and record their outcome
+    /// before the process exits anyway (status 1, naming them; see below). Keep it below the
+    /// pod's terminationGracePeriodSeconds.
+    #[arg(long, value_name = "DURATION", default_value = "25s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
     /// Where the operator's own credentials come from.
     #[command(flatten)]
     pub identity: IdentityArgs,
@@ -168,6 +179,9 @@ pub struct WatchOptions {
     /// Do not watch or read Secrets (`--per-resource-secrets=false`):
     /// resources naming a Secret wait, saying why.
     pub without_secrets: bool,
+    /// After shutdown begins, how long reconciles in flight may take before
+    /// they are abandoned (`--shutdown-timeout`); `None`: as long as they need.
+    pub shutdown_timeout: Option<Duration>,
 }
 
 /// Runs `run` until SIGTERM or Ctrl+C.
@@ -235,6 +249,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         health: Some(health),
         metrics: Some(metrics.clone()),
         without_secrets: !args.per_resource_secrets,
+        shutdown_timeout: Some(args.shutdown_timeout),
     };
     let settings = Arc::new(Settings {
         ecs,
@@ -348,7 +363,9 @@ async fn stop_on_signal(shutdown: CancellationToken) {
 }
 
 /// Runs one controller per watched namespace (or one for all) until
-/// `shutdown` is cancelled and every reconcile in flight has finished.
+/// `shutdown` is cancelled and every reconcile in flight has finished, or
+/// until `options.shutdown_timeout` after `shutdown`: then the reconciles
+/// still running are dropped, named in a Warning, and the result is an error.
 pub async fn run_controllers(
     client: kube::Client,
     settings: Arc<Settings>,
@@ -382,6 +399,7 @@ pub async fn run_controllers(
             health.stopping();
         });
     }
+    let in_flight = Arc::new(InFlight::default());
     let concurrency = options.max_concurrent_reconciles.max(1);
     let permits = Arc::new(Semaphore::new(usize::from(concurrency)));
     let mut controllers = Vec::new();
@@ -452,9 +470,17 @@ pub async fn run_controllers(
             .unwrap_or_else(|| "all namespaces".to_string());
         info!(scope = %scope_name, "watching CopyImageCancellations");
         let (health, stopping) = (health.clone(), shutdown.clone());
+        let in_flight = in_flight.clone();
+        let tracked = move |obj: Arc<CopyImageCancellation>, ctx: Arc<Context>| {
+            let entry = in_flight.enter(&obj);
+            async move {
+                let _entry = entry;
+                reconcile(obj, ctx).await
+            }
+        };
         let run = controller
             .graceful_shutdown_on(async move { stop.cancelled().await })
-            .run(reconcile, error_policy, ctx)
+            .run(tracked, error_policy, ctx)
             .for_each(|result| async move {
                 match result {
                     Ok((obj, _)) => debug!(resource = %obj, "reconciled"),
@@ -473,15 +499,115 @@ pub async fn run_controllers(
             });
         controllers.push(run);
     }
-    futures::future::join_all(controllers).await;
+    let mut all = Box::pin(futures::future::join_all(controllers));
+    let drained = match options.shutdown_timeout {
+        None => {
+            (&mut all).await;
+            true
+        }
+        Some(limit) => tokio::select! {
+            _ = &mut all => true,
+            () = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(limit).await;
+            } => false,
+        },
+    };
+    // NB: read before the controllers (and with them the reconciles) are dropped.
+    let abandoned = in_flight.names();
+    drop(all);
     if let Some(health) = &health {
         health.stopping();
     }
     for feed in feeds {
         feed.abort();
     }
-    info!("stopped");
-    Ok(())
+    if drained {
+        info!("stopped");
+        return Ok(());
+    }
+    // The reconciles were dropped with the controllers above; each one that
+    // had sent a request left its write-ahead (outcome Unknown) in status.
+    let limit = humantime::format_duration(options.shutdown_timeout.unwrap_or_default());
+    warn!(
+        count = abandoned.len(),
+        resources = %abandoned_list(&abandoned, ABANDONED_LISTED),
+        "--shutdown-timeout {limit} passed: abandoning reconciles still in flight; their attempts \
+         are repeated after a restart (and may end PreviousAttemptMayHaveSucceeded)"
+    );
+    anyhow::bail!(
+        "--shutdown-timeout {limit} passed with {} reconcile(s) still in flight",
+        abandoned.len()
+    )
+}
+
+/// At most this many names in the shutdown Warning (the count is always exact).
+const ABANDONED_LISTED: usize = 50;
+
+/// `ns/a, ns/b` for the first `most` of `names`, then how many more.
+fn abandoned_list(names: &[String], most: usize) -> String {
+    let mut list = names
+        .iter()
+        .take(most)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > most {
+        list.push_str(&format!(" and {} more", names.len() - most));
+    }
+    if list.is_empty() {
+        list.push_str("none");
+    }
+    list
+}
+
+/// The resources (`namespace/name`) whose reconcile is running, so that a
+/// shutdown that runs out of time can say which ones it abandons.
+#[derive(Debug, Default)]
+struct InFlight(std::sync::Mutex<std::collections::BTreeMap<String, usize>>);
+
+impl InFlight {
+    /// Counts `obj` in until the returned entry is dropped (the reconcile
+    /// finished, or was dropped with its controller).
+    fn enter(self: &Arc<Self>, obj: &CopyImageCancellation) -> InFlightEntry {
+        let key = format!(
+            "{}/{}",
+            obj.metadata.namespace.as_deref().unwrap_or_default(),
+            obj.metadata.name.as_deref().unwrap_or_default()
+        );
+        *self.lock().entry(key.clone()).or_default() += 1;
+        InFlightEntry {
+            set: self.clone(),
+            key,
+        }
+    }
+
+    /// The resources in flight now, sorted.
+    fn names(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, usize>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One running reconcile in [`InFlight`].
+struct InFlightEntry {
+    set: Arc<InFlight>,
+    key: String,
+}
+
+impl Drop for InFlightEntry {
+    fn drop(&mut self) {
+        let mut map = self.set.lock();
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// Marks one cache synced in `health` once `store` has its first list.
@@ -584,6 +710,46 @@ mod tests {
                 .to_string()
                 .contains("--ecs-burst")
         );
+    }
+
+    #[test]
+    fn the_shutdown_warning_names_what_is_abandoned_and_bounds_the_list() {
+        let names = |n: usize| (0..n).map(|i| format!("ns/r{i}")).collect::<Vec<_>>();
+        for (names, most, want) in [
+            (names(0), 3, "none"),
+            (names(1), 3, "ns/r0"),
+            (names(3), 3, "ns/r0, ns/r1, ns/r2"),
+            (names(5), 3, "ns/r0, ns/r1, ns/r2 and 2 more"),
+        ] {
+            assert_eq!(abandoned_list(&names, most), want);
+        }
+    }
+
+    #[test]
+    fn in_flight_counts_each_resource_until_its_last_reconcile_ends() {
+        let set = Arc::new(InFlight::default());
+        let cic = |ns: &str, name: &str| {
+            let mut c = CopyImageCancellation::new(
+                name,
+                crate::resource::CopyImageCancellationSpec {
+                    region_id: "cn-hangzhou".into(),
+                    image_id: "m-abc".into(),
+                    credentials_secret_ref: None,
+                    backoff_limit: 6,
+                    active_deadline_seconds: None,
+                },
+            );
+            c.metadata.namespace = Some(ns.into());
+            c
+        };
+        let b = set.enter(&cic("images", "b"));
+        let a1 = set.enter(&cic("images", "a"));
+        let a2 = set.enter(&cic("images", "a"));
+        assert_eq!(set.names(), ["images/a", "images/b"]);
+        drop(a1);
+        assert_eq!(set.names(), ["images/a", "images/b"]);
+        drop((a2, b));
+        assert!(set.names().is_empty());
     }
 
     #[test]

@@ -218,6 +218,27 @@ impl Env {
         child.kill().await.expect("SIGKILL the controller");
     }
 
+    /// Sends SIGTERM to the controller and waits (at most [`PATIENCE`]) for
+    /// it to exit on its own; returns its exit status.
+    #[cfg(unix)]
+    pub async fn terminate_controller(&mut self) -> std::process::ExitStatus {
+        let pid = self.controller_pid().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill -TERM");
+        assert!(sent.success(), "kill -TERM {pid}");
+        let child = self.controller.as_mut().expect("the controller is running");
+        let exit = tokio::time::timeout(PATIENCE, child.wait()).await;
+        match exit {
+            Ok(status) => {
+                self.controller = None;
+                status.expect("wait for the controller")
+            }
+            Err(_) => self.fail(&format!("still running {PATIENCE:?} after SIGTERM")),
+        }
+    }
+
     /// The controller process's id (to send it signals).
     pub fn controller_pid(&self) -> u32 {
         self.controller

@@ -57,7 +57,8 @@ VALUE_SETS = {
         "replicaCount": 3,
         "admin": {"enabled": True},
         "leaderElection": {"enabled": True, "namespace": "leases"},
-        "controller": {"watchNamespaces": ["images"], "extraArgs": ["--selector=team=images"]},
+        "controller": {"watchNamespaces": ["images"], "extraArgs": ["--selector=team=images"], "shutdownTimeoutSeconds": 30},
+        "terminationGracePeriodSeconds": 35,
         "metrics": {"serviceMonitor": {"enabled": True}},
         "podDisruptionBudget": {"enabled": True, "minAvailable": 2},
         "networkPolicy": {"enabled": True},
@@ -198,11 +199,13 @@ class ChartTest(unittest.TestCase):
             "--retry-base-delay=1s",
             "--retry-max-delay=5m",
             "--max-concurrent-reconciles=16",
+            "--shutdown-timeout=45s",
             "--log-format=json",
             "--log-level=info",
             "--admin-addr=0.0.0.0:8080",
         ])
         self.assertEqual([e["name"] for e in container["env"]], ["POD_NAME", "POD_NAMESPACE"])
+        self.assertEqual(deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"], 60)
         deployment = one(self, self.render("ipv6"), "Deployment")
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         self.assertIn("--admin-addr=[::]:9090", container["args"])
@@ -222,6 +225,7 @@ class ChartTest(unittest.TestCase):
             "--retry-max-delay=5m",
             "--watch-namespace=images",
             "--max-concurrent-reconciles=16",
+            "--shutdown-timeout=30s",
             "--log-format=json",
             "--log-level=info",
             "--admin-addr=0.0.0.0:8080",
@@ -230,6 +234,7 @@ class ChartTest(unittest.TestCase):
             "--ecs-ram-role",
             "--selector=team=images",
         ])
+        self.assertEqual(deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"], 35)
 
         deployment = one(self, self.render("watch-namespaces"), "Deployment")
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
@@ -314,6 +319,15 @@ class ChartTest(unittest.TestCase):
         # No admin server: no ingress at all.
         self.assertEqual(one(self, self.render("no-admin"), "NetworkPolicy")["spec"]["ingress"], [])
 
+    def test_shutdown_timeout_fits_in_the_grace_period(self):
+        # The largest accepted timeout: 5 seconds left for the Lease and the exit.
+        for timeout, grace in ((55, 60), (1, 6), (300, 305)):
+            with self.subTest(timeout=timeout, grace=grace):
+                _, out, _ = template({"controller": {"shutdownTimeoutSeconds": timeout}, "terminationGracePeriodSeconds": grace})
+                pod = one(self, common.documents(out), "Deployment")["spec"]["template"]["spec"]
+                self.assertEqual(pod["terminationGracePeriodSeconds"], grace)
+                self.assertIn("--shutdown-timeout=%ds" % timeout, pod["containers"][0]["args"])
+
     def test_values_schema_rejects_typos_and_wrong_types(self):
         cases = [
             (["--set", "controler.logLevel=debug"], "additional properties 'controler' not allowed"),
@@ -341,6 +355,13 @@ class ChartTest(unittest.TestCase):
             (["--set", "replicaCount=2"], "replicaCount > 1 needs leaderElection.enabled=true"),
             (["--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.service.enabled=false"],
              "metrics.serviceMonitor.enabled needs admin.enabled=true and metrics.service.enabled=true"),
+            (["--set", "controller.shutdownTimeoutSeconds=0"], "/controller/shutdownTimeoutSeconds"),
+            (["--set", "controller.shutdownTimeoutSeconds=60"],
+             "controller.shutdownTimeoutSeconds (60) must be at least 5 below terminationGracePeriodSeconds (60)"),
+            (["--set", "controller.shutdownTimeoutSeconds=56"],
+             "controller.shutdownTimeoutSeconds (56) must be at least 5 below terminationGracePeriodSeconds (60)"),
+            (["--set", "terminationGracePeriodSeconds=30"],
+             "controller.shutdownTimeoutSeconds (45) must be at least 5 below terminationGracePeriodSeconds (30)"),
         ]
         for argv, message in cases:
             with self.subTest(argv=argv):
