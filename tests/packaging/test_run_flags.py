@@ -14,12 +14,9 @@ from common import one  # noqa: E402
 from test_chart import VALUE_SETS, get, template  # noqa: E402
 from test_kustomize import build  # noqa: E402
 
-# Flags that `run` gets with issue 5 (leader election), and the value that
-# switches each on. A flag the binary already accepts needs no entry here.
-LATER_FLAGS = {
-    "--leader-elect": "leaderElection.enabled",
-    "--leader-election-namespace": "leaderElection.enabled",
-}
+# Flags that `run` does not have yet, and the value that switches each on
+# (none at present). A flag the binary already accepts needs no entry here.
+LATER_FLAGS = {}
 
 
 def container(docs):
@@ -37,7 +34,9 @@ class RunFlagsTest(unittest.TestCase):
 
     def test_help_lists_the_flags_of_the_contract(self):
         for flag in ("--ecs-endpoint", "--retry-base-delay", "--retry-max-delay", "--watch-namespace", "--selector",
-                     "--max-concurrent-reconciles", "--log-format", "--log-level", "--allow-insecure-endpoint"):
+                     "--max-concurrent-reconciles", "--log-format", "--log-level", "--allow-insecure-endpoint",
+                     "--admin-addr", "--leader-elect", "--ecs-qps", "--ecs-burst", "--shutdown-timeout",
+                     "--signature-version"):
             self.assertIn(flag, self.accepted)
 
     def test_chart_passes_only_accepted_flags(self):
