@@ -123,13 +123,16 @@ async fn status_is_written_before_any_request() {
         .find(|o| o.status.is_some())
         .expect("a version with status");
     let status = first.status.as_ref().unwrap();
-    assert_eq!(phase(first).as_deref(), Some("Pending"), "{}", yaml(first));
-    assert_eq!(status.attempts, 0, "nothing sent at the first status");
-    assert!(status.attempt_history.is_empty());
+    // The first status is the write-ahead of attempt 1: in progress, with
+    // observedGeneration, the attempt recorded as Unknown before its answer.
+    assert_eq!(phase(first).as_deref(), Some("Running"), "{}", yaml(first));
+    assert_eq!(status.attempts, 1, "{}", yaml(first));
+    assert_eq!(outcomes(first), ["Unknown"]);
+    assert_eq!(status.request_id, None, "no answer yet");
     assert_eq!(status.observed_generation, Some(1));
     assert_eq!(
         cond(first, "Reconciling"),
-        Some(("True".into(), "Pending".into()))
+        Some(("True".into(), "AttemptInFlight".into()))
     );
     assert_eq!(cond(first, "Ready").map(|c| c.0).as_deref(), Some("False"));
     assert_eq!(

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //!  Observe ─┬─ finished? ─────────────────────────────▶ Done (status untouched)
-//!           ├─ no status yet ─────────────────────────▶ Pending, RequeueAfter(0)
+//!           ├─ no status yet ─────────────────────────▶ write-ahead (or AwaitingCredentials)
 //!           ├─ deadline passed ───────────────────────▶ Failed DeadlineExceeded
 //!           ├─ last attempt still `Unknown` (crash) ──▶ counted failure: retry or RetriesExhausted
 //!           ├─ retry not due yet ─────────────────────▶ RequeueAfter(remaining)
@@ -182,20 +182,16 @@ struct Draft<'i, 'a> {
 
 impl Draft<'_, '_> {
     fn observe(mut self, credentials_missing: Option<&str>) -> Decision {
-        let spec = self.input.spec;
         if self.status.phase.is_none() {
+            // NB: with credentials at hand the first status written is the
+            // write-ahead itself (Reconciling=True, observedGeneration, the
+            // attempt as Unknown), still before anything is sent: one status
+            // write fewer per resource than a separate Pending step.
             self.status.phase = Some(Phase::Pending);
             self.status.start_time = Some(Time(self.now));
             return match credentials_missing {
                 Some(why) => self.awaiting_credentials(why),
-                None => {
-                    let message = format!(
-                        "Nothing sent yet: about to cancel the copy to {} in {}",
-                        spec.image_id, spec.region_id
-                    );
-                    self.in_progress(reasons::PENDING, &message);
-                    self.finish(NextAction::RequeueAfter(Duration::ZERO), None)
-                }
+                None => self.write_ahead(),
             };
         }
         if let Some(decision) = self.deadline_check() {

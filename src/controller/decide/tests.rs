@@ -80,6 +80,8 @@ fn cancelled(request_id: &str) -> CancelOutcome {
 
 // Statuses that several rows start from.
 
+/// What versions before the merged first write wrote first; may still be
+/// found after an upgrade.
 fn pending() -> Value {
     json!({
         "phase": "Pending", "attempts": 0, "startTime": T0, "observedGeneration": 1,
@@ -225,14 +227,20 @@ fn run(row: &Row) {
 fn table() {
     let rows = vec![
         Row {
-            name: "first reconcile writes Pending before anything is sent",
+            name: "first reconcile writes the write-ahead before anything is sent",
             spec: json!({}),
             before: None,
             now: T0,
             jitter: 0.0,
             trigger: Trig::Observe,
-            status: pending(),
-            action: NextAction::RequeueAfter(Duration::ZERO),
+            status: json!({
+                "phase": "Running", "attempts": 1, "startTime": T0, "lastAttemptTime": T0,
+                "attemptHistory": [{"number": 1, "time": T0, "outcome": "Unknown"}],
+                "observedGeneration": 1,
+                "conditions": conds(IN_PROGRESS, "AttemptInFlight",
+                    "Sending CancelCopyImage (attempt 1) for m-bp1caf3yicx5jlfl in cn-hangzhou", [T0; 3]),
+            }),
+            action: NextAction::WriteAheadThenSend,
             event: None,
         },
         Row {
@@ -252,7 +260,7 @@ fn table() {
             event: None,
         },
         Row {
-            name: "write-ahead records the attempt as Unknown before sending",
+            name: "a Pending status (as earlier versions wrote first) proceeds to the write-ahead",
             spec: json!({}),
             before: Some(pending()),
             now: T1,
@@ -943,11 +951,11 @@ fn history_keeps_the_last_ten() {
         now += SignedDuration::from_secs(1);
     }
     let status = status.unwrap();
-    assert_eq!(status.attempts, 14, "the first pass only wrote Pending");
-    assert_eq!(status.failed_attempts, 14);
-    assert_eq!(status.ambiguous_attempts, 14);
+    assert_eq!(status.attempts, 15, "every pass sent once");
+    assert_eq!(status.failed_attempts, 15);
+    assert_eq!(status.ambiguous_attempts, 15);
     let numbers: Vec<i32> = status.attempt_history.iter().map(|a| a.number).collect();
-    assert_eq!(numbers, (5..=14).collect::<Vec<_>>());
+    assert_eq!(numbers, (6..=15).collect::<Vec<_>>());
 }
 
 #[test]
