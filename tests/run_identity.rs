@@ -228,7 +228,6 @@ async fn run_with_rrsa_cancels_a_resource_without_a_secret_using_the_sts_key() {
         // Without --leader-elect the process runs its controllers: it leads.
         "copyimage_canceller_leader 1",
         "copyimage_canceller_ecs_requests_total{code=\"Success\",outcome=\"success\"} 1",
-        "copyimage_canceller_resources{phase=\"Succeeded\"} 1",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),
@@ -260,6 +259,7 @@ async fn a_failing_sts_blocks_only_resources_without_a_secret() {
     use copyimage_canceller::credentials::AccessKey;
     use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::api::events::v1::Event;
     use std::collections::BTreeMap;
 
     const OWN_IMAGE: &str = "m-bp1ownsecret001";
@@ -356,6 +356,68 @@ async fn a_failing_sts_blocks_only_resources_without_a_secret() {
         })
         .await;
     assert!(waiting.contains("rrsa"), "{waiting}");
+
+    // One Warning Event when the wait began, not one per recheck: wait until a
+    // recheck has rewritten the message (each STS failure has its own request ID).
+    within(async {
+        loop {
+            let status = cics.get("no-secret").await.unwrap().status;
+            if status.iter().flat_map(|s| s.conditions.iter()).any(|c| {
+                c.reason == "AwaitingCredentials"
+                    && c.message.contains("InternalError")
+                    && c.message != waiting
+            }) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let events: Vec<Event> = Api::<Event>::namespaced(api.client().unwrap(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("no-secret"))
+        .collect();
+    let warnings: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("AwaitingCredentials"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one Event per wait: {events:#?}");
+    let warning = warnings[0];
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        warning.regarding.as_ref().and_then(|r| r.kind.as_deref()),
+        Some("CopyImageCancellation")
+    );
+    assert!(warning.series.is_none(), "not repeated: {warning:#?}");
+    let note = warning.note.as_deref().unwrap_or_default();
+    for needle in [
+        "Nothing is sent until credentials are available",
+        "rrsa",
+        "InternalError",
+    ] {
+        assert!(note.contains(needle), "{needle} not in the note: {note}");
+    }
+    for secret in [TEAM_SECRET, TOKEN] {
+        assert!(!note.contains(secret), "a secret reached the Event: {note}");
+    }
+    // The resource with its own Secret never waited.
+    let own: Vec<Event> = Api::<Event>::namespaced(api.client().unwrap(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("own-secret"))
+        .collect();
+    assert!(
+        own.iter()
+            .all(|e| e.reason.as_deref() != Some("AwaitingCredentials")),
+        "{own:#?}"
+    );
     assert_eq!(
         ecs.image(IMAGE),
         Some(ImageState::Copying),

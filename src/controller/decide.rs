@@ -13,6 +13,8 @@
 //!           ├─ retry not due yet ─────────────────────▶ RequeueAfter(remaining)
 //!           └─ otherwise ─────────────────────────────▶ write-ahead, WriteAheadThenSend
 //!  CredentialsMissing ── (same checks, then) ─────────▶ AwaitingCredentials, AwaitCredentials
+//!                                                       (Warning Event on entering the wait)
+//!  CredentialsPending ── (same checks, then) ─────────▶ status untouched, AwaitCredentials
 //!  Attempted(outcome) ─┬─ success ────────────────────▶ Succeeded
 //!                      ├─ terminal ───────────────────▶ Failed <code> / PreviousAttemptMayHaveSucceeded
 //!                      ├─ retryable (counted) ────────▶ RetryScheduled / RetriesExhausted
@@ -51,6 +53,9 @@ pub mod event_reasons {
     pub const CANCEL_FAILED: &str = "CancelFailed";
     /// A retry is scheduled.
     pub const RETRY_SCHEDULED: &str = "RetryScheduled";
+    /// Nothing can be sent: no credentials (the Secret, a key in it, or the
+    /// operator's own credentials are missing or cannot be obtained).
+    pub const AWAITING_CREDENTIALS: &str = "AwaitingCredentials";
 }
 
 /// The delay before a retry: the service's `x-acs-retry-after` when it sent
@@ -95,6 +100,9 @@ pub enum Trigger<'a> {
     /// A reconcile without usable credentials (the reason names the Secret
     /// or key, never a value).
     CredentialsMissing(&'a str),
+    /// A reconcile while the operator's own credentials are being fetched for
+    /// the first time: a short, expected wait, so no status change or Event.
+    CredentialsPending,
     /// The attempt recorded by the last write-ahead came back; how it is
     /// treated is [`CancelOutcome::retry_class`]'s call.
     Attempted(&'a CancelOutcome),
@@ -169,8 +177,18 @@ pub fn decide(input: &Input<'_>, trigger: Trigger<'_>) -> Decision {
     match trigger {
         Trigger::Attempted(outcome) => d.attempted(outcome, outcome.retry_class()),
         Trigger::Observe => d.observe(None),
-        Trigger::CredentialsMissing(why) => d.observe(Some(why)),
+        Trigger::CredentialsMissing(why) => d.observe(Some(NoKey::Missing(why))),
+        Trigger::CredentialsPending => d.observe(Some(NoKey::Pending)),
     }
+}
+
+/// Why no key is at hand.
+#[derive(Clone, Copy)]
+enum NoKey<'a> {
+    /// Missing or failing (the reason).
+    Missing(&'a str),
+    /// Being fetched for the first time.
+    Pending,
 }
 
 /// A status being worked on.
@@ -181,7 +199,7 @@ struct Draft<'i, 'a> {
 }
 
 impl Draft<'_, '_> {
-    fn observe(mut self, credentials_missing: Option<&str>) -> Decision {
+    fn observe(mut self, credentials_missing: Option<NoKey<'_>>) -> Decision {
         if self.status.phase.is_none() {
             // NB: with credentials at hand the first status written is the
             // write-ahead itself (Reconciling=True, observedGeneration, the
@@ -190,7 +208,19 @@ impl Draft<'_, '_> {
             self.status.phase = Some(Phase::Pending);
             self.status.start_time = Some(Time(self.now));
             return match credentials_missing {
-                Some(why) => self.awaiting_credentials(why),
+                Some(NoKey::Missing(why)) => self.awaiting_credentials(why),
+                Some(NoKey::Pending) => {
+                    // The operator's credentials are being fetched: say so
+                    // now (kstatus sees Reconciling), send once they are here.
+                    let spec = self.input.spec;
+                    let message = format!(
+                        "Nothing sent yet: about to cancel the copy to {} in {}",
+                        spec.image_id, spec.region_id
+                    );
+                    self.in_progress(reasons::PENDING, &message);
+                    let by_deadline = self.deadline().map(|d| until(self.input.now, d));
+                    self.finish(NextAction::AwaitCredentials(by_deadline), None)
+                }
                 None => self.write_ahead(),
             };
         }
@@ -220,17 +250,30 @@ impl Draft<'_, '_> {
             let wait = self.bounded_by_deadline(wait);
             return self.finish(NextAction::RequeueAfter(wait), None);
         }
-        if let Some(why) = credentials_missing {
-            return self.awaiting_credentials(why);
+        match credentials_missing {
+            Some(NoKey::Missing(why)) => self.awaiting_credentials(why),
+            Some(NoKey::Pending) => {
+                let by_deadline = self.deadline().map(|d| until(self.input.now, d));
+                self.finish(NextAction::AwaitCredentials(by_deadline), None)
+            }
+            None => self.write_ahead(),
         }
-        self.write_ahead()
     }
 
+    /// Waits for credentials, with a Warning Event when the wait begins (not
+    /// on every recheck: the reason stays, only the message may change).
     fn awaiting_credentials(mut self, why: &str) -> Decision {
+        let already_waiting = conditions::get(&self.status.conditions, types::RECONCILING)
+            .is_some_and(|c| c.reason == reasons::AWAITING_CREDENTIALS);
         let message = format!("Nothing is sent until credentials are available: {why}");
         self.in_progress(reasons::AWAITING_CREDENTIALS, &message);
+        let event = (!already_waiting).then(|| EventNote {
+            kind: EventKind::Warning,
+            reason: event_reasons::AWAITING_CREDENTIALS,
+            note: bounded(&message),
+        });
         let by_deadline = self.deadline().map(|d| until(self.input.now, d));
-        self.finish(NextAction::AwaitCredentials(by_deadline), None)
+        self.finish(NextAction::AwaitCredentials(by_deadline), event)
     }
 
     fn write_ahead(mut self) -> Decision {

@@ -112,6 +112,15 @@ pub struct Settings {
     pub ecs_rate_limit: Option<Arc<DefaultDirectRateLimiter>>,
 }
 
+/// Why a reconcile has no key at hand.
+#[derive(Debug)]
+enum NoKey {
+    /// Missing or failing: the reason, without secrets.
+    Missing(String),
+    /// The operator's credentials are being fetched for the first time.
+    Pending,
+}
+
 /// An outcome that came back but could not be written to status yet: kept
 /// so the next reconcile records it instead of sending again.
 struct Unrecorded {
@@ -160,24 +169,32 @@ impl Context {
     }
 
     /// The key for `obj`: its Secret's when it names one, else the
-    /// operator's. The error says why there is none, without secrets; with it,
-    /// how soon to look again when the wait is not ended by a Secret event.
+    /// operator's. Without one, why (no secrets in it); with it, how soon to
+    /// look again when the wait is not ended by a Secret event.
     fn credentials(
         &self,
         obj: &CopyImageCancellation,
         namespace: &str,
-    ) -> (Result<AccessKey, String>, Option<Duration>) {
+    ) -> (Result<AccessKey, NoKey>, Option<Duration>) {
         match &obj.spec.credentials_secret_ref {
-            Some(secret_ref) => (self.secret_credentials(&secret_ref.name, namespace), None),
+            Some(secret_ref) => (
+                self.secret_credentials(&secret_ref.name, namespace)
+                    .map_err(NoKey::Missing),
+                None,
+            ),
             None => match self.settings.operator.try_current() {
                 Ok(key) => (Ok(key), None),
-                Err(err) => {
-                    let recheck = match err {
-                        CredentialError::NotConfigured => None,
-                        _ => Some(OPERATOR_CREDENTIALS_RECHECK),
-                    };
-                    (Err(err.to_string()), recheck)
+                Err(CredentialError::NotConfigured) => (
+                    Err(NoKey::Missing(CredentialError::NotConfigured.to_string())),
+                    None,
+                ),
+                Err(CredentialError::Pending { .. }) => {
+                    (Err(NoKey::Pending), Some(OPERATOR_CREDENTIALS_RECHECK))
                 }
+                Err(err) => (
+                    Err(NoKey::Missing(err.to_string())),
+                    Some(OPERATOR_CREDENTIALS_RECHECK),
+                ),
             },
         }
     }
@@ -393,7 +410,8 @@ pub async fn reconcile(
         let (credentials, recheck) = ctx.credentials(&current, &namespace);
         let trigger = match &credentials {
             Ok(_) => Trigger::Observe,
-            Err(why) => Trigger::CredentialsMissing(why),
+            Err(NoKey::Missing(why)) => Trigger::CredentialsMissing(why),
+            Err(NoKey::Pending) => Trigger::CredentialsPending,
         };
         let decision = decide::decide(
             &Input {

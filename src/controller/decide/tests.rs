@@ -90,6 +90,21 @@ fn pending() -> Value {
     })
 }
 
+const STS_FAILING: &str = "no rrsa credentials could be obtained yet: STS answered HTTP 500 \
+     InternalError: The request processing has failed due to some unknown error. (request ID STS-REQ-1)";
+const STS_DENIED: &str = "no rrsa credentials could be obtained yet: STS answered HTTP 400 \
+     AuthenticationFail.OIDCToken.Expired: token expired (request ID STS-REQ-2)";
+
+/// Pending since T0 and waiting for credentials, for `why`. (Conditions keep
+/// their T0 transition times: only the reason and message move.)
+fn awaiting(why: &str) -> Value {
+    let message = format!("Nothing is sent until credentials are available: {why}");
+    json!({
+        "phase": "Pending", "attempts": 0, "startTime": T0, "observedGeneration": 1,
+        "conditions": conds(IN_PROGRESS, "AwaitingCredentials", &message, [T0; 3]),
+    })
+}
+
 fn in_flight_1() -> Value {
     json!({
         "phase": "Running", "attempts": 1, "startTime": T0, "lastAttemptTime": T1,
@@ -157,6 +172,7 @@ struct Row {
 enum Trig {
     Observe,
     CredentialsMissing(&'static str),
+    CredentialsPending,
     Attempted(CancelOutcome, RetryClass),
 }
 
@@ -177,6 +193,7 @@ fn run(row: &Row) {
     let trigger = match &row.trigger {
         Trig::Observe => Trigger::Observe,
         Trig::CredentialsMissing(why) => Trigger::CredentialsMissing(why),
+        Trig::CredentialsPending => Trigger::CredentialsPending,
         Trig::Attempted(outcome, class) => {
             assert_eq!(
                 outcome.retry_class(),
@@ -257,7 +274,72 @@ fn table() {
                     [T0; 3]),
             }),
             action: NextAction::AwaitCredentials(None),
+            event: Some((
+                EventKind::Warning,
+                "AwaitingCredentials",
+                "Nothing is sent until credentials are available: Secret images/alibaba-credentials not found",
+            )),
+        },
+        Row {
+            name: "still waiting on a recheck: no second Event",
+            spec: json!({}),
+            before: Some(awaiting(STS_FAILING)),
+            now: T2,
+            jitter: 0.0,
+            trigger: Trig::CredentialsMissing(STS_FAILING),
+            status: awaiting(STS_FAILING),
+            action: NextAction::AwaitCredentials(None),
             event: None,
+        },
+        Row {
+            name: "still waiting, for another reason: the message follows, no second Event",
+            spec: json!({}),
+            before: Some(awaiting(STS_FAILING)),
+            now: T2,
+            jitter: 0.0,
+            trigger: Trig::CredentialsMissing(STS_DENIED),
+            status: awaiting(STS_DENIED),
+            action: NextAction::AwaitCredentials(None),
+            event: None,
+        },
+        Row {
+            name: "operator credentials still being fetched at the first reconcile: Pending, no Event",
+            spec: json!({}),
+            before: None,
+            now: T0,
+            jitter: 0.0,
+            trigger: Trig::CredentialsPending,
+            status: pending(),
+            action: NextAction::AwaitCredentials(None),
+            event: None,
+        },
+        Row {
+            name: "operator credentials still being fetched later: status untouched, deadline watched",
+            spec: json!({"activeDeadlineSeconds": 60}),
+            before: Some(pending()),
+            now: T10,
+            jitter: 0.0,
+            trigger: Trig::CredentialsPending,
+            status: pending(),
+            action: NextAction::AwaitCredentials(Some(Duration::from_secs(50))),
+            event: None,
+        },
+        Row {
+            name: "the first fetch of the operator credentials failed: the wait begins with a Warning",
+            spec: json!({}),
+            before: Some(pending()),
+            now: T1,
+            jitter: 0.0,
+            trigger: Trig::CredentialsMissing(STS_FAILING),
+            status: awaiting(STS_FAILING),
+            action: NextAction::AwaitCredentials(None),
+            event: Some((
+                EventKind::Warning,
+                "AwaitingCredentials",
+                "Nothing is sent until credentials are available: no rrsa credentials could be obtained \
+                 yet: STS answered HTTP 500 InternalError: The request processing has failed due to some \
+                 unknown error. (request ID STS-REQ-1)",
+            )),
         },
         Row {
             name: "a Pending status (as earlier versions wrote first) proceeds to the write-ahead",
@@ -707,7 +789,12 @@ fn table() {
             }),
             // The deadline (T0 + 60 s) still lands on time while waiting.
             action: NextAction::AwaitCredentials(Some(Duration::from_secs(57))),
-            event: None,
+            event: Some((
+                EventKind::Warning,
+                "AwaitingCredentials",
+                "Nothing is sent until credentials are available: Secret images/alibaba-credentials has no \
+                 key accessKeySecret",
+            )),
         },
         Row {
             name: "a retry not yet due: wait for the rest, status untouched",
