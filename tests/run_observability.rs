@@ -205,3 +205,97 @@ async fn metrics_count_requests_by_code_retries_phases_and_leadership() {
     assert_eq!(env.sim.image("m-obsok"), None);
     assert_eq!(env.sim.image("m-obsflaky"), None);
 }
+
+/// With `--log-format json`, each line logged while reconciling a resource
+/// carries the `reconcile` span: namespace, resource, attempt, and once ECS
+/// answered, the request ID the simulator sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_lines_carry_the_reconcile_span() {
+    let env = Env::sandbox_with_args(&["--log-format", "json"]).await;
+    env.copying("m-obsspan");
+    env.fault("m-obsspan", FaultKind::InternalError, FaultCount::Times(1));
+    env.create(&cic("spanned", "m-obsspan")).await;
+    env.wait_finished("spanned").await;
+    let requests = env.ecs_requests("m-obsspan");
+    assert_eq!(requests.len(), 2, "one InternalError, one success");
+    let last_id = requests[1].request_id.clone().expect("a request ID");
+
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let lines: Vec<serde_json::Value> = loop {
+        let lines: Vec<serde_json::Value> = env
+            .controller_log()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|l: &serde_json::Value| l["span"]["resource"] == "spanned")
+            .collect();
+        if lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "outcome recorded")
+        {
+            break lines;
+        }
+        if tokio::time::Instant::now() > deadline {
+            env.fail("no 'outcome recorded' line in the reconcile span");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let last = lines
+        .iter()
+        .rev()
+        .find(|l| l["fields"]["message"] == "outcome recorded")
+        .unwrap();
+    let span = &last["span"];
+    assert_eq!(span["name"], "reconcile", "{last}");
+    assert_eq!(span["namespace"], "images", "{last}");
+    assert_eq!(span["attempt"], 2, "{last}");
+    assert_eq!(span["request_id"], last_id.as_str(), "{last}");
+    assert_eq!(last["fields"]["phase"], "Succeeded", "{last}");
+    // Inside kube-runtime's own `reconciling object` span.
+    let spans = last["spans"].as_array().expect("the span list");
+    assert_eq!(spans.last().unwrap()["name"], "reconcile", "{last}");
+
+    // Each step of the first attempt is in the span as well.
+    let first_id = requests[0].request_id.clone().expect("a request ID");
+    for message in [
+        "sending CancelCopyImage",
+        "CancelCopyImage answered",
+        "outcome recorded; retry scheduled",
+    ] {
+        let line = lines
+            .iter()
+            .find(|l| l["fields"]["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} line in the span: {lines:#?}"));
+        assert_eq!(line["span"]["attempt"], 1, "{line}");
+        if message != "sending CancelCopyImage" {
+            assert_eq!(line["span"]["request_id"], first_id.as_str(), "{line}");
+        }
+    }
+}
+
+/// The text format shows the same span in front of each line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_log_lines_carry_the_reconcile_span() {
+    let env = Env::sandbox().await;
+    env.copying("m-obstext");
+    env.create(&cic("texted", "m-obstext")).await;
+    env.wait_finished("texted").await;
+    let id = env.ecs_requests("m-obstext")[0]
+        .request_id
+        .clone()
+        .expect("a request ID");
+    let want = format!(
+        "reconcile{{namespace=\"images\" resource=\"texted\" attempt=1 request_id=\"{id}\"}}"
+    );
+    env.eventually("the recorded outcome in the log", |env| {
+        env.controller_log()
+            .lines()
+            .any(|l| l.contains("outcome recorded"))
+    })
+    .await;
+    let log = env.controller_log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("outcome recorded"))
+        .unwrap();
+    assert!(line.contains(&want), "{want} not in {line}");
+}

@@ -622,6 +622,19 @@ pub fn retry_reason<'s>(
     conditions::get(&status.conditions, types::RECONCILING).map(|c| c.reason.as_str())
 }
 
+/// The attempt a reconcile of a resource with `status` is about: the last one
+/// when it is finished or in flight, otherwise the next one to send (so it is
+/// the number a write-ahead will give the attempt). For logs.
+pub fn current_attempt(status: Option<&CopyImageCancellationStatus>) -> i64 {
+    match status {
+        None => 1,
+        Some(s) if s.phase.is_some_and(Phase::is_finished) || attempt_in_flight(s) => {
+            i64::from(s.attempts)
+        }
+        Some(s) => i64::from(s.attempts) + 1,
+    }
+}
+
 /// Whether `status` holds an attempt recorded before sending whose outcome
 /// is not recorded yet (in flight, or lost in a crash).
 pub fn attempt_in_flight(status: &CopyImageCancellationStatus) -> bool {

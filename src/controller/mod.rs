@@ -33,7 +33,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tokio::sync::Semaphore;
-use tracing::{debug, info, warn};
+use tracing::{Instrument as _, debug, info, warn};
 
 use crate::credentials::AccessKey;
 use crate::ecs::CancelOutcome;
@@ -368,7 +368,28 @@ fn requeue(action: NextAction) -> Action {
 }
 
 /// Reconciles one resource: see the module documentation for the flow.
+///
+/// Runs in a `reconcile` span with the resource's `namespace` and name (field
+/// `resource`), the `attempt` it is about ([`decide::current_attempt`]) and,
+/// once ECS answered, its `request_id`, so every log line inside carries them.
+/// Each field is set once (the text format appends a recorded field again).
+///
+/// NB: not `name`: the JSON log format writes the span's own name under that key.
 pub async fn reconcile(
+    obj: Arc<CopyImageCancellation>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let span = tracing::info_span!(
+        "reconcile",
+        namespace = obj.namespace().unwrap_or_default(),
+        resource = obj.name_any(),
+        attempt = decide::current_attempt(obj.status.as_ref()),
+        request_id = tracing::field::Empty,
+    );
+    reconcile_in_span(obj, ctx).instrument(span).await
+}
+
+async fn reconcile_in_span(
     obj: Arc<CopyImageCancellation>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
@@ -501,6 +522,7 @@ async fn send_and_record(
     uid: &str,
 ) -> Result<Action, Error> {
     let attempt = written.status.as_ref().map_or(0, |s| s.attempts);
+    let span = tracing::Span::current();
     info!(resource = %describe(&written), attempt, "sending CancelCopyImage");
     if let Some(limit) = &ctx.settings.ecs_rate_limit {
         // NB: after the write-ahead, so a wait here is recorded as "sending";
@@ -515,6 +537,9 @@ async fn send_and_record(
         .await;
     ctx.metrics
         .request(&outcome, started.elapsed().as_secs_f64());
+    if let Some(request_id) = outcome.request_id() {
+        span.record("request_id", request_id);
+    }
     info!(
         resource = %describe(&written),
         attempt,
@@ -590,10 +615,25 @@ async fn record(
         };
         match result {
             Ok(Some(stored)) => {
+                let recorded = stored.status.as_ref();
                 if let Some(reason) =
                     decide::retry_reason(&decision.status, decision.event.as_ref())
                 {
                     ctx.metrics.retry_scheduled(reason);
+                    info!(
+                        reason,
+                        next_attempt_time = recorded
+                            .and_then(|s| s.next_attempt_time.as_ref())
+                            .map(|t| t.0.to_string())
+                            .unwrap_or_default(),
+                        "outcome recorded; retry scheduled"
+                    );
+                } else {
+                    let phase = recorded
+                        .and_then(|s| s.phase)
+                        .map(|p| format!("{p:?}"))
+                        .unwrap_or_default();
+                    info!(phase, "outcome recorded");
                 }
                 if let Some(note) = &decision.event {
                     ctx.publish(&stored, note).await;

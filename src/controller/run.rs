@@ -672,7 +672,13 @@ pub fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        // The current span (`reconcile` with namespace, resource, attempt,
+        // request_id) on every line, and the list of spans it sits in.
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
     };
     result.map_err(|err| anyhow::anyhow!("setting up logging: {err}"))
 }

@@ -220,6 +220,18 @@ fn run(row: &Row) {
         .as_ref()
         .map(|e| (e.kind, e.reason, e.note.as_str()));
     assert_eq!(event, row.event, "{}: event", row.name);
+    // The log's attempt number is the one a write-ahead gives, and an
+    // outcome belongs to the attempt in flight.
+    if matches!(row.trigger, Trig::Attempted(..))
+        || decision.action == NextAction::WriteAheadThenSend
+    {
+        assert_eq!(
+            current_attempt(before.as_ref()),
+            i64::from(decision.status.attempts),
+            "{}: the attempt a reconcile logs is the one it sends or records",
+            row.name
+        );
+    }
     // The retries metric: counted exactly when a retry is scheduled, by reason.
     let retry = retry_reason(&decision.status, decision.event.as_ref());
     match row.event {
