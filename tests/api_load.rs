@@ -2,7 +2,10 @@
 //! Kubernetes API for while it works through many resources, counted by the
 //! in-process API. The controller reads from its watch caches only (no GET or
 //! LIST per reconcile), writes only the status subresource, and its
-//! list/watch traffic does not grow with the number of resources.
+//! list/watch traffic does not grow with the number of resources. When the
+//! API server answers 429 (API Priority and Fairness), the controller waits
+//! the Retry-After it was given before asking again, and never sends a
+//! second CancelCopyImage because of it.
 
 mod common;
 
@@ -12,7 +15,7 @@ use std::time::Duration;
 use common::*;
 use copyimage_canceller::credentials::AccessKey;
 use copyimage_canceller::sandbox::ecs_simulator::{FaultCount, FaultKind};
-use copyimage_canceller::sandbox::kube_api::{RequestRecord, Verb};
+use copyimage_canceller::sandbox::kube_api::{Fault, RequestRecord, Verb};
 use kube::ResourceExt;
 use kube::api::ListParams;
 
@@ -285,4 +288,242 @@ async fn api_requests_do_not_grow_with_the_number_of_resources() {
             small.resources
         );
     }
+}
+
+/// The API server's Retry-After in the 429 tests, and the least gap accepted
+/// after each 429 (a little under it, for timer granularity).
+const RETRY_AFTER_SECONDS: u32 = 1;
+const LEAST_GAP: Duration = Duration::from_millis(900);
+
+/// The controller's requests matching `keep`, oldest first.
+fn requests_where(env: &Env, keep: impl Fn(&RequestRecord) -> bool) -> Vec<RequestRecord> {
+    let mut requests: Vec<RequestRecord> =
+        env.controller_requests().into_iter().filter(keep).collect();
+    requests.sort_by_key(|r| r.received);
+    requests
+}
+
+/// Asserts that every request answered 429 in `requests` (one kind, oldest
+/// first) was followed by the next one no sooner than the Retry-After, and
+/// returns how many were answered 429. A lower bound only: slow machines
+/// only make the gaps longer.
+fn assert_waited_after_429(what: &str, requests: &[RequestRecord]) -> usize {
+    for pair in requests.windows(2) {
+        if pair[0].code == 429 {
+            let gap = pair[1].received.duration_since(pair[0].received);
+            assert!(
+                gap >= LEAST_GAP,
+                "{what}: asked again {gap:?} after a 429 with Retry-After: {RETRY_AFTER_SECONDS}; codes {:?}",
+                requests.iter().map(|r| r.code).collect::<Vec<_>>()
+            );
+        }
+    }
+    requests.iter().filter(|r| r.code == 429).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_writes_and_events_refused_with_429_wait_and_never_resend() {
+    let env = Env::sandbox().await;
+    let name = "throttled-by-the-api-server";
+    env.copying("m-load429");
+    // The ECS answer is held so the 429s can be aimed at recording it.
+    env.fault(
+        "m-load429",
+        FaultKind::Latency {
+            delay: Duration::from_secs(2),
+        },
+        FaultCount::Times(1),
+    );
+    env.create(&cic(name, "m-load429")).await;
+    let status_patches = |env: &Env| {
+        requests_where(env, |r| {
+            r.verb == Verb::Patch
+                && r.resource == CICS
+                && r.subresource == "status"
+                && r.name.as_deref() == Some(name)
+        })
+    };
+    // The write-ahead is applied; the request is at ECS.
+    env.eventually("the write-ahead applied", |env| {
+        status_patches(env).iter().any(|r| r.code == 200)
+    })
+    .await;
+    let api = env.sandbox_api();
+    api.inject_fault(
+        Fault::too_many_requests(3, RETRY_AFTER_SECONDS)
+            .verb(Verb::Patch)
+            .resource(CICS)
+            .subresource("status"),
+    );
+    api.inject_fault(
+        Fault::too_many_requests(2, RETRY_AFTER_SECONDS)
+            .verb(Verb::Create)
+            .resource(EVENTS),
+    );
+
+    let done = env.wait_finished(name).await;
+    assert_eq!(
+        phase(&done).as_deref(),
+        Some("Succeeded"),
+        "{}",
+        yaml(&done)
+    );
+    assert_eq!(outcomes(&done), ["Succeeded"]);
+    assert_eq!(
+        env.ecs_requests("m-load429").len(),
+        1,
+        "the outcome is recorded, never sent again"
+    );
+    env.wait_event(name, "Cancelled").await;
+    // NB: the API logs a request once answered, a moment after storing it.
+    let event_creates =
+        |env: &Env| requests_where(env, |r| r.verb == Verb::Create && r.resource == EVENTS);
+    env.eventually(
+        "the last status write and the Event in the request log",
+        |env| status_patches(env).len() >= 5 && event_creates(env).iter().any(|r| r.code == 201),
+    )
+    .await;
+
+    let patches = status_patches(&env);
+    let codes: Vec<u16> = patches.iter().map(|r| r.code).collect();
+    assert_eq!(
+        codes,
+        [200, 429, 429, 429, 200],
+        "the write-ahead, then the outcome after three 429s"
+    );
+    assert_eq!(assert_waited_after_429("status PATCH", &patches), 3);
+    let events = event_creates(&env);
+    assert_eq!(
+        events.iter().map(|r| r.code).collect::<Vec<_>>(),
+        [429, 429, 201],
+        "the Cancelled Event after two 429s"
+    );
+    assert_eq!(assert_waited_after_429("Event create", &events), 2);
+    println!("status PATCH codes {codes:?}, Event create codes [429, 429, 201]");
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_and_watches_refused_with_429_are_spaced_not_a_hot_loop() {
+    let mut env = Env::sandbox_not_started(&[]).await;
+    env.copying("m-loadlist429");
+    let api = env.sandbox_api();
+    // Overloaded from the start: every LIST of the resources is refused.
+    api.inject_fault(
+        Fault::too_many_requests(u32::MAX, RETRY_AFTER_SECONDS)
+            .verb(Verb::List)
+            .resource(CICS),
+    );
+    env.start_controller();
+    let lists = |env: &Env| requests_where(env, |r| r.verb == Verb::List && r.resource == CICS);
+    env.eventually("four LISTs refused", |env| lists(env).len() >= 4)
+        .await;
+    // Load eases, but the first WATCH of the resources and the first LIST
+    // of Secrets are still refused twice each.
+    let api = env.sandbox_api();
+    api.clear_faults();
+    api.inject_fault(
+        Fault::too_many_requests(2, RETRY_AFTER_SECONDS)
+            .verb(Verb::Watch)
+            .resource(CICS),
+    );
+    api.inject_fault(
+        Fault::too_many_requests(2, RETRY_AFTER_SECONDS)
+            .verb(Verb::List)
+            .resource(SECRETS),
+    );
+    env.create(&cic("after-the-storm", "m-loadlist429")).await;
+    let done = env.wait_finished("after-the-storm").await;
+    assert_eq!(
+        phase(&done).as_deref(),
+        Some("Succeeded"),
+        "{}",
+        yaml(&done)
+    );
+    assert_eq!(env.ecs_requests("m-loadlist429").len(), 1);
+
+    // The resource may be handled from the first LIST, before the WATCH is
+    // through: wait until both caches got past their 429s.
+    env.eventually("the WATCH and the Secret LIST answered", |env| {
+        [(Verb::Watch, CICS), (Verb::List, SECRETS)]
+            .iter()
+            .all(|(verb, resource)| {
+                requests_where(env, |r| r.verb == *verb && r.resource == *resource)
+                    .iter()
+                    .any(|r| r.code == 200)
+            })
+    })
+    .await;
+    let refused_lists = assert_waited_after_429("LIST copyimagecancellations", &lists(&env));
+    assert!(refused_lists >= 4, "{refused_lists} LISTs refused");
+    let watches = requests_where(&env, |r| r.verb == Verb::Watch && r.resource == CICS);
+    assert_eq!(
+        assert_waited_after_429("WATCH copyimagecancellations", &watches),
+        2
+    );
+    let secret_lists = requests_where(&env, |r| r.verb == Verb::List && r.resource == SECRETS);
+    assert_eq!(assert_waited_after_429("LIST secrets", &secret_lists), 2);
+    println!(
+        "LIST copyimagecancellations {:?}\nWATCH copyimagecancellations {:?}\nLIST secrets {:?}",
+        lists(&env).iter().map(|r| r.code).collect::<Vec<_>>(),
+        watches.iter().map(|r| r.code).collect::<Vec<_>>(),
+        secret_lists.iter().map(|r| r.code).collect::<Vec<_>>()
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_watches_are_retried_with_the_watchers_backoff() {
+    let mut env = Env::sandbox_not_started(&[]).await;
+    env.copying("m-loadwatch500");
+    let api = env.sandbox_api();
+    // A 500 is not retried by the client: the watchers' own backoff
+    // (kube-runtime's default, from 800 ms) spaces the next WATCH.
+    for resource in [CICS, SECRETS] {
+        api.inject_fault(
+            Fault::internal_error(3)
+                .verb(Verb::Watch)
+                .resource(resource),
+        );
+    }
+    env.start_controller();
+    env.create(&cic("after-broken-watches", "m-loadwatch500"))
+        .await;
+    let done = env.wait_finished("after-broken-watches").await;
+    assert_eq!(
+        phase(&done).as_deref(),
+        Some("Succeeded"),
+        "{}",
+        yaml(&done)
+    );
+    assert_eq!(env.ecs_requests("m-loadwatch500").len(), 1);
+    let watches = |env: &Env, resource: &str| {
+        requests_where(env, |r| r.verb == Verb::Watch && r.resource == resource)
+    };
+    env.eventually("both watches established", |env| {
+        [CICS, SECRETS]
+            .iter()
+            .all(|resource| watches(env, resource).iter().any(|r| r.code == 200))
+    })
+    .await;
+    for resource in [CICS, SECRETS] {
+        let requests = watches(&env, resource);
+        let codes: Vec<u16> = requests.iter().map(|r| r.code).collect();
+        assert_eq!(codes, [500, 500, 500, 200], "WATCH {resource}");
+        for pair in requests.windows(2) {
+            let gap = pair[1].received.duration_since(pair[0].received);
+            assert!(
+                gap >= Duration::from_millis(700),
+                "WATCH {resource} repeated {gap:?} after a 500"
+            );
+        }
+        println!("WATCH {resource} {codes:?}");
+    }
+    // The first LIST of each cache went through: a failed WATCH resumes
+    // from it instead of listing everything again.
+    assert_eq!(
+        requests_where(&env, |r| r.verb == Verb::List && r.resource == SECRETS).len(),
+        1
+    );
+    env.cleanup().await;
 }

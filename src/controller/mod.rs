@@ -67,6 +67,8 @@ const STATUS_WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 const SECRETS_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts at recording an outcome before handing it to the next reconcile.
 const RECORD_ATTEMPTS: u32 = 4;
+/// Least wait after the API server answered 429 or 503 without saying how long.
+const THROTTLED_PAUSE: Duration = Duration::from_secs(1);
 
 /// Why a reconcile failed (the resource is requeued by [`error_policy`]).
 #[derive(Debug, thiserror::Error)]
@@ -229,9 +231,19 @@ impl Context {
             action: EVENT_ACTION.to_string(),
             secondary: None,
         };
-        if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&())).await {
-            // NB: an Event is a courtesy; status holds the record.
-            warn!(resource = %describe(obj), reason = note.reason, error = %err, "could not publish Event");
+        // NB: the client waits out 429s (Retry-After) itself; the limit keeps a
+        // long wait from holding the reconcile. An Event is a courtesy; status
+        // holds the record.
+        let regarding = obj.object_ref(&());
+        let publish = self.recorder.publish(&event, &regarding);
+        match tokio::time::timeout(STATUS_WRITE_TIMEOUT, publish).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                warn!(resource = %describe(obj), reason = note.reason, error = %err, "could not publish Event")
+            }
+            Err(_) => {
+                warn!(resource = %describe(obj), reason = note.reason, timeout = ?STATUS_WRITE_TIMEOUT, "could not publish Event in time")
+            }
         }
     }
 }
@@ -650,7 +662,9 @@ async fn record(
             }
         }
         if attempt < RECORD_ATTEMPTS {
-            tokio::time::sleep(pause).await;
+            let (code, retry_after) = last_error.as_ref().map_or((None, None), refusal);
+            let wait = pause_after_refusal(code, retry_after, pause, ctx.settings.backoff.cap());
+            tokio::time::sleep(wait).await;
             pause *= 3;
         }
     }
@@ -708,11 +722,57 @@ async fn record_unrecorded(
     record(ctx, api, pending, uid).await.map(Some)
 }
 
-/// Requeues a failed reconcile after a short pause.
+/// Requeues a failed reconcile after a short pause, or after the API
+/// server's Retry-After when it was overloaded.
 pub fn error_policy(obj: Arc<CopyImageCancellation>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_failed();
-    warn!(resource = %describe(&obj), error = %error, "reconcile failed; retrying");
-    Action::requeue(ERROR_REQUEUE)
+    let (code, retry_after) = refusal(error);
+    let wait = pause_after_refusal(code, retry_after, ERROR_REQUEUE, ctx.settings.backoff.cap());
+    warn!(resource = %describe(&obj), error = %error, retry_in = ?wait, "reconcile failed; retrying");
+    Action::requeue(wait)
+}
+
+/// The HTTP status of a refused status write and the wait the API server
+/// asked for (`details.retryAfterSeconds`, which the server also sends as
+/// `Retry-After`).
+fn refusal(error: &Error) -> (Option<u16>, Option<Duration>) {
+    match error {
+        Error::StatusWrite {
+            source: kube::Error::Api(status),
+            ..
+        } => (
+            Some(status.code),
+            status
+                .details
+                .as_ref()
+                .map(|d| d.retry_after_seconds)
+                .filter(|s| *s > 0)
+                .map(|s| Duration::from_secs(s.into())),
+        ),
+        _ => (None, None),
+    }
+}
+
+/// How long to wait before trying a write again after the API server refused
+/// it with `code` (`None`: no answer) and asked for `retry_after`: on 429 or
+/// 503 at least what it asked (at least [`THROTTLED_PAUSE`] when it did not
+/// say), at most `cap` (`--retry-max-delay`); `pause` otherwise.
+///
+/// NB: kube-rs's client already retries 429, 503 and 504 honouring
+/// Retry-After, up to 15 times, within each request; this is the pause
+/// after a write that still failed.
+pub fn pause_after_refusal(
+    code: Option<u16>,
+    retry_after: Option<Duration>,
+    pause: Duration,
+    cap: Duration,
+) -> Duration {
+    match code {
+        Some(429 | 503) => pause
+            .max(retry_after.unwrap_or(THROTTLED_PAUSE))
+            .min(cap.max(pause)),
+        _ => pause,
+    }
 }
 
 /// The resources a Secret change should wake: those in its namespace that
@@ -789,6 +849,70 @@ mod tests {
             .map(|r| r.name)
             .collect();
         assert_eq!(woken, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_refused_write_waits_what_an_overloaded_api_server_asks_within_the_cap() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let cap = s(300);
+        for (code, retry_after, pause, expected) in [
+            // No answer (timeout, connection): the caller's own pause.
+            (None, None, ms(200), ms(200)),
+            // Refusals that waiting does not cure: the caller's pause.
+            (Some(500), Some(s(10)), ms(200), ms(200)),
+            (Some(403), None, s(5), s(5)),
+            // Overloaded: what the server asks, never less than the caller's pause.
+            (Some(429), Some(s(3)), ms(200), s(3)),
+            (Some(429), Some(s(1)), s(5), s(5)),
+            (Some(503), Some(s(2)), ms(600), s(2)),
+            // Overloaded without saying how long: at least a second.
+            (Some(429), None, ms(200), THROTTLED_PAUSE),
+            (Some(429), None, s(5), s(5)),
+            // An absurd Retry-After is cut to --retry-max-delay.
+            (Some(429), Some(s(86_400)), ms(200), cap),
+        ] {
+            assert_eq!(
+                pause_after_refusal(code, retry_after, pause, cap),
+                expected,
+                "{code:?} {retry_after:?} {pause:?}"
+            );
+        }
+        // A cap below the caller's own pause does not shorten that pause.
+        assert_eq!(
+            pause_after_refusal(Some(429), Some(s(60)), s(5), s(2)),
+            s(5)
+        );
+    }
+
+    #[test]
+    fn the_wait_comes_from_the_status_details_of_a_refused_write() {
+        let status = |code: u16, retry_after_seconds: u32| Error::StatusWrite {
+            resource: "images/a".into(),
+            source: kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                details: Some(kube::core::response::StatusDetails {
+                    name: "a".into(),
+                    group: "ecs.alibabacloud.com".into(),
+                    kind: "copyimagecancellations".into(),
+                    uid: String::new(),
+                    causes: Vec::new(),
+                    retry_after_seconds,
+                }),
+                ..kube::core::Status::failure("Too many requests", "TooManyRequests")
+            })),
+        };
+        assert_eq!(
+            refusal(&status(429, 7)),
+            (Some(429), Some(Duration::from_secs(7)))
+        );
+        assert_eq!(refusal(&status(429, 0)), (Some(429), None));
+        assert_eq!(refusal(&status(500, 0)), (Some(500), None));
+        let timeout = Error::StatusWriteTimeout {
+            resource: "images/a".into(),
+            timeout: STATUS_WRITE_TIMEOUT,
+        };
+        assert_eq!(refusal(&timeout), (None, None));
     }
 
     #[test]

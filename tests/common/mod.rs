@@ -81,6 +81,14 @@ impl Env {
 
     /// [`Env::sandbox`], with extra `run` flags.
     pub async fn sandbox_with_args(extra_args: &[&str]) -> Env {
+        let mut env = Self::sandbox_not_started(extra_args).await;
+        env.start_controller();
+        env
+    }
+
+    /// [`Env::sandbox_with_args`] without starting the controller (so faults
+    /// can be set up for its start-up): call [`Env::start_controller`].
+    pub async fn sandbox_not_started(extra_args: &[&str]) -> Env {
         let api = KubeApi::start(vec![CopyImageCancellation::crd()])
             .await
             .expect("start the in-process Kubernetes API");
@@ -90,7 +98,7 @@ impl Env {
             .expect("write the kubeconfig");
         let client = harness_client(&api);
         let sim = start_simulator().await;
-        let mut env = Env {
+        Env {
             cluster: Cluster::Sandbox(api),
             client,
             sim,
@@ -100,9 +108,7 @@ impl Env {
             controller: None,
             starts: 0,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-        };
-        env.start_controller();
-        env
+        }
     }
 
     /// The cluster `KUBECONFIG` points at, when `COPYIMAGE_CANCELLER_REAL_CLUSTER=1`
