@@ -199,6 +199,33 @@ pub fn parse_response(
     body: &[u8],
     sensitive: &[&str],
 ) -> Result<TemporaryCredentials, FetchError> {
+    // NB: every text of the error is scrubbed, not only the service's
+    // message: the JSON parser's error quotes strings of the body, the
+    // expiration is quoted as sent, and the request ID is the service's
+    // text too (fuzzing found the token in all three).
+    parse_unscrubbed(status, body).map_err(|err| match err {
+        FetchError::Service {
+            service,
+            http_status,
+            code,
+            message,
+            request_id,
+        } => FetchError::Service {
+            service,
+            http_status,
+            code: redact(&code, sensitive),
+            message: redact(&message, sensitive),
+            request_id: request_id.map(|id| redact(&id, sensitive)),
+        },
+        FetchError::InvalidResponse { service, message } => FetchError::InvalidResponse {
+            service,
+            message: redact(&message, sensitive),
+        },
+        other => other,
+    })
+}
+
+fn parse_unscrubbed(status: u16, body: &[u8]) -> Result<TemporaryCredentials, FetchError> {
     if (200..300).contains(&status) {
         let parsed: SuccessBody =
             serde_json::from_slice(body).map_err(|e| FetchError::InvalidResponse {
@@ -233,8 +260,8 @@ pub fn parse_response(
         }) => Err(FetchError::Service {
             service: "STS",
             http_status: status,
-            code: redact(&code, sensitive),
-            message: redact(&message.unwrap_or_default(), sensitive),
+            code,
+            message: message.unwrap_or_default(),
             request_id,
         }),
         _ => Err(FetchError::InvalidResponse {
@@ -349,6 +376,38 @@ mod tests {
         for (i, (status, body, want)) in rows.into_iter().enumerate() {
             let err = parse_response(status, body, &["eyJsecret"]).unwrap_err();
             assert_eq!(err.to_string(), want, "row {i}");
+        }
+    }
+
+    /// Regression (found by `cargo fuzz`, target `credentials`): the token
+    /// came out of the JSON parser's error, the quoted expiration and the
+    /// request ID.
+    #[test]
+    fn token_never_leaves_through_any_error_text() {
+        let rows: [(u16, &[u8], &str); 3] = [
+            (
+                200,
+                br#"{"RequestId":"R2","Credentials":"eyJsecret.tok"}"#,
+                "STS answered with something else than expected: HTTP 200: the body is not an AssumeRoleWithOIDC answer (invalid type: string \"[REDACTED].tok\", expected struct CredentialsBody at line 1 column 47)",
+            ),
+            (
+                200,
+                br#"{"Credentials":{"AccessKeyId":"a","AccessKeySecret":"b","SecurityToken":"c","Expiration":"eyJsecret"}}"#,
+                "STS answered with something else than expected: Expiration \"[REDACTED]\" is not an RFC 3339 time",
+            ),
+            (
+                400,
+                br#"{"RequestId":"eyJsecret","Code":"InvalidParameter.OIDCToken"}"#,
+                "STS answered HTTP 400 InvalidParameter.OIDCToken:  (request ID [REDACTED])",
+            ),
+        ];
+        for (i, (status, body, want)) in rows.into_iter().enumerate() {
+            let err = parse_response(status, body, &["eyJsecret"]).unwrap_err();
+            assert_eq!(err.to_string(), want, "row {i}");
+            assert!(
+                !format!("{err:?}").contains("eyJsecret"),
+                "row {i}: {err:?}"
+            );
         }
     }
 
