@@ -436,7 +436,12 @@ impl NonceCache {
                 "The request has failed due to a temporary failure of the server.",
             ));
         }
-        let expiry = request_time.max(now) + self.window;
+        // NB: saturating, so a clock at the end of jiff's range (year 9999)
+        // keeps the nonce for good instead of panicking.
+        let expiry = request_time
+            .max(now)
+            .checked_add(self.window)
+            .unwrap_or(Timestamp::MAX);
         self.by_expiry
             .insert((expiry, key.0.clone(), key.1.clone()));
         self.expiry_by_key.insert(key, expiry);
@@ -445,7 +450,9 @@ impl NonceCache {
 
     fn forget_expired(&mut self, now: Timestamp) {
         while let Some(first) = self.by_expiry.first() {
-            if first.0 > now {
+            // NB: kept at its expiry itself: a request exactly `window` old
+            // still passes the timestamp check (only a larger skew fails).
+            if first.0 >= now {
                 break;
             }
             let (_, id, nonce) = self.by_expiry.pop_first().expect("first exists");
@@ -885,5 +892,33 @@ mod tests {
         let after = t0 + window + Duration::from_secs(1);
         cache.claim(ID, "n1", after, after).unwrap();
         assert_eq!(cache.len(), 1);
+    }
+
+    /// Regression (found by `cargo fuzz`, target `simulator_request`): a
+    /// request time at the end of jiff's range overflowed the expiry. Its
+    /// first fix then forgot the nonce at once (expiry == now), which
+    /// showed that a nonce was forgotten exactly at its expiry, while a
+    /// replay that old still passes the timestamp check.
+    #[test]
+    fn nonce_is_remembered_as_long_as_its_timestamp_passes() {
+        let t0 = now();
+        let mut cache = NonceCache::new(2, DEFAULT_MAX_SKEW);
+        cache.claim(ID, "n1", t0, t0).unwrap();
+        let edge = t0 + DEFAULT_MAX_SKEW;
+        assert_eq!(
+            cache.claim(ID, "n1", t0, edge).unwrap_err().code,
+            "SignatureNonceUsed"
+        );
+    }
+
+    #[test]
+    fn nonce_cache_at_the_end_of_time_does_not_panic() {
+        let mut cache = NonceCache::new(2, DEFAULT_MAX_SKEW);
+        let last = Timestamp::MAX;
+        cache.claim(ID, "n1", last, last).unwrap();
+        assert_eq!(
+            cache.claim(ID, "n1", last, last).unwrap_err().code,
+            "SignatureNonceUsed"
+        );
     }
 }
