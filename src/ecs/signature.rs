@@ -391,22 +391,10 @@ pub fn sign_cancel_copy_image<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    // The documented rule, written independently of the crate; shared with
+    // the fuzz targets.
+    use crate::fuzzing::reference_percent_encode;
     use proptest::prelude::*;
-
-    /// The documented rule, written independently of the crate: every UTF-8
-    /// byte outside `A-Z a-z 0-9 - _ . ~` becomes `%XX` (upper-case hex).
-    fn reference_percent_encode(s: &str) -> String {
-        let mut out = String::new();
-        for b in s.bytes() {
-            let unreserved = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~');
-            if unreserved {
-                out.push(b as char);
-            } else {
-                out.push_str(&format!("%{b:02X}"));
-            }
-        }
-        out
-    }
 
     fn reference_percent_decode(s: &str) -> String {
         percent_encoding::percent_decode_str(s)
