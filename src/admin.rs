@@ -4,12 +4,15 @@
 //!
 //! NB: neither is unconditional. Liveness fails once a controller loop has
 //! ended while the process was not asked to stop; readiness waits for every
-//! watch cache's first list and turns false as soon as shutdown begins.
+//! watch cache's first list, is false while the Kubernetes API cannot be
+//! reached ([`ApiReachability`]), and turns false as soon as shutdown begins.
+//! An API outage does not fail liveness: a restart would not end it.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::State;
@@ -18,6 +21,58 @@ use axum::routing::get;
 
 use crate::metrics::Metrics;
 
+/// Longest API failure reason `/readyz` shows (kube errors can run long).
+const REASON_MAX: usize = 200;
+
+/// Whether the Kubernetes API answers, from the outcomes of the controller's
+/// requests to it: the newest outcome wins, where a success counts from the
+/// moment its request was *sent*, so that an answer to a request sent before
+/// a failure was seen does not hide that failure.
+///
+/// NB: watch errors report failures, but a watch that comes back on a quiet
+/// cluster reports nothing (kube's watcher resumes from its resourceVersion
+/// without an event), so successes come from a periodic probe request.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApiReachability {
+    failure: Option<(Instant, String)>,
+    answered: Option<Instant>,
+}
+
+impl ApiReachability {
+    /// A request failed, seen `at`, for `reason` (bounded here).
+    pub fn failed(&mut self, at: Instant, reason: &str) {
+        self.failure = Some((at, bounded(reason, REASON_MAX)));
+    }
+
+    /// A request sent `sent` was answered.
+    pub fn answered(&mut self, sent: Instant) {
+        if self.answered.is_none_or(|last| last < sent) {
+            self.answered = Some(sent);
+        }
+    }
+
+    /// Why the API counts as unreachable now, if it does.
+    pub fn unreachable(&self) -> Option<&str> {
+        let (at, reason) = self.failure.as_ref()?;
+        match self.answered {
+            Some(sent) if sent >= *at => None,
+            _ => Some(reason),
+        }
+    }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, marked with `...`.
+fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
 /// What the probes report, updated by the controller wiring.
 #[derive(Debug, Default)]
 pub struct Health {
@@ -25,6 +80,7 @@ pub struct Health {
     caches_synced: AtomicUsize,
     stopping: AtomicBool,
     broken: Mutex<Option<String>>,
+    api: Mutex<ApiReachability>,
 }
 
 impl Health {
@@ -54,6 +110,20 @@ impl Health {
         broken.get_or_insert_with(|| why.into());
     }
 
+    /// A request to the Kubernetes API failed just now (a watch or the probe).
+    pub fn api_failed(&self, reason: &str) {
+        self.api().failed(Instant::now(), reason);
+    }
+
+    /// A request to the Kubernetes API sent at `sent` was answered.
+    pub fn api_answered(&self, sent: Instant) {
+        self.api().answered(sent);
+    }
+
+    fn api(&self) -> std::sync::MutexGuard<'_, ApiReachability> {
+        self.api.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// `Ok` while the process is worth keeping; otherwise why not.
     pub fn liveness(&self) -> Result<(), String> {
         match &*self.broken.lock().unwrap_or_else(|e| e.into_inner()) {
@@ -62,11 +132,15 @@ impl Health {
         }
     }
 
-    /// `Ok` once every cache is synced and while not stopping; otherwise why not.
+    /// `Ok` once every cache is synced, while the API answers and while not
+    /// stopping; otherwise why not.
     pub fn readiness(&self) -> Result<(), String> {
         self.liveness()?;
         if self.stopping.load(Ordering::SeqCst) {
             return Err("shutting down".into());
+        }
+        if let Some(why) = self.api().unreachable() {
+            return Err(format!("Kubernetes API unreachable: {why}"));
         }
         let expected = self.caches_expected.load(Ordering::SeqCst);
         let synced = self.caches_synced.load(Ordering::SeqCst);
@@ -150,6 +224,71 @@ mod tests {
         h.stopping();
         assert_eq!(h.readiness(), Err("shutting down".into()));
         assert_eq!(h.liveness(), Ok(()), "draining is not dying");
+    }
+
+    #[test]
+    fn the_newest_api_outcome_wins_counting_successes_from_when_they_were_sent() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + std::time::Duration::from_millis(ms);
+        // (events in order: Err(reason) seen at, or Ok(sent at)), expected reason
+        type Step = Result<u64, (u64, &'static str)>;
+        let cases: [(&[Step], Option<&str>); 7] = [
+            (&[], None),
+            (&[Ok(0)], None),
+            (
+                &[Err((10, "connection refused"))],
+                Some("connection refused"),
+            ),
+            (&[Err((10, "refused")), Ok(20)], None),
+            // Sent before the failure was seen: proves nothing about now.
+            (&[Err((10, "refused")), Ok(5)], Some("refused")),
+            (&[Ok(20), Err((30, "timed out"))], Some("timed out")),
+            // Answers arrive out of order; the probe sent at 22 was in
+            // flight when the watch failed at 25, so it does not clear that.
+            (&[Ok(20), Ok(5), Err((25, "watch")), Ok(22)], Some("watch")),
+        ];
+        for (steps, want) in cases {
+            let mut api = ApiReachability::default();
+            for step in steps {
+                match *step {
+                    Ok(sent) => api.answered(at(sent)),
+                    Err((seen, reason)) => api.failed(at(seen), reason),
+                }
+            }
+            assert_eq!(api.unreachable(), want, "{steps:?}");
+        }
+    }
+
+    #[test]
+    fn api_failure_reasons_are_bounded_on_a_character_boundary() {
+        let long = "é".repeat(300);
+        let mut api = ApiReachability::default();
+        api.failed(Instant::now(), &long);
+        let reason = api.unreachable().unwrap();
+        assert!(reason.len() <= REASON_MAX, "{}", reason.len());
+        assert!(reason.ends_with("..."));
+        assert_eq!(bounded("short", REASON_MAX), "short");
+    }
+
+    #[test]
+    fn an_unreachable_api_fails_readiness_with_the_reason_but_not_liveness() {
+        let h = Health::new();
+        h.expect_caches(1);
+        h.cache_synced();
+        let before = Instant::now();
+        h.api_failed("error trying to connect: connection refused");
+        assert_eq!(
+            h.readiness(),
+            Err("Kubernetes API unreachable: error trying to connect: connection refused".into())
+        );
+        assert_eq!(h.liveness(), Ok(()), "a restart does not fix an API outage");
+        h.api_answered(before);
+        assert!(h.readiness().is_err(), "sent before the failure");
+        h.api_answered(Instant::now());
+        assert_eq!(h.readiness(), Ok(()));
+        h.api_failed("refused");
+        h.stopping();
+        assert_eq!(h.readiness(), Err("shutting down".into()));
     }
 
     #[test]

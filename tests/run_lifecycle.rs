@@ -7,8 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Env, OPERATOR_KEY_SECRET, OPERATOR_TOKEN, cic, outcomes, phase, yaml};
+use common::{Env, OPERATOR_KEY_SECRET, OPERATOR_TOKEN, PATIENCE, cic, outcomes, phase, yaml};
 use copyimage_canceller::sandbox::ecs_simulator::{FaultCount, FaultKind};
+use copyimage_canceller::sandbox::kube_api::{Fault, Verb};
 
 /// SIGTERM while ECS answers within the timeout: the answer is recorded, exit 0.
 #[cfg(unix)]
@@ -87,4 +88,123 @@ async fn sigterm_abandons_a_request_held_past_the_timeout_and_names_it() {
     );
     assert_eq!(outcomes(&done), ["Unknown", "Succeeded"]);
     assert_eq!(env.ecs_requests("m-held").len(), 2);
+}
+
+/// `GET path` on `addr` over plain HTTP/1.0: the status code and the body.
+async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.ok()?;
+    let code = answer.split_whitespace().nth(1)?.parse().ok()?;
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
+/// Polls `path` until its answer satisfies `done`; returns that answer.
+async fn poll_until(
+    env: &Env,
+    admin: &str,
+    path: &str,
+    what: &str,
+    done: impl Fn(u16, &str) -> bool,
+) -> (u16, String) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut last = None;
+    loop {
+        if let Some((code, body)) = http_get(admin, path).await {
+            if done(code, &body) {
+                return (code, body);
+            }
+            last = Some((code, body));
+        }
+        if tokio::time::Instant::now() > deadline {
+            env.fail(&format!(
+                "{path}: not {what} after {PATIENCE:?}; last: {last:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The admin address `run` logged (`addr=...` on the admin server's line).
+async fn admin_addr(env: &Env) -> String {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let log = env.controller_log();
+        if let Some(addr) = log
+            .lines()
+            .filter(|l| l.contains("admin server"))
+            .find_map(|l| l.split("addr=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+        {
+            return addr.to_string();
+        }
+        if tokio::time::Instant::now() > deadline {
+            env.fail("no admin server address in the log");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The API answers 500 to every list and watch: /readyz turns 503 naming the
+/// API while /livez stays 200; once the API answers again /readyz is 200 and
+/// the controller works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_not_ready_while_the_kubernetes_api_fails_and_recovers_after() {
+    let env = Env::sandbox_with_args(&[
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--api-probe-interval",
+        "300ms",
+    ])
+    .await;
+    let admin = admin_addr(&env).await;
+    poll_until(&env, &admin, "/readyz", "ready", |code, _| code == 200).await;
+
+    let api = env.sandbox_api();
+    for verb in [Verb::List, Verb::Watch] {
+        api.inject_fault(Fault::internal_error(u32::MAX).verb(verb));
+    }
+    // Open watches end and cannot start again; the probe's list fails too.
+    api.drop_watches();
+    let (_, why) = poll_until(&env, &admin, "/readyz", "unready", |code, _| code == 503).await;
+    assert!(why.starts_with("Kubernetes API unreachable: "), "{why}");
+    assert!(
+        why.contains("500") || why.contains("InternalError"),
+        "{why}"
+    );
+    let (live, _) = http_get(&admin, "/livez").await.expect("/livez answers");
+    assert_eq!(live, 200, "an API outage is not a reason to restart");
+    // It stays unready while the API keeps failing (the probe does not clear it).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (code, body) = http_get(&admin, "/readyz").await.expect("/readyz answers");
+    assert_eq!(
+        (code, body.starts_with("Kubernetes API unreachable")),
+        (503, true),
+        "{body}"
+    );
+
+    api.clear_faults();
+    poll_until(&env, &admin, "/readyz", "ready again", |code, _| {
+        code == 200
+    })
+    .await;
+    env.copying("m-afteroutage");
+    env.create(&cic("after-outage", "m-afteroutage")).await;
+    let done = env.wait_finished("after-outage").await;
+    assert_eq!(
+        phase(&done).as_deref(),
+        Some("Succeeded"),
+        "{}",
+        yaml(&done)
+    );
+    let log = env.controller_log();
+    for secret in [OPERATOR_KEY_SECRET, OPERATOR_TOKEN] {
+        assert!(!log.contains(secret), "a secret reached the log");
+    }
 }

@@ -138,9 +138,22 @@ pub struct RunArgs {
     /// pod's terminationGracePeriodSeconds.
     #[arg(long, value_name = "DURATION", default_value = "25s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+    /// How often /readyz's probe lists one CopyImageCancellation to learn whether the Kubernetes
+    /// API answers (watch errors mark it unreachable at once; only an answer clears that).
+    /// Hidden: for tests and unusual clusters.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_probe_interval, hide = true)]
+    pub api_probe_interval: Duration,
     /// Where the operator's own credentials come from.
     #[command(flatten)]
     pub identity: IdentityArgs,
+}
+
+fn parse_probe_interval(value: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(value) {
+        Ok(every) if every >= Duration::from_millis(100) => Ok(every),
+        Ok(_) => Err("at least 100ms".to_owned()),
+        Err(err) => Err(err.to_string()),
+    }
 }
 
 fn parse_namespace(value: &str) -> Result<String, String> {
@@ -182,7 +195,14 @@ pub struct WatchOptions {
     /// After shutdown begins, how long reconciles in flight may take before
     /// they are abandoned (`--shutdown-timeout`); `None`: as long as they need.
     pub shutdown_timeout: Option<Duration>,
+    /// How often `health` learns whether the API answers (`--api-probe-interval`);
+    /// `None`: never, and watch errors do not mark the API unreachable either
+    /// (nothing could clear the mark). `run` probes only with `--admin-addr`.
+    pub api_probe_interval: Option<Duration>,
 }
+
+/// How long the readiness probe waits for the API's answer.
+const API_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs `run` until SIGTERM or Ctrl+C.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -250,6 +270,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics: Some(metrics.clone()),
         without_secrets: !args.per_resource_secrets,
         shutdown_timeout: Some(args.shutdown_timeout),
+        // Only /readyz reads it: without the admin server, no probe requests.
+        api_probe_interval: args.admin_addr.map(|_| args.api_probe_interval),
     };
     let settings = Arc::new(Settings {
         ecs,
@@ -399,11 +421,22 @@ pub async fn run_controllers(
             health.stopping();
         });
     }
+    let mut feeds = Vec::new();
+    // Where watch errors are reported: only where the probe can clear them.
+    let api_health = health
+        .clone()
+        .filter(|_| options.api_probe_interval.is_some());
+    if let (Some(health), Some(every)) = (&api_health, options.api_probe_interval) {
+        let probed: Api<CopyImageCancellation> = match scopes.first().and_then(Option::as_deref) {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        feeds.push(tokio::spawn(probe_api(probed, health.clone(), every)));
+    }
     let in_flight = Arc::new(InFlight::default());
     let concurrency = options.max_concurrent_reconciles.max(1);
     let permits = Arc::new(Semaphore::new(usize::from(concurrency)));
     let mut controllers = Vec::new();
-    let mut feeds = Vec::new();
     for scope in scopes {
         let (cics, secrets): (Api<CopyImageCancellation>, Api<Secret>) = match &scope {
             Some(ns) => (
@@ -433,6 +466,7 @@ pub async fn run_controllers(
             let (secret_store, writer) = reflector::store::<Secret>();
             let (changed_tx, changed_rx) =
                 futures::channel::mpsc::unbounded::<Result<Secret, watcher::Error>>();
+            let reporter = api_health.clone();
             let feed = watcher(secrets, watcher::Config::default())
                 .default_backoff()
                 .reflect(writer)
@@ -441,7 +475,10 @@ pub async fn run_controllers(
                     match event {
                         // NB: fails only once the controller has stopped.
                         Ok(secret) => drop(changed_tx.unbounded_send(Ok(secret))),
-                        Err(err) => warn!(error = %err, "watching Secrets failed; retrying"),
+                        Err(err) => {
+                            report_api_trouble(reporter.as_deref(), &err);
+                            warn!(error = %err, "watching Secrets failed; retrying")
+                        }
                     }
                     std::future::ready(())
                 });
@@ -470,6 +507,7 @@ pub async fn run_controllers(
             .unwrap_or_else(|| "all namespaces".to_string());
         info!(scope = %scope_name, "watching CopyImageCancellations");
         let (health, stopping) = (health.clone(), shutdown.clone());
+        let reporter = api_health.clone();
         let in_flight = in_flight.clone();
         let tracked = move |obj: Arc<CopyImageCancellation>, ctx: Arc<Context>| {
             let entry = in_flight.enter(&obj);
@@ -481,14 +519,19 @@ pub async fn run_controllers(
         let run = controller
             .graceful_shutdown_on(async move { stop.cancelled().await })
             .run(tracked, error_policy, ctx)
-            .for_each(|result| async move {
+            .for_each(move |result| {
                 match result {
                     Ok((obj, _)) => debug!(resource = %obj, "reconciled"),
                     Err(controller::Error::ObjectNotFound(obj)) => {
                         debug!(resource = %obj, "gone before its turn")
                     }
+                    Err(controller::Error::QueueError(err)) => {
+                        report_api_trouble(reporter.as_deref(), &err);
+                        warn!(error = %err, "watching CopyImageCancellations failed; retrying")
+                    }
                     Err(err) => warn!(error = %err, "controller"),
                 }
+                std::future::ready(())
             })
             .map(move |()| {
                 if !stopping.is_cancelled()
@@ -606,6 +649,48 @@ impl Drop for InFlightEntry {
             if *n == 0 {
                 map.remove(&self.key);
             }
+        }
+    }
+}
+
+/// What a watch error says about reaching the API: `None` for 410 Gone (the
+/// watcher's history was compacted; it lists again, nothing is wrong).
+fn api_trouble(err: &watcher::Error) -> Option<String> {
+    match err {
+        watcher::Error::WatchError(status) if status.code == 410 => None,
+        err => Some(err.to_string()),
+    }
+}
+
+/// Marks the API unreachable in `health` when `err` says so.
+fn report_api_trouble(health: Option<&Health>, err: &watcher::Error) {
+    if let (Some(health), Some(why)) = (health, api_trouble(err)) {
+        health.api_failed(&why);
+    }
+}
+
+/// Every `every`, lists one CopyImageCancellation (metadata only) and tells
+/// `health` whether the API answered. Watch errors mark the API unreachable
+/// as they happen, but a watch that resumes on a quiet cluster says nothing,
+/// so this is what clears the mark (and what notices a silent partition,
+/// which an open watch only notices after minutes).
+async fn probe_api(api: Api<CopyImageCancellation>, health: Arc<Health>, every: Duration) {
+    let params = ListParams::default().limit(1);
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let sent = std::time::Instant::now();
+        match tokio::time::timeout(API_PROBE_TIMEOUT, api.list_metadata(&params)).await {
+            Ok(Ok(_)) => health.api_answered(sent),
+            Ok(Err(err)) => {
+                debug!(error = %err, "readiness probe: listing copyimagecancellations failed");
+                health.api_failed(&format!("listing copyimagecancellations: {err}"));
+            }
+            Err(_) => health.api_failed(&format!(
+                "listing copyimagecancellations: no answer within {}",
+                humantime::format_duration(API_PROBE_TIMEOUT)
+            )),
         }
     }
 }
@@ -756,6 +841,32 @@ mod tests {
         assert_eq!(set.names(), ["images/a", "images/b"]);
         drop((a2, b));
         assert!(set.names().is_empty());
+    }
+
+    #[test]
+    fn only_a_gone_watch_is_not_api_trouble() {
+        let status = |code: u16| {
+            Box::new(kube::core::Status {
+                code,
+                message: "m".into(),
+                ..kube::core::Status::default()
+            })
+        };
+        let refused = || kube::Error::Api(status(503));
+        for (err, trouble) in [
+            (watcher::Error::WatchError(status(410)), false),
+            (watcher::Error::WatchError(status(500)), true),
+            (watcher::Error::InitialListFailed(refused()), true),
+            (watcher::Error::WatchStartFailed(refused()), true),
+            (watcher::Error::WatchFailed(refused()), true),
+            (watcher::Error::NoResourceVersion, true),
+        ] {
+            let why = api_trouble(&err);
+            assert_eq!(why.is_some(), trouble, "{err}");
+            if let Some(why) = why {
+                assert_eq!(why, err.to_string());
+            }
+        }
     }
 
     #[test]
