@@ -527,3 +527,75 @@ async fn failed_watches_are_retried_with_the_watchers_backoff() {
     );
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_watched_namespace_is_listed_and_watched_once() {
+    let scopes = ["load-team-a", "load-team-b"];
+    let env = Env::sandbox_with_args(&[
+        "--watch-namespace",
+        scopes[0],
+        "--watch-namespace",
+        scopes[1],
+    ])
+    .await;
+    for (i, namespace) in scopes.iter().enumerate() {
+        let cics: kube::Api<copyimage_canceller::resource::CopyImageCancellation> =
+            kube::Api::namespaced(env.client.clone(), namespace);
+        for j in 0..5 {
+            let image = format!("m-scope{i}x{j}");
+            env.copying(&image);
+            cics.create(&Default::default(), &cic(&format!("scoped-{j}"), &image))
+                .await
+                .expect("create a resource");
+        }
+    }
+    env.eventually("every resource cancelled once", |env| {
+        env.sim
+            .requests()
+            .iter()
+            .filter(|r| r.code == "Success")
+            .count()
+            == 10
+    })
+    .await;
+    env.eventually("every outcome written", |env| {
+        env.controller_requests()
+            .iter()
+            .filter(|r| r.resource == CICS && r.subresource == "status" && r.code == 200)
+            .count()
+            == 20
+    })
+    .await;
+    let requests = env.controller_requests();
+    for namespace in scopes {
+        let count = |verb: Verb, resource: &str| {
+            requests
+                .iter()
+                .filter(|r| {
+                    r.verb == verb
+                        && r.resource == resource
+                        && r.namespace.as_deref() == Some(namespace)
+                })
+                .count()
+        };
+        // The start-up access check and the cache's first list; then one watch each.
+        assert_eq!(count(Verb::List, CICS), 2, "LIST cics in {namespace}");
+        assert_eq!(count(Verb::Watch, CICS), 1, "WATCH cics in {namespace}");
+        assert_eq!(count(Verb::List, SECRETS), 1, "LIST secrets in {namespace}");
+        assert_eq!(
+            count(Verb::Watch, SECRETS),
+            1,
+            "WATCH secrets in {namespace}"
+        );
+        assert_eq!(count(Verb::Get, CICS) + count(Verb::Get, SECRETS), 0);
+    }
+    let cluster_wide: Vec<_> = requests
+        .iter()
+        .filter(|r| r.resource != EVENTS && r.namespace.is_none())
+        .collect();
+    assert!(
+        cluster_wide.is_empty(),
+        "nothing outside the watched namespaces: {cluster_wide:#?}"
+    );
+    env.cleanup().await;
+}
