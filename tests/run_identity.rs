@@ -25,6 +25,8 @@ const IMAGE: &str = "m-bp1rrsarun00001";
 const ROLE: &str = "acs:ram::1234567890123456:role/canceller";
 const PROVIDER: &str = "acs:ram::1234567890123456:oidc-provider/ack-rrsa-c1";
 const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.run-test-oidc-token.sig";
+const POD: &str = "copyimage-canceller-5d8f7c-x2x9q";
+const POD_UID: &str = "6f1c8a0e-3c55-4d0b-9a57-0c2f4f1d2e11";
 
 /// `run` with only `vars` of the ALIBABA_CLOUD_* family set.
 fn run_command(
@@ -87,6 +89,10 @@ impl RrsaRun {
             (ENV_OIDC_PROVIDER_ARN, PROVIDER.to_owned()),
             (ENV_OIDC_TOKEN_FILE, token_file.display().to_string()),
             (ENV_STS_ENDPOINT, sts_endpoint),
+            // As the chart sets them (downward API): Events about the Pod.
+            ("POD_NAME", POD.to_owned()),
+            ("POD_NAMESPACE", NS.to_owned()),
+            ("POD_UID", POD_UID.to_owned()),
         ];
         let mut args = vec![
             "--ecs-endpoint",
@@ -425,6 +431,51 @@ async fn a_failing_sts_blocks_only_resources_without_a_secret() {
     );
     assert_eq!(ecs.image(OWN_IMAGE), None, "the Secret's key was used");
 
+    // The operator's own Pod: a Warning when the credentials could not be obtained...
+    let events: Api<Event> = Api::namespaced(api.client().unwrap(), NS);
+    let pod_event = |reason: &'static str| {
+        let events = events.clone();
+        async move {
+            within(async {
+                loop {
+                    let found = events
+                        .list(&Default::default())
+                        .await
+                        .unwrap()
+                        .items
+                        .into_iter()
+                        .filter(|e| e.reason.as_deref() == Some(reason))
+                        .find(|e| {
+                            e.regarding.as_ref().is_some_and(|r| {
+                                r.kind.as_deref() == Some("Pod")
+                                    && r.name.as_deref() == Some(POD)
+                                    && r.uid.as_deref() == Some(POD_UID)
+                            })
+                        });
+                    if let Some(found) = found {
+                        break found;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+            .await
+        }
+    };
+    let failed = pod_event("CredentialRefreshFailed").await;
+    assert_eq!(failed.type_.as_deref(), Some("Warning"));
+    let note = failed.note.clone().unwrap_or_default();
+    for needle in [
+        "No rrsa credentials could be obtained for the operator",
+        "InternalError",
+        "resources without a credentialsSecretRef wait",
+    ] {
+        assert!(note.contains(needle), "{needle} not in the note: {note}");
+    }
+    assert!(
+        !note.contains(TOKEN) && !note.contains(TEAM_SECRET),
+        "{note}"
+    );
+
     let metrics = within(http_get(&run.admin, "/metrics")).await.unwrap();
     assert!(
         metrics.lines().any(|l| l
@@ -437,6 +488,39 @@ async fn a_failing_sts_blocks_only_resources_without_a_secret() {
             .any(|l| l == "copyimage_canceller_credential_refresh_failures_total 0"),
         "{metrics}"
     );
+
+    // ...and a Normal one once STS answers again; the waiting resource proceeds.
+    sts.set_persistent_fault(None);
+    let recovered = pod_event("CredentialsRecovered").await;
+    assert_eq!(recovered.type_.as_deref(), Some("Normal"));
+    within(async {
+        while cics
+            .get("no-secret")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.phase)
+            != Some(Phase::Succeeded)
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(ecs.image(IMAGE), None, "cancelled with the STS key");
+    let failures: Vec<Event> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("CredentialRefreshFailed"))
+        .collect();
+    assert_eq!(
+        failures.len(),
+        1,
+        "one Warning per transition: {failures:#?}"
+    );
+
     let log = run.stop().await;
     assert!(
         log.lines()

@@ -28,6 +28,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::conditions::{self, reasons, status as cstatus, types};
 use crate::ecs::{CODES_AFTER_A_POSSIBLE_SUCCESS, CancelOutcome, RetryClass};
+use crate::identity::{CredentialState, CredentialStatus};
 use crate::resource::{
     ATTEMPT_HISTORY_LIMIT, AttemptRecord, CopyImageCancellationSpec, CopyImageCancellationStatus,
     Phase,
@@ -56,6 +57,74 @@ pub mod event_reasons {
     /// Nothing can be sent: no credentials (the Secret, a key in it, or the
     /// operator's own credentials are missing or cannot be obtained).
     pub const AWAITING_CREDENTIALS: &str = "AwaitingCredentials";
+}
+
+/// Event reasons about the operator's own Pod.
+pub mod operator_event_reasons {
+    /// The operator's temporary credentials could not be refreshed or obtained.
+    pub const CREDENTIAL_REFRESH_FAILED: &str = "CredentialRefreshFailed";
+    /// They were obtained again after failing.
+    pub const CREDENTIALS_RECOVERED: &str = "CredentialsRecovered";
+}
+
+/// Whether resources without a Secret are held up (or soon will be) in `state`.
+fn credentials_failing(state: CredentialState) -> bool {
+    matches!(
+        state,
+        CredentialState::RefreshFailing | CredentialState::Expired | CredentialState::Unavailable
+    )
+}
+
+/// The Event about the operator's own Pod when its credentials move from
+/// `previous` to `status`: a Warning on entering each failing state
+/// (refresh failing while the old key is still valid, expired, never
+/// obtained), a Normal one when they are valid again. Nothing on repeats, on
+/// the first fetch, or for static keys. The text names the source and the
+/// last error (redacted at its source), never a key.
+pub fn credential_event(
+    previous: Option<CredentialState>,
+    status: &CredentialStatus,
+) -> Option<EventNote> {
+    if previous == Some(status.state) {
+        return None;
+    }
+    let source = status.source.map_or("none", |s| s.as_str());
+    let error = status.last_error.as_deref().unwrap_or("no error recorded");
+    let waiting = "resources without a credentialsSecretRef wait (AwaitingCredentials) until a refresh \
+                   succeeds; resources with their own Secret are not affected";
+    let warning = |note: String| {
+        Some(EventNote {
+            kind: EventKind::Warning,
+            reason: operator_event_reasons::CREDENTIAL_REFRESH_FAILED,
+            note: bounded(&note),
+        })
+    };
+    match status.state {
+        CredentialState::RefreshFailing => {
+            let until = status
+                .expiration
+                .map_or_else(|| "their expiry".to_string(), |t| t.to_string());
+            warning(format!(
+                "Refreshing the operator's {source} credentials failed ({} time(s) in a row; retrying \
+                 with backoff); the current ones stay valid until {until}: {error}",
+                status.consecutive_failures
+            ))
+        }
+        CredentialState::Expired => warning(format!(
+            "The operator's {source} credentials expired and could not be refreshed: {error}; {waiting}"
+        )),
+        CredentialState::Unavailable => warning(format!(
+            "No {source} credentials could be obtained for the operator: {error}; {waiting}"
+        )),
+        CredentialState::Valid if previous.is_some_and(credentials_failing) => Some(EventNote {
+            kind: EventKind::Normal,
+            reason: operator_event_reasons::CREDENTIALS_RECOVERED,
+            note: format!(
+                "The operator's {source} credentials were refreshed again; resources waiting for them proceed"
+            ),
+        }),
+        _ => None,
+    }
 }
 
 /// The delay before a retry: the service's `x-acs-retry-after` when it sent

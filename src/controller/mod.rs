@@ -51,6 +51,8 @@ pub const FIELD_MANAGER: &str = "copyimage-canceller";
 pub const REPORTING_CONTROLLER: &str = "copyimage-canceller";
 /// The Event `action` of everything this controller does.
 const EVENT_ACTION: &str = "CancelCopyImage";
+/// The Event `action` of Events about the operator's own credentials.
+const OPERATOR_EVENT_ACTION: &str = "RefreshCredentials";
 /// How often a resource waiting for credentials looks again, in case a
 /// Secret event was missed.
 const CREDENTIALS_RECHECK: Duration = Duration::from_secs(300);
@@ -283,6 +285,56 @@ impl OwnWrites {
         }
         map.remove(uid);
         false
+    }
+}
+
+/// Publishes Events about the operator's own Pod (from `POD_NAME`,
+/// `POD_NAMESPACE` and, when set, `POD_UID`, which the chart passes through
+/// the downward API): the credential transitions of [`decide::credential_event`].
+pub struct OperatorEvents {
+    recorder: Recorder,
+    pod: k8s_openapi::api::core::v1::ObjectReference,
+}
+
+impl OperatorEvents {
+    /// `None` outside a pod (no `POD_NAME` or `POD_NAMESPACE`): there is
+    /// nothing to attach the Events to, and the logs say the same.
+    pub fn from_env(client: kube::Client, instance: Option<String>) -> Option<Self> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let (name, namespace) = (var("POD_NAME")?, var("POD_NAMESPACE")?);
+        let recorder = Recorder::new(
+            client,
+            kube::runtime::events::Reporter {
+                controller: REPORTING_CONTROLLER.to_string(),
+                instance,
+            },
+        );
+        let pod = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(name),
+            namespace: Some(namespace),
+            uid: var("POD_UID"),
+            ..Default::default()
+        };
+        Some(Self { recorder, pod })
+    }
+
+    /// Publishes `note` about the Pod; a failure is only logged.
+    pub async fn publish(&self, note: &decide::EventNote) {
+        let event = Event {
+            type_: match note.kind {
+                EventKind::Normal => EventType::Normal,
+                EventKind::Warning => EventType::Warning,
+            },
+            reason: note.reason.to_string(),
+            note: Some(note.note.clone()),
+            action: OPERATOR_EVENT_ACTION.to_string(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&event, &self.pod).await {
+            warn!(reason = note.reason, error = %err, "could not publish an Event about the operator Pod (needs create/patch on events.k8s.io events in its namespace)");
+        }
     }
 }
 

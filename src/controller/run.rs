@@ -243,7 +243,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Without --leader-elect this process sends as soon as it starts: it leads.
     metrics.set_leader(election.is_none());
     if let Some(changes) = operator.changes() {
-        tokio::spawn(watch_credentials(changes, metrics.clone()));
+        let pod_events = super::OperatorEvents::from_env(
+            client.clone(),
+            std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()),
+        );
+        tokio::spawn(watch_credentials(changes, metrics.clone(), pod_events));
     }
     // The admin server outlives the controllers so probes see the drain.
     let admin_stop = CancellationToken::new();
@@ -327,11 +331,21 @@ fn ecs_quota(qps: u32, burst: u32) -> anyhow::Result<Quota> {
 }
 
 /// Follows the operator credentials' refreshes into `metrics`, with a
-/// Warning log line while they fail (the error is redacted at its source).
-async fn watch_credentials(mut changes: crate::identity::CredentialChanges, metrics: Arc<Metrics>) {
+/// Warning log line while they fail (the error is redacted at its source)
+/// and, in a pod, an Event about it on each transition.
+async fn watch_credentials(
+    mut changes: crate::identity::CredentialChanges,
+    metrics: Arc<Metrics>,
+    pod_events: Option<super::OperatorEvents>,
+) {
     let mut last = None;
     while let Some(status) = changes.next().await {
         metrics.credentials(&status);
+        if let (Some(events), Some(note)) =
+            (&pod_events, super::decide::credential_event(last, &status))
+        {
+            events.publish(&note).await;
+        }
         let source = status.source.map_or("none", |s| s.as_str());
         match status.state {
             CredentialState::RefreshFailing

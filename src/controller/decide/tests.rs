@@ -1104,3 +1104,106 @@ fn retry_delay_is_full_jitter_or_the_services_hint() {
         Duration::from_secs(300)
     );
 }
+
+/// The operator Pod's Events: one per transition into a failing state, one
+/// on recovery, none on repeats, first fetches or static keys; no key in any.
+#[test]
+fn credential_events_on_transitions_only() {
+    use crate::identity::{CredentialState as S, CredentialStatus, SourceKind};
+    let status = |state: S, failures: u32| CredentialStatus {
+        source: Some(SourceKind::Rrsa),
+        state,
+        access_key_id: Some("STS.KeyIdNotInEvents".into()),
+        expiration: Some(ts("2026-11-27T22:00:00Z")),
+        next_refresh: None,
+        consecutive_failures: failures,
+        last_error: (failures > 0)
+            .then(|| "STS answered HTTP 500 InternalError: boom (request ID R-1)".into()),
+        refreshes_total: 1,
+        failures_total: u64::from(failures),
+    };
+    let waiting = "resources without a credentialsSecretRef wait (AwaitingCredentials) until a \
+                   refresh succeeds; resources with their own Secret are not affected";
+    type Expected = Option<(EventKind, &'static str, String)>;
+    let rows: Vec<(Option<S>, S, u32, Expected)> = vec![
+        (None, S::Pending, 0, None),
+        (Some(S::Pending), S::Valid, 0, None),
+        (Some(S::Valid), S::Valid, 0, None),
+        (None, S::Static, 0, None),
+        (
+            Some(S::Pending),
+            S::Unavailable,
+            1,
+            Some((
+                EventKind::Warning,
+                "CredentialRefreshFailed",
+                format!(
+                    "No rrsa credentials could be obtained for the operator: STS answered HTTP 500 \
+                     InternalError: boom (request ID R-1); {waiting}"
+                ),
+            )),
+        ),
+        (Some(S::Unavailable), S::Unavailable, 2, None),
+        (
+            Some(S::Valid),
+            S::RefreshFailing,
+            1,
+            Some((
+                EventKind::Warning,
+                "CredentialRefreshFailed",
+                "Refreshing the operator's rrsa credentials failed (1 time(s) in a row; retrying with \
+                 backoff); the current ones stay valid until 2026-11-27T22:00:00Z: STS answered HTTP \
+                 500 InternalError: boom (request ID R-1)"
+                    .to_string(),
+            )),
+        ),
+        (Some(S::RefreshFailing), S::RefreshFailing, 2, None),
+        (
+            Some(S::RefreshFailing),
+            S::Expired,
+            3,
+            Some((
+                EventKind::Warning,
+                "CredentialRefreshFailed",
+                format!(
+                    "The operator's rrsa credentials expired and could not be refreshed: STS answered \
+                     HTTP 500 InternalError: boom (request ID R-1); {waiting}"
+                ),
+            )),
+        ),
+        (
+            Some(S::Expired),
+            S::Valid,
+            0,
+            Some((
+                EventKind::Normal,
+                "CredentialsRecovered",
+                "The operator's rrsa credentials were refreshed again; resources waiting for them proceed"
+                    .to_string(),
+            )),
+        ),
+        (
+            Some(S::Unavailable),
+            S::Valid,
+            0,
+            Some((
+                EventKind::Normal,
+                "CredentialsRecovered",
+                "The operator's rrsa credentials were refreshed again; resources waiting for them proceed"
+                    .to_string(),
+            )),
+        ),
+    ];
+    for (previous, state, failures, want) in rows {
+        let got = credential_event(previous, &status(state, failures));
+        if let Some(note) = &got {
+            assert!(!note.note.contains("STS.KeyIdNotInEvents"), "{note:?}");
+        }
+        let got = got.map(|e| (e.kind, e.reason, e.note));
+        assert_eq!(
+            got.as_ref().map(|(k, r, n)| (*k, *r, n.as_str())),
+            want.as_ref().map(|(k, r, n)| (*k, *r, n.as_str())),
+            "{previous:?} -> {state:?}"
+        );
+    }
+}
