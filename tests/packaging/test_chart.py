@@ -13,7 +13,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 from common import (  # noqa: E402
-    CHART, HELM, ROOT, RULES_EDIT, RULES_LEASES, RULES_VIEW, by_kind, controller_rules, one, rbac_objects, run,
+    CHART, HELM, ROOT, RULES_EDIT, RULES_EVENTS, RULES_LEASES, RULES_VIEW, by_kind, controller_rules, one, rbac_objects, run,
 )
 
 RELEASE = "cic"
@@ -169,6 +169,11 @@ class ChartTest(unittest.TestCase):
                     for ns in namespaces:
                         expected[("Role", ns, FULLNAME)] = rules
                         expected[("RoleBinding", ns, FULLNAME)] = ({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": FULLNAME}, [SA])
+                    if NAMESPACE not in namespaces:
+                        # Events about the operator's own Pod, in its namespace.
+                        ev = FULLNAME + "-events"
+                        expected[("Role", NAMESPACE, ev)] = [RULES_EVENTS]
+                        expected[("RoleBinding", NAMESPACE, ev)] = ({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ev}, [SA])
                 else:
                     expected[("ClusterRole", None, FULLNAME)] = rules
                     expected[("ClusterRoleBinding", None, FULLNAME)] = ({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": FULLNAME}, [SA])
@@ -207,7 +212,7 @@ class ChartTest(unittest.TestCase):
             "--log-level=info",
             "--admin-addr=0.0.0.0:8080",
         ])
-        self.assertEqual([e["name"] for e in container["env"]], ["POD_NAME", "POD_NAMESPACE"])
+        self.assertEqual([e["name"] for e in container["env"]], ["POD_NAME", "POD_NAMESPACE", "POD_UID"])
         self.assertEqual(deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"], 60)
         deployment = one(self, self.render("ipv6"), "Deployment")
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
