@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use copyimage_canceller::sandbox::kube_api::{Fault, KubeApi, KubeApiConfig, KubeApiHandle, Verb};
+use copyimage_canceller::sandbox::kube_api::{
+    Fault, FaultKind, KubeApi, KubeApiConfig, KubeApiHandle, Verb,
+};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
@@ -1165,6 +1167,69 @@ async fn injected_faults_hit_only_matching_requests_and_are_counted() {
 
     api.set_latency(Some(Duration::from_millis(20)));
     widgets.get("a").await.expect("slow but fine");
+}
+
+#[tokio::test]
+async fn interval_faults_are_logged_as_injected_and_writes_name_their_resource_version() {
+    let api = start().await;
+    let widgets = widgets(&api);
+    let created = widgets
+        .create(&PostParams::default(), &widget("a", "cn-hangzhou"))
+        .await
+        .unwrap();
+    api.inject_fault(
+        Fault::conflict(u32::MAX)
+            .every(3)
+            .verb(Verb::Patch)
+            .subresource("status"),
+    );
+    let mut codes = Vec::new();
+    let mut versions = Vec::new();
+    for attempts in 1..=6 {
+        let status = json!({"status": {"attempts": attempts}});
+        match widgets
+            .patch_status("a", &PatchParams::default(), &Patch::Merge(&status))
+            .await
+        {
+            Ok(w) => {
+                codes.push(200);
+                versions.push(w.resource_version());
+            }
+            Err(e) => codes.push(api_error(e).code),
+        }
+    }
+    assert_eq!(codes, [200, 200, 409, 200, 200, 409]);
+
+    let patches: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.verb == Verb::Patch)
+        .collect();
+    let injected: Vec<_> = patches.iter().map(|r| r.injected).collect();
+    let c = Some(FaultKind::Conflict);
+    assert_eq!(injected, [None, None, c, None, None, c]);
+    let logged: Vec<_> = patches
+        .iter()
+        .filter(|r| r.code == 200)
+        .map(|r| r.resource_version.clone())
+        .collect();
+    assert_eq!(logged, versions, "each write names the version it produced");
+    assert!(
+        patches
+            .iter()
+            .filter(|r| r.code == 409)
+            .all(|r| r.resource_version.is_none())
+    );
+    let create = api
+        .requests()
+        .into_iter()
+        .find(|r| r.verb == Verb::Create)
+        .expect("the create is logged");
+    assert_eq!(create.resource_version, created.resource_version());
+    assert!(
+        patches.windows(2).all(|w| w[0].time <= w[1].time),
+        "log times follow the order of answers"
+    );
 }
 
 #[tokio::test]

@@ -360,26 +360,65 @@ async fn resource_request(
             .and_then(|v| v.to_str().ok())
             .map(String::from),
         received: std::time::Instant::now(),
+        time: jiff::Timestamp::now(),
+        resource_version: None,
+        injected: None,
     };
-    let response = match serve(
-        shared,
-        ty,
-        &t,
-        verb,
-        headers,
-        query,
-        &path,
-        &subresource,
-        &content_type,
-        body,
-    )
-    .await
-    {
-        Ok(response) => response,
-        Err(err) => error_response(&err),
+    record.injected = shared.take_fault(verb, &t.plural, &subresource);
+    let response = match record.injected {
+        Some(fault) => {
+            let name = path.name.clone().unwrap_or_default();
+            match fault {
+                FaultKind::Conflict => error_response(&ApiError::conflict_modified(&t, &name)),
+                FaultKind::InternalError => error_response(&ApiError::internal("injected fault")),
+                FaultKind::TooManyRequests {
+                    retry_after_seconds,
+                } => too_many_requests(retry_after_seconds),
+            }
+        }
+        None => match serve(
+            shared,
+            ty,
+            &t,
+            verb,
+            headers,
+            query,
+            &path,
+            &subresource,
+            &content_type,
+            body,
+        )
+        .await
+        {
+            Ok(response) => response,
+            Err(err) => error_response(&err),
+        },
     };
     record.code = response.status().as_u16();
+    record.time = jiff::Timestamp::now();
+    record.resource_version = response
+        .extensions()
+        .get::<WrittenVersion>()
+        .map(|w| w.0.clone());
     shared.log(record);
+    response
+}
+
+/// Response extension naming the resourceVersion a write produced, for the request log.
+#[derive(Clone)]
+struct WrittenVersion(String);
+
+/// A JSON answer carrying a written object, tagged with its resourceVersion.
+fn written_response(code: u16, object: &Value) -> Response {
+    let mut response = json_response(code, object);
+    if let Some(rv) = object
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+    {
+        response
+            .extensions_mut()
+            .insert(WrittenVersion(rv.to_string()));
+    }
     response
 }
 
@@ -396,16 +435,6 @@ async fn serve(
     content_type: &str,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    if let Some(fault) = shared.take_fault(verb, &t.plural, subresource) {
-        let name = path.name.clone().unwrap_or_default();
-        return match fault {
-            FaultKind::Conflict => Err(ApiError::conflict_modified(t, &name)),
-            FaultKind::InternalError => Err(ApiError::internal("injected fault")),
-            FaultKind::TooManyRequests {
-                retry_after_seconds,
-            } => Ok(too_many_requests(retry_after_seconds)),
-        };
-    }
     if verb.is_write() && query.contains_key("dryRun") {
         return Err(ApiError::bad_request(
             "dryRun is not supported by the sandbox Kubernetes API",
@@ -475,14 +504,14 @@ async fn serve(
         ),
         Verb::Create => {
             let object = parse_object_body(content_type, body)?;
-            Ok(json_response(
+            Ok(written_response(
                 201,
                 &shared.store().create(ty, &namespace, object, &ctx)?,
             ))
         }
         Verb::Update => {
             let object = parse_object_body(content_type, body)?;
-            Ok(json_response(
+            Ok(written_response(
                 200,
                 &shared
                     .store()
@@ -520,7 +549,7 @@ async fn serve(
             let object = shared
                 .store()
                 .patch(ty, &namespace, &name, patch, status, &ctx)?;
-            Ok(json_response(if created { 201 } else { 200 }, &object))
+            Ok(written_response(if created { 201 } else { 200 }, &object))
         }
         Verb::Delete => {
             let options: Value = if body.is_empty() {
@@ -541,7 +570,7 @@ async fn serve(
                 (pre("resourceVersion"), pre("uid")),
                 &ctx.now,
             )?;
-            Ok(json_response(200, &object))
+            Ok(written_response(200, &object))
         }
         Verb::DeleteCollection => {
             let filter = filter()?;

@@ -42,6 +42,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use rand::rngs::SmallRng;
+use rand::{Rng as _, SeedableRng as _};
 use tokio_util::sync::CancellationToken;
 
 use store::Store;
@@ -123,10 +125,17 @@ pub struct RequestRecord {
     pub user_agent: Option<String>,
     /// When the request arrived.
     pub received: std::time::Instant,
+    /// When the answer was ready (for a watch: when the stream started).
+    pub time: jiff::Timestamp,
+    /// `metadata.resourceVersion` of the object a successful create, update, patch or
+    /// delete wrote, so a test can tell which request produced what it reads later.
+    pub resource_version: Option<String>,
+    /// The injected fault that answered instead of the API, if one did.
+    pub injected: Option<FaultKind>,
 }
 
 /// How an injected fault answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FaultKind {
     /// 409 Conflict, "the object has been modified".
     Conflict,
@@ -140,6 +149,31 @@ pub enum FaultKind {
     },
 }
 
+/// Which of the matching requests a fault hits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Gate {
+    /// Every one.
+    Each,
+    /// The `n`-th, `2n`-th, ... (`seen` matching requests so far).
+    Every { n: u32, seen: u64 },
+    /// Each with probability `per_million / 1e6`, drawn from a seeded generator.
+    Rate { per_million: u32, rng: SmallRng },
+}
+
+impl Gate {
+    /// Whether this matching request is hit; advances the gate's state.
+    fn fires(&mut self) -> bool {
+        match self {
+            Gate::Each => true,
+            Gate::Every { n, seen } => {
+                *seen += 1;
+                *seen % u64::from(*n) == 0
+            }
+            Gate::Rate { per_million, rng } => rng.random_range(0..1_000_000) < *per_million,
+        }
+    }
+}
+
 /// A scripted failure for the next matching requests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fault {
@@ -148,43 +182,40 @@ pub struct Fault {
     verb: Option<Verb>,
     resource: Option<String>,
     subresource: Option<String>,
+    gate: Gate,
 }
 
 impl Fault {
-    /// The next `times` writes (create, update, patch, delete) answer 409 Conflict.
-    pub fn conflict(times: u32) -> Self {
+    fn new(kind: FaultKind, times: u32) -> Self {
         Self {
-            kind: FaultKind::Conflict,
+            kind,
             remaining: times,
             verb: None,
             resource: None,
             subresource: None,
+            gate: Gate::Each,
         }
+    }
+
+    /// The next `times` writes (create, update, patch, delete) answer 409 Conflict.
+    pub fn conflict(times: u32) -> Self {
+        Self::new(FaultKind::Conflict, times)
     }
 
     /// The next `times` writes answer 500 InternalError.
     pub fn internal_error(times: u32) -> Self {
-        Self {
-            kind: FaultKind::InternalError,
-            remaining: times,
-            verb: None,
-            resource: None,
-            subresource: None,
-        }
+        Self::new(FaultKind::InternalError, times)
     }
 
     /// The next `times` writes answer 429 TooManyRequests asking the client to wait
     /// `retry_after_seconds`.
     pub fn too_many_requests(times: u32, retry_after_seconds: u32) -> Self {
-        Self {
-            kind: FaultKind::TooManyRequests {
+        Self::new(
+            FaultKind::TooManyRequests {
                 retry_after_seconds,
             },
-            remaining: times,
-            verb: None,
-            resource: None,
-            subresource: None,
-        }
+            times,
+        )
     }
 
     /// Only requests with this verb (may be a read verb, e.g. [`Verb::List`]).
@@ -205,12 +236,60 @@ impl Fault {
         self
     }
 
+    /// Hits only every `n`-th matching request (the `n`-th, `2n`-th, ...); the others pass
+    /// through untouched. `times` then counts the hits, not the matching requests.
+    ///
+    /// NB: `n` of 0 is taken as 1.
+    pub fn every(mut self, n: u32) -> Self {
+        self.gate = Gate::Every {
+            n: n.max(1),
+            seen: 0,
+        };
+        self
+    }
+
+    /// Hits each matching request with probability `rate` (clamped to `0..=1`, resolution
+    /// one in a million), drawn from a generator seeded with `seed`: the same seed and the
+    /// same request order give the same hits. `times` counts the hits.
+    pub fn rate(mut self, rate: f64, seed: u64) -> Self {
+        // The clamp bounds the product to 0..=1e6, so the cast cannot truncate.
+        let per_million = (rate.clamp(0.0, 1.0) * 1_000_000.0).round() as u32;
+        self.gate = Gate::Rate {
+            per_million,
+            rng: SmallRng::seed_from_u64(seed),
+        };
+        self
+    }
+
     fn matches(&self, verb: Verb, resource: &str, subresource: &str) -> bool {
         self.remaining > 0
             && self.verb.map_or(verb.is_write(), |v| v == verb)
             && self.resource.as_deref().is_none_or(|r| r == resource)
             && self.subresource.as_deref().is_none_or(|s| s == subresource)
     }
+}
+
+/// Takes the fault a request meets, if any, spending it. Every matching fault's gate sees
+/// the request, in order, until one fires: a gated fault that lets a request pass leaves it
+/// to the faults after it.
+fn take_fault(
+    faults: &mut Vec<Fault>,
+    verb: Verb,
+    resource: &str,
+    subresource: &str,
+) -> Option<FaultKind> {
+    let mut hit = None;
+    for fault in faults.iter_mut() {
+        if fault.matches(verb, resource, subresource) && fault.gate.fires() {
+            hit = Some(fault);
+            break;
+        }
+    }
+    let fault = hit?;
+    fault.remaining -= 1;
+    let kind = fault.kind;
+    faults.retain(|f| f.remaining > 0);
+    Some(kind)
 }
 
 /// State shared by the HTTP handlers and the handle.
@@ -238,14 +317,7 @@ impl Shared {
 
     /// Takes one matching fault, if any.
     fn take_fault(&self, verb: Verb, resource: &str, subresource: &str) -> Option<FaultKind> {
-        let mut faults = lock(&self.faults);
-        let fault = faults
-            .iter_mut()
-            .find(|f| f.matches(verb, resource, subresource))?;
-        fault.remaining -= 1;
-        let kind = fault.kind;
-        faults.retain(|f| f.remaining > 0);
-        Some(kind)
+        take_fault(&mut lock(&self.faults), verb, resource, subresource)
     }
 
     fn log(&self, record: RequestRecord) {
@@ -415,5 +487,74 @@ impl KubeApiHandle {
 impl Drop for KubeApiHandle {
     fn drop(&mut self) {
         self.shared.shutdown.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CICS: &str = "copyimagecancellations";
+
+    /// Which of `n` status patches the faults answer, and with what.
+    fn hits(faults: &mut Vec<Fault>, n: usize) -> Vec<Option<FaultKind>> {
+        (0..n)
+            .map(|_| take_fault(faults, Verb::Patch, CICS, "status"))
+            .collect()
+    }
+
+    #[test]
+    fn every_nth_matching_request_is_hit_and_times_counts_the_hits() {
+        let mut faults = vec![Fault::conflict(2).every(3).subresource("status")];
+        let c = Some(FaultKind::Conflict);
+        assert_eq!(
+            hits(&mut faults, 8),
+            [None, None, c, None, None, c, None, None]
+        );
+        assert!(faults.is_empty(), "spent after two hits");
+    }
+
+    #[test]
+    fn requests_a_filter_rejects_do_not_advance_the_gate() {
+        let mut faults = vec![Fault::internal_error(10).every(2).subresource("status")];
+        assert_eq!(take_fault(&mut faults, Verb::Patch, CICS, ""), None);
+        assert_eq!(take_fault(&mut faults, Verb::Get, CICS, "status"), None);
+        assert_eq!(hits(&mut faults, 2), [None, Some(FaultKind::InternalError)]);
+    }
+
+    #[test]
+    fn a_gated_fault_that_passes_leaves_the_request_to_the_next_fault() {
+        let mut faults = vec![Fault::conflict(u32::MAX).every(2), Fault::internal_error(1)];
+        assert_eq!(
+            hits(&mut faults, 3),
+            [
+                Some(FaultKind::InternalError),
+                Some(FaultKind::Conflict),
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rate_is_reproducible_from_its_seed_and_close_to_the_rate() {
+        let run = |seed| hits(&mut vec![Fault::conflict(u32::MAX).rate(0.2, seed)], 5000);
+        let first = run(7);
+        assert_eq!(first, run(7), "same seed, same hits");
+        assert_ne!(first, run(8), "another seed, other hits");
+        let hit = first.iter().filter(|h| h.is_some()).count();
+        // 5000 draws at 20%: the standard deviation is about 28.
+        assert!((800..=1200).contains(&hit), "{hit} hits of 5000 at 20%");
+        assert!(
+            hits(&mut vec![Fault::conflict(5).rate(0.0, 1)], 100)
+                .iter()
+                .all(Option::is_none)
+        );
+        assert_eq!(
+            hits(&mut vec![Fault::conflict(5).rate(1.0, 1)], 6)
+                .iter()
+                .filter(|h| h.is_some())
+                .count(),
+            5
+        );
     }
 }
