@@ -17,7 +17,7 @@ use copyimage_canceller::sandbox::ecs_simulator::{
     SimulatorConfig, SimulatorHandle,
 };
 use copyimage_canceller::sandbox::kube_api::{
-    KubeApi, KubeApiHandle, RequestRecord as KubeRequestRecord,
+    KubeApi, KubeApiConfig, KubeApiHandle, RequestRecord as KubeRequestRecord,
 };
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
@@ -69,7 +69,36 @@ pub struct Env {
     kubeconfig: Option<PathBuf>,
     controller: Option<tokio::process::Child>,
     starts: usize,
+    /// `run` flags before `extra_args`: short retry delays and debug logs unless a test
+    /// chose its own ([`Env::sandbox_with`]).
+    base_args: Vec<String>,
     extra_args: Vec<String>,
+}
+
+/// `run` flags every scenario gets unless it chose its own: short retry delays, debug logs.
+fn default_controller_args() -> Vec<String> {
+    [
+        "--retry-base-delay",
+        "50ms",
+        "--retry-max-delay",
+        "200ms",
+        "--log-level",
+        "debug",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// How [`Env::sandbox_with`] sets up its world, for scenarios the defaults do not fit
+/// (large request logs, quieter logs, API tunables).
+pub struct SandboxOptions {
+    /// The in-process API's tunables.
+    pub api: KubeApiConfig,
+    /// The simulator; it must accept [`operator_key`].
+    pub simulator: SimulatorConfig,
+    /// `run` flags replacing the default retry delays and log level.
+    pub controller_args: Vec<String>,
 }
 
 impl Env {
@@ -107,7 +136,37 @@ impl Env {
             kubeconfig: Some(kubeconfig),
             controller: None,
             starts: 0,
+            base_args: default_controller_args(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// The in-process API and the simulator as `options` say, resources in namespace
+    /// `images`; the controller is NOT started (call [`Env::start_controller`]), so a
+    /// scenario can script faults and create resources first.
+    pub async fn sandbox_with(options: SandboxOptions) -> Env {
+        let api = KubeApi::start_with(vec![CopyImageCancellation::crd()], options.api)
+            .await
+            .expect("start the in-process Kubernetes API");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        api.write_kubeconfig(&kubeconfig)
+            .expect("write the kubeconfig");
+        let client = harness_client(&api);
+        let sim = EcsSimulator::start(options.simulator)
+            .await
+            .expect("start the ECS simulator");
+        Env {
+            cluster: Cluster::Sandbox(api),
+            client,
+            sim,
+            namespace: "images".to_string(),
+            dir,
+            kubeconfig: Some(kubeconfig),
+            controller: None,
+            starts: 0,
+            base_args: options.controller_args,
+            extra_args: Vec::new(),
         }
     }
 
@@ -174,6 +233,7 @@ impl Env {
             kubeconfig,
             controller: None,
             starts: 0,
+            base_args: default_controller_args(),
         };
         env.start_controller();
         env
@@ -200,8 +260,7 @@ impl Env {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_copyimage-canceller"));
         cmd.arg("run")
             .args(["--ecs-endpoint", &self.sim.endpoint()])
-            .args(["--retry-base-delay", "50ms", "--retry-max-delay", "200ms"])
-            .args(["--log-level", "debug"])
+            .args(&self.base_args)
             .args(&self.extra_args)
             .env("ALIBABA_CLOUD_ACCESS_KEY_ID", OPERATOR_KEY_ID)
             .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", OPERATOR_KEY_SECRET)
@@ -251,6 +310,11 @@ impl Env {
             .as_ref()
             .and_then(|child| child.id())
             .expect("the controller is running")
+    }
+
+    /// How many times the controller was started.
+    pub fn controller_starts(&self) -> usize {
+        self.starts
     }
 
     /// Whether the controller process is still running.
