@@ -556,6 +556,45 @@ async fn sigkill_during_a_request_then_restart_explains_the_unknown_attempt() {
     }
 }
 
+/// Found by the chaos soak: a 500 on the start-up list made `run` exit (and
+/// in a cluster, crash-loop with growing delays) instead of trying again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_start_up_list_is_tried_again_not_fatal() {
+    let mut env = Env::sandbox_with(SandboxOptions::default()).await;
+    env.copying("m-e2eboot");
+    env.create(&cic("boots-through-500s", "m-e2eboot")).await;
+    let cics = "copyimagecancellations";
+    env.sandbox_api().inject_fault(
+        Fault::internal_error(3)
+            .verb(Verb::List)
+            .resource(cics)
+            .sparing_user_agent(HARNESS_USER_AGENT),
+    );
+    env.start_controller();
+
+    let done = env.wait_finished("boots-through-500s").await;
+    assert_eq!(
+        phase(&done).as_deref(),
+        Some("Succeeded"),
+        "{}",
+        yaml(&done)
+    );
+    assert!(env.controller_alive(), "the controller still runs");
+    let lists: Vec<u16> = env
+        .controller_requests()
+        .iter()
+        .filter(|r| r.verb == Verb::List && r.resource == cics)
+        .map(|r| r.code)
+        .collect();
+    assert_eq!(lists[..4], [500, 500, 500, 200], "{lists:?}");
+    assert_eq!(
+        env.controller_log()
+            .matches("listing copyimagecancellations in all namespaces failed; trying again")
+            .count(),
+        3
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_resources_and_spec_changes_are_rejected_at_admission() {
     let env = Env::sandbox().await;

@@ -414,7 +414,13 @@ pub async fn run_controllers(
         options.namespaces.iter().cloned().map(Some).collect()
     };
     for scope in &scopes {
-        check_access(&client, scope.as_deref(), options.selector.as_deref()).await?;
+        check_access(
+            &client,
+            scope.as_deref(),
+            options.selector.as_deref(),
+            &shutdown,
+        )
+        .await?;
     }
     let recorder = Recorder::new(
         client.clone(),
@@ -722,12 +728,29 @@ where
     });
 }
 
+/// How often the start-up check tries while the API server fails transiently
+/// (5xx, 429, connection errors), pausing 250 ms, then twice as long each time
+/// up to 5 s: about 18 s in all, so a blip of the API server does not crash
+/// the operator into CrashLoopBackOff.
+const CHECK_ACCESS_TRIES: u32 = 8;
+
+/// Whether a failed API call may well succeed if repeated.
+fn transient(err: &kube::Error) -> bool {
+    match err {
+        kube::Error::Api(status) => status.code >= 500 || status.code == 429,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
 /// Fails early, with the fix, when the CRD is missing, access is denied, or
-/// the selector is malformed.
+/// the selector is malformed; repeats the check while the API server fails
+/// transiently (see [`CHECK_ACCESS_TRIES`]).
 async fn check_access(
     client: &kube::Client,
     namespace: Option<&str>,
     selector: Option<&str>,
+    shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let api: Api<CopyImageCancellation> = match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -741,7 +764,23 @@ async fn check_access(
         || "all namespaces".to_string(),
         |ns| format!("namespace {ns}"),
     );
-    match api.list_metadata(&params).await {
+    let mut pause = Duration::from_millis(250);
+    let mut tries = 1;
+    let listed = loop {
+        match api.list_metadata(&params).await {
+            Err(err) if transient(&err) && tries < CHECK_ACCESS_TRIES => {
+                warn!(error = %err, tries, "listing copyimagecancellations in {scope} failed; trying again");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.cancelled() => break Err(err),
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+                tries += 1;
+            }
+            other => break other,
+        }
+    };
+    match listed {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => anyhow::bail!(
             "the CopyImageCancellation CRD is not installed: kubectl apply -f crds/copyimagecancellations.yaml"
