@@ -22,7 +22,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use common::{Env, SandboxOptions, operator_key, phase, yaml};
+use common::{Env, HARNESS_USER_AGENT, SandboxOptions, operator_key, phase, yaml};
 use copyimage_canceller::controller::decide::{OUTCOME_TRANSPORT_ERROR, OUTCOME_UNKNOWN};
 use copyimage_canceller::resource::{CopyImageCancellation, CopyImageCancellationStatus, Phase};
 use copyimage_canceller::sandbox::ecs_simulator::{
@@ -280,12 +280,38 @@ async fn chaos_soak_loses_no_outcome_and_sends_nothing_after_the_end() {
     let mut next_chaos = started + Duration::from_millis(rng.random_range(300..1500));
     let mut finals = 0;
     let mut threshold_crossed: Option<tokio::time::Instant> = None;
+    let mut next_progress = started + Duration::from_secs(5);
+    let mut next_count = started;
+    let mut exits = Vec::new();
     loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let now = tokio::time::Instant::now();
-        finals = count_final(&env).await.unwrap_or(finals);
-        if finals == count {
-            break;
+        if now >= next_count {
+            // NB: a list of every resource is costly for the in-process API, which
+            // serves the controller too: not more than once a second.
+            next_count = now + Duration::from_secs(1);
+            finals = count_final(&env).await.unwrap_or(finals);
+            if finals == count {
+                break;
+            }
+        }
+        if let Some(exit) = env.take_exited() {
+            // A crash is a finding; restart it as the kubelet would, and report.
+            exits.push(format!(
+                "the controller exited on its own ({exit}) at {finals}/{count} final"
+            ));
+            chaos.kills.push(Timestamp::now());
+            chaos.starts.push(Timestamp::now());
+            env.start_controller();
+            continue;
+        }
+        if now >= next_progress {
+            next_progress = now + Duration::from_secs(5);
+            println!(
+                "soak: {:.0?}: {finals}/{count} final, {} ECS requests",
+                now - started,
+                env.sim.requests().len()
+            );
         }
         if now - started > DEADLINE {
             let stuck: Vec<String> = list(&env)
@@ -340,10 +366,9 @@ async fn chaos_soak_loses_no_outcome_and_sends_nothing_after_the_end() {
     let restart = Timestamp::now();
     env.start_controller();
     env.eventually("the restarted controller listed the resources", |env| {
-        env.sandbox_api()
-            .requests()
-            .iter()
-            .any(|r| r.resource == CICS && r.verb == Verb::List && r.time > restart)
+        env.sandbox_api().requests().iter().any(|r| {
+            from_controller(r) && r.resource == CICS && r.verb == Verb::List && r.time > restart
+        })
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -351,7 +376,8 @@ async fn chaos_soak_loses_no_outcome_and_sends_nothing_after_the_end() {
     let resources = list(&env).await;
     let ecs = env.sim.requests();
     let api_log = env.sandbox_api().requests();
-    let report = check(&items, &resources, &ecs, &api_log, &chaos);
+    let mut report = check(&items, &resources, &ecs, &api_log, &chaos);
+    report.problems.extend(exits);
     summarize(&items, &resources, &ecs, &api_log, &chaos, &report, elapsed);
     if !report.problems.is_empty() {
         env.fail(&format!(
@@ -386,7 +412,12 @@ fn disturb(env: &Env, rng: &mut StdRng, chaos: &mut Chaos) {
         5 => {
             // The relist after 410 Gone fails a few times too.
             let n = rng.random_range(1..=3);
-            api.inject_fault(Fault::internal_error(n).verb(Verb::List).resource(CICS));
+            api.inject_fault(
+                Fault::internal_error(n)
+                    .verb(Verb::List)
+                    .resource(CICS)
+                    .sparing_user_agent(HARNESS_USER_AGENT),
+            );
             api.expire_history();
             api.drop_watches();
             chaos.relist_faults += n;
@@ -735,7 +766,7 @@ fn summarize(
         .count();
     let relists = api_log
         .iter()
-        .filter(|r| r.resource == CICS && r.verb == Verb::List)
+        .filter(|r| from_controller(r) && r.resource == CICS && r.verb == Verb::List)
         .count();
     let watches = api_log
         .iter()
@@ -769,6 +800,11 @@ fn summarize(
         report.truncated_histories,
         report.problems.len()
     );
+}
+
+/// Whether the controller (not this test's own client) made the request.
+fn from_controller(r: &ApiRecord) -> bool {
+    r.user_agent.as_deref() != Some(HARNESS_USER_AGENT)
 }
 
 fn sub(subresource: &str) -> String {

@@ -101,6 +101,17 @@ pub struct SandboxOptions {
     pub controller_args: Vec<String>,
 }
 
+impl Default for SandboxOptions {
+    /// What [`Env::sandbox`] uses.
+    fn default() -> Self {
+        Self {
+            api: KubeApiConfig::default(),
+            simulator: SimulatorConfig::new([operator_key()]),
+            controller_args: default_controller_args(),
+        }
+    }
+}
+
 impl Env {
     /// The in-process API with our CRD, the simulator accepting the operator
     /// key, and the controller started.
@@ -310,6 +321,14 @@ impl Env {
             .as_ref()
             .and_then(|child| child.id())
             .expect("the controller is running")
+    }
+
+    /// If the controller process has exited on its own, forgets it (so it can be
+    /// started again) and returns how it ended.
+    pub fn take_exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.controller.as_mut()?.try_wait().ok()??;
+        self.controller = None;
+        Some(status)
     }
 
     /// How many times the controller was started.

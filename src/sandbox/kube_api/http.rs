@@ -364,7 +364,7 @@ async fn resource_request(
         resource_version: None,
         injected: None,
     };
-    record.injected = shared.take_fault(verb, &t.plural, &subresource);
+    record.injected = shared.take_fault(&record);
     let response = match record.injected {
         Some(fault) => {
             let name = path.name.clone().unwrap_or_default();

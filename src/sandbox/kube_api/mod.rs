@@ -182,6 +182,7 @@ pub struct Fault {
     verb: Option<Verb>,
     resource: Option<String>,
     subresource: Option<String>,
+    spared_user_agent: Option<String>,
     gate: Gate,
 }
 
@@ -193,6 +194,7 @@ impl Fault {
             verb: None,
             resource: None,
             subresource: None,
+            spared_user_agent: None,
             gate: Gate::Each,
         }
     }
@@ -261,26 +263,37 @@ impl Fault {
         self
     }
 
-    fn matches(&self, verb: Verb, resource: &str, subresource: &str) -> bool {
+    /// Requests sent with exactly this `User-Agent` pass untouched (e.g. a test's own
+    /// client, so that the test's polling does not use up faults meant for the controller).
+    pub fn sparing_user_agent(mut self, user_agent: &str) -> Self {
+        self.spared_user_agent = Some(user_agent.to_string());
+        self
+    }
+
+    fn matches(&self, request: &RequestRecord) -> bool {
         self.remaining > 0
-            && self.verb.map_or(verb.is_write(), |v| v == verb)
-            && self.resource.as_deref().is_none_or(|r| r == resource)
-            && self.subresource.as_deref().is_none_or(|s| s == subresource)
+            && self
+                .verb
+                .map_or(request.verb.is_write(), |v| v == request.verb)
+            && self
+                .resource
+                .as_deref()
+                .is_none_or(|r| r == request.resource)
+            && self
+                .subresource
+                .as_deref()
+                .is_none_or(|s| s == request.subresource)
+            && (self.spared_user_agent.is_none() || self.spared_user_agent != request.user_agent)
     }
 }
 
 /// Takes the fault a request meets, if any, spending it. Every matching fault's gate sees
 /// the request, in order, until one fires: a gated fault that lets a request pass leaves it
 /// to the faults after it.
-fn take_fault(
-    faults: &mut Vec<Fault>,
-    verb: Verb,
-    resource: &str,
-    subresource: &str,
-) -> Option<FaultKind> {
+fn take_fault(faults: &mut Vec<Fault>, request: &RequestRecord) -> Option<FaultKind> {
     let mut hit = None;
     for fault in faults.iter_mut() {
-        if fault.matches(verb, resource, subresource) && fault.gate.fires() {
+        if fault.matches(request) && fault.gate.fires() {
             hit = Some(fault);
             break;
         }
@@ -316,8 +329,8 @@ impl Shared {
     }
 
     /// Takes one matching fault, if any.
-    fn take_fault(&self, verb: Verb, resource: &str, subresource: &str) -> Option<FaultKind> {
-        take_fault(&mut lock(&self.faults), verb, resource, subresource)
+    fn take_fault(&self, request: &RequestRecord) -> Option<FaultKind> {
+        take_fault(&mut lock(&self.faults), request)
     }
 
     fn log(&self, record: RequestRecord) {
@@ -496,10 +509,41 @@ mod tests {
 
     const CICS: &str = "copyimagecancellations";
 
+    fn request(verb: Verb, subresource: &str, user_agent: Option<&str>) -> RequestRecord {
+        RequestRecord {
+            verb,
+            group: "ecs.alibabacloud.com".into(),
+            resource: CICS.into(),
+            subresource: subresource.into(),
+            namespace: Some("images".into()),
+            name: Some("a".into()),
+            patch_type: None,
+            field_manager: None,
+            code: 200,
+            user_agent: user_agent.map(String::from),
+            received: std::time::Instant::now(),
+            time: jiff::Timestamp::now(),
+            resource_version: None,
+            injected: None,
+        }
+    }
+
+    #[test]
+    fn a_spared_user_agent_passes_and_does_not_use_the_fault_up() {
+        let mut faults = vec![Fault::internal_error(1).sparing_user_agent("test-harness")];
+        let harness = request(Verb::Patch, "status", Some("test-harness"));
+        assert_eq!(take_fault(&mut faults, &harness), None);
+        assert_eq!(
+            take_fault(&mut faults, &request(Verb::Patch, "status", None)),
+            Some(FaultKind::InternalError)
+        );
+        assert!(faults.is_empty());
+    }
+
     /// Which of `n` status patches the faults answer, and with what.
     fn hits(faults: &mut Vec<Fault>, n: usize) -> Vec<Option<FaultKind>> {
         (0..n)
-            .map(|_| take_fault(faults, Verb::Patch, CICS, "status"))
+            .map(|_| take_fault(faults, &request(Verb::Patch, "status", None)))
             .collect()
     }
 
@@ -517,8 +561,14 @@ mod tests {
     #[test]
     fn requests_a_filter_rejects_do_not_advance_the_gate() {
         let mut faults = vec![Fault::internal_error(10).every(2).subresource("status")];
-        assert_eq!(take_fault(&mut faults, Verb::Patch, CICS, ""), None);
-        assert_eq!(take_fault(&mut faults, Verb::Get, CICS, "status"), None);
+        assert_eq!(
+            take_fault(&mut faults, &request(Verb::Patch, "", None)),
+            None
+        );
+        assert_eq!(
+            take_fault(&mut faults, &request(Verb::Get, "status", None)),
+            None
+        );
         assert_eq!(hits(&mut faults, 2), [None, Some(FaultKind::InternalError)]);
     }
 
