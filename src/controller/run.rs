@@ -923,6 +923,32 @@ mod tests {
     }
 
     #[test]
+    fn shutdown_and_probe_flags_have_their_defaults_and_refuse_nonsense() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: RunArgs,
+        }
+        let cli = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!(cli.args.shutdown_timeout, Duration::from_secs(25));
+        assert_eq!(cli.args.api_probe_interval, Duration::from_secs(5));
+        let cli = Cli::try_parse_from(["x", "--shutdown-timeout", "45s"]).unwrap();
+        assert_eq!(cli.args.shutdown_timeout, Duration::from_secs(45));
+        for (flag, value, says) in [
+            ("--shutdown-timeout", "soon", "--shutdown-timeout"),
+            ("--api-probe-interval", "10ms", "at least 100ms"),
+            ("--api-probe-interval", "often", "--api-probe-interval"),
+        ] {
+            let err = Cli::try_parse_from(["x", flag, value])
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains(says), "{flag} {value}: {err}");
+        }
+    }
+
+    #[test]
     fn rate_limit_flags_have_safe_defaults_and_refuse_zero() {
         use clap::Parser;
         #[derive(Parser)]
