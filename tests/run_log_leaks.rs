@@ -97,12 +97,25 @@ fn form_decode(value: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The values of header `name` (lower case) in everything sent through the proxy.
+fn sent_headers(sent: &[u8], name: &str) -> Vec<String> {
+    String::from_utf8_lossy(sent)
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_owned())
+        .collect()
+}
+
 /// The values of form parameter `name` in everything sent through the proxy.
 fn sent_values(sent: &[u8], name: &str) -> Vec<String> {
     let text = String::from_utf8_lossy(sent);
     let needle = format!("{name}=");
     text.match_indices(&needle)
-        .filter(|(at, _)| *at == 0 || matches!(text.as_bytes()[at - 1], b'&' | b'\n' | b'?'))
+        // After `&` or a line start (V1 form body), `,` or a space (V3 Authorization header).
+        .filter(|(at, _)| {
+            *at == 0 || matches!(text.as_bytes()[at - 1], b'&' | b'\n' | b'?' | b',' | b' ')
+        })
         .map(|(at, _)| {
             text[at + needle.len()..]
                 .split(['&', '\r', '\n', ' '])
@@ -179,7 +192,7 @@ async fn wait_phase(cics: &Api<CopyImageCancellation>, name: &str, want: Phase) 
     }
 }
 
-async fn full_run_leaks_nothing(format: &str) {
+async fn full_run_leaks_nothing(format: &str, signature_version: &str) {
     let api = KubeApi::start(vec![CopyImageCancellation::crd()])
         .await
         .unwrap();
@@ -236,6 +249,7 @@ async fn full_run_leaks_nothing(format: &str) {
         .args(["run", "--ecs-endpoint", &endpoint])
         .args(["--retry-base-delay", "50ms", "--retry-max-delay", "200ms"])
         .args(["--log-level", "trace", "--log-format", format])
+        .args(["--signature-version", signature_version])
         .env("KUBECONFIG", &kubeconfig)
         .env(ENV_ROLE_ARN, ROLE)
         .env(ENV_OIDC_PROVIDER_ARN, PROVIDER)
@@ -345,7 +359,8 @@ async fn full_run_leaks_nothing(format: &str) {
         requests.len(),
         "one signature per request"
     );
-    let sent_tokens = sent_values(&sent, "SecurityToken");
+    let mut sent_tokens = sent_values(&sent, "SecurityToken");
+    sent_tokens.extend(sent_headers(&sent, "x-acs-security-token"));
     assert!(!sent_tokens.is_empty(), "STS tokens went to ECS");
 
     let mut secrets: Vec<String> = vec![OIDC_TOKEN.to_owned()];
@@ -364,7 +379,7 @@ async fn full_run_leaks_nothing(format: &str) {
                 let start = log[..at].rfind('\n').map_or(0, |n| n + 1);
                 let end = log[at..].find('\n').map_or(log.len(), |n| at + n);
                 panic!(
-                    "a secret ({} chars) is in the {format} log:\n{}",
+                    "a secret ({} chars) is in the {format} log ({signature_version}):\n{}",
                     form.len(),
                     &log[start..end].replace(&form, "<THE SECRET>")
                 );
@@ -375,10 +390,17 @@ async fn full_run_leaks_nothing(format: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_run_at_trace_level_leaks_no_secret_in_text() {
-    full_run_leaks_nothing("text").await;
+    full_run_leaks_nothing("text", "v1").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_run_at_trace_level_leaks_no_secret_in_json() {
-    full_run_leaks_nothing("json").await;
+    full_run_leaks_nothing("json", "v1").await;
+}
+
+/// V3 signs into an `Authorization` header and sends the token as
+/// `x-acs-security-token`: headers are where HTTP client traces look.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_run_at_trace_level_leaks_no_secret_with_v3_signing() {
+    full_run_leaks_nothing("text", "v3").await;
 }
