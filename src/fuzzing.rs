@@ -336,11 +336,8 @@ pub fn check_credentials(data: &[u8]) {
             if let Err(err) = &got {
                 let text = format!("{err} {err:?}");
                 assert!(!text.contains(OIDC_MARKER), "OIDC token leaked: {text}");
-                if !(200..300).contains(&status) && error_code(&framed.body).is_some() {
-                    assert!(
-                        matches!(err, crate::identity::FetchError::Service { http_status, .. } if *http_status == status),
-                        "an error body with a Code is a service error: {err:?}"
-                    );
+                if !(200..300).contains(&status) {
+                    check_sts_error_body(status, &framed.body, err);
                 }
             }
             check_identity_answer(&framed.body, Some("Credentials"), got);
@@ -481,14 +478,47 @@ fn check_env(framed: &Framed) {
     }
 }
 
-/// The `Code` (or `code`) string of a JSON object body.
-fn error_code(body: &[u8]) -> Option<String> {
-    let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else {
-        return None;
+/// An STS error answer (`Code`, `Message`, `RequestId`, each in either
+/// spelling, at most once, a string or null; `Code` a string) is a service
+/// error with its status.
+///
+/// NB: JSON with a name given twice is judged by its canonical form (the
+/// last value of each name), since the parser refuses such a body.
+fn check_sts_error_body(status: u16, body: &[u8], err: &crate::identity::FetchError) {
+    use crate::identity::FetchError;
+
+    let Ok(value @ Value::Object(_)) = serde_json::from_slice::<Value>(body) else {
+        return;
     };
-    ["Code", "code"]
-        .iter()
-        .find_map(|k| object.get(*k).and_then(Value::as_str).map(str::to_owned))
+    let mut has_code = false;
+    for (name, alias) in [
+        ("Code", "code"),
+        ("Message", "message"),
+        ("RequestId", "requestId"),
+    ] {
+        let field = match (value.get(name), value.get(alias)) {
+            (Some(_), Some(_)) => return,
+            (Some(v), None) | (None, Some(v)) => v,
+            (None, None) => continue,
+        };
+        match field {
+            Value::String(_) => has_code |= name == "Code",
+            Value::Null => {}
+            _ => return,
+        }
+    }
+    if !has_code {
+        return;
+    }
+    let is_service = |err: &FetchError| matches!(err, FetchError::Service { http_status, .. } if *http_status == status);
+    if !is_service(err) {
+        let canonical = serde_json::to_vec(&value).expect("a Value serializes");
+        let again = crate::identity::rrsa::parse_response(status, &canonical, &[OIDC_MARKER]);
+        assert!(
+            again.as_ref().is_err_and(is_service),
+            "an error body with a Code is a service error: {again:?}"
+        );
+    }
 }
 
 /// Every string (names and values) in `value`, except the values at the
