@@ -556,6 +556,59 @@ async fn sigkill_during_a_request_then_restart_explains_the_unknown_attempt() {
     }
 }
 
+/// Found by the chaos soak: while the watch could not resume (every LIST
+/// failing), a resource whose cache lagged behind our own status write waited
+/// for the watch event instead of retrying, for as long as the outage lasted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_go_on_while_the_watch_cannot_resume() {
+    let env = Env::sandbox().await;
+    env.copying("m-e2enowatch");
+    env.fault(
+        "m-e2enowatch",
+        FaultKind::InternalError,
+        FaultCount::Times(3),
+    );
+    env.create(&cic("retries-without-watch", "m-e2enowatch"))
+        .await;
+    env.eventually("the first request", |env| {
+        !env.ecs_requests("m-e2enowatch").is_empty()
+    })
+    .await;
+    let api = env.sandbox_api();
+    api.inject_fault(
+        Fault::internal_error(u32::MAX)
+            .verb(Verb::List)
+            .resource("copyimagecancellations")
+            .sparing_user_agent(HARNESS_USER_AGENT),
+    );
+    api.expire_history();
+    api.drop_watches();
+
+    let done = env.wait_finished("retries-without-watch").await;
+    assert_eq!(
+        phase(&done).as_deref(),
+        Some("Succeeded"),
+        "{}",
+        yaml(&done)
+    );
+    assert_eq!(
+        outcomes(&done),
+        [
+            "InternalError",
+            "InternalError",
+            "InternalError",
+            "Succeeded"
+        ]
+    );
+    assert_eq!(env.ecs_requests("m-e2enowatch").len(), 4);
+    assert!(
+        env.controller_requests()
+            .iter()
+            .any(|r| r.verb == Verb::List && r.code == 500),
+        "the watch really could not resume"
+    );
+}
+
 /// Found by the chaos soak: a 500 on the start-up list made `run` exit (and
 /// in a cluster, crash-loop with growing delays) instead of trying again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -251,40 +251,51 @@ impl Context {
 }
 
 /// The resourceVersions our own status writes replaced, by resource UID,
-/// until the watch cache shows a newer one.
+/// and the object the last write returned, until the watch cache shows a
+/// newer version.
 ///
 /// A write's watch event can reach the cache after the next reconcile of the
-/// same resource has started (every write wakes its resource). Deciding on
-/// the replaced version would only earn a 409 from the resourceVersion
-/// precondition (nothing is sent), so such a reconcile waits for the event
-/// instead: no wasted write per resource under load.
+/// same resource has started (every write wakes its resource), and while the
+/// watch is down (the API server failing LISTs) it does not reach it at all.
+/// Deciding on the replaced version would only earn a 409 from the
+/// resourceVersion precondition (nothing is sent), so such a reconcile
+/// decides on what our last write returned instead: no wasted write per
+/// resource under load, and retries go on while the watch cannot resume.
 #[derive(Default)]
-struct OwnWrites(Mutex<HashMap<String, Vec<String>>>);
+struct OwnWrites(Mutex<HashMap<String, OwnWrite>>);
+
+struct OwnWrite {
+    replaced: Vec<String>,
+    latest: CopyImageCancellation,
+}
 
 impl OwnWrites {
-    /// Our write replaced `replaced` on the resource `uid`.
-    fn replaced(&self, uid: &str, replaced: Option<String>) {
+    /// Our write replaced `replaced` on the resource `uid` and returned `latest`.
+    fn replaced(&self, uid: &str, replaced: Option<String>, latest: &CopyImageCancellation) {
         if let Some(rv) = replaced {
             let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            map.entry(uid.to_string()).or_default().push(rv);
+            let entry = map.entry(uid.to_string()).or_insert_with(|| OwnWrite {
+                replaced: Vec::new(),
+                latest: latest.clone(),
+            });
+            entry.replaced.push(rv);
+            entry.latest = latest.clone();
         }
     }
 
-    /// Whether the cached copy at `rv` is one our writes already replaced.
-    /// A newer version forgets the entry, so the map only holds resources
-    /// whose cache is behind.
+    /// What our last write returned, if the cached copy at `rv` is one our
+    /// writes already replaced. A newer version forgets the entry, so the map
+    /// only holds resources whose cache is behind.
     /// NB: a resource deleted while its cache is behind leaves its entry;
-    /// that is a few strings per such deletion.
-    fn cache_is_behind(&self, uid: &str, rv: Option<&str>) -> bool {
+    /// that is one object per such deletion.
+    fn newer_than_cache(&self, uid: &str, rv: Option<&str>) -> Option<CopyImageCancellation> {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(replaced) = map.get(uid) else {
-            return false;
-        };
-        if rv.is_some_and(|rv| replaced.iter().any(|r| r == rv)) {
-            return true;
+        let own = map.get(uid)?;
+        if rv.is_some_and(|rv| own.replaced.iter().any(|r| r == rv)) {
+            return Some(own.latest.clone());
         }
         map.remove(uid);
-        false
+        None
     }
 }
 
@@ -468,15 +479,16 @@ async fn reconcile_in_span(
     };
     let api: Api<CopyImageCancellation> = Api::namespaced(ctx.client.clone(), &namespace);
 
-    if ctx
+    let obj = match ctx
         .own_writes
-        .cache_is_behind(&uid, obj.resource_version().as_deref())
+        .newer_than_cache(&uid, obj.resource_version().as_deref())
     {
-        // The watch event of our last write wakes the resource again; the
-        // requeue only covers a missed event.
-        debug!(resource = %describe(&obj), "the cache has not seen our last status write yet");
-        return Ok(Action::requeue(CONFLICT_REQUEUE));
-    }
+        Some(latest) => {
+            debug!(resource = %describe(&obj), "the cache has not seen our last status write yet; deciding on what it returned");
+            Arc::new(latest)
+        }
+        None => obj,
+    };
     if let Some(action) = record_unrecorded(&ctx, &api, &obj, &uid).await? {
         return Ok(action);
     }
@@ -525,7 +537,7 @@ async fn reconcile_in_span(
             .await?
         {
             Written::Applied(written) => {
-                ctx.own_writes.replaced(&uid, rv);
+                ctx.own_writes.replaced(&uid, rv, &written);
                 *written
             }
             Written::Conflict => {
@@ -662,7 +674,7 @@ async fn record(
         .await
         {
             Ok(Written::Applied(stored)) => {
-                ctx.own_writes.replaced(uid, rv);
+                ctx.own_writes.replaced(uid, rv, &stored);
                 Ok(Some(stored))
             }
             Ok(Written::Gone) => Ok(None),
@@ -1017,20 +1029,48 @@ mod tests {
     #[test]
     fn own_writes_tell_a_stale_cache_until_it_catches_up() {
         let own = OwnWrites::default();
-        assert!(!own.cache_is_behind("u1", Some("10")), "no write yet");
-        own.replaced("u1", Some("10".into()));
-        own.replaced("u1", Some("11".into()));
-        assert!(own.cache_is_behind("u1", Some("10")), "before both writes");
-        assert!(own.cache_is_behind("u1", Some("11")), "between the writes");
-        assert!(!own.cache_is_behind("u2", Some("11")), "another resource");
-        assert!(!own.cache_is_behind("u1", Some("12")), "caught up");
-        assert!(
-            !own.cache_is_behind("u1", Some("10")),
+        let written = |rv: &str| {
+            let mut r = (*cic("images", "a", None, None)).clone();
+            r.metadata.resource_version = Some(rv.into());
+            r
+        };
+        let rv_of = |r: Option<CopyImageCancellation>| r.and_then(|r| r.metadata.resource_version);
+        assert_eq!(
+            rv_of(own.newer_than_cache("u1", Some("10"))),
+            None,
+            "no write yet"
+        );
+        own.replaced("u1", Some("10".into()), &written("11"));
+        own.replaced("u1", Some("11".into()), &written("12"));
+        assert_eq!(
+            rv_of(own.newer_than_cache("u1", Some("10"))),
+            Some("12".into()),
+            "before both writes: the last write's object"
+        );
+        assert_eq!(
+            rv_of(own.newer_than_cache("u1", Some("11"))),
+            Some("12".into()),
+            "between the writes"
+        );
+        assert_eq!(
+            rv_of(own.newer_than_cache("u2", Some("11"))),
+            None,
+            "another resource"
+        );
+        assert_eq!(
+            rv_of(own.newer_than_cache("u1", Some("12"))),
+            None,
+            "caught up"
+        );
+        assert_eq!(
+            rv_of(own.newer_than_cache("u1", Some("10"))),
+            None,
             "forgotten once caught up (versions only move forward)"
         );
-        own.replaced("u1", None);
-        assert!(
-            !own.cache_is_behind("u1", None),
+        own.replaced("u1", None, &written("13"));
+        assert_eq!(
+            rv_of(own.newer_than_cache("u1", None)),
+            None,
             "no version: nothing known"
         );
     }
