@@ -445,8 +445,15 @@ fn disturb(env: &Env, rng: &mut StdRng, chaos: &mut Chaos, ecs_bursts: bool) {
             chaos.history_expiries += 1;
             chaos.watch_drops += 1;
         }
-        5 => {
-            // The relist after 410 Gone fails a few times too.
+        // The relist after 410 Gone fails a few times too; never more faults
+        // while earlier ones wait (they would pile up while the watcher backs off).
+        5 if api
+            .requests()
+            .iter()
+            .filter(|r| r.verb == Verb::List && r.injected.is_some())
+            .count()
+            >= chaos.relist_faults as usize =>
+        {
             let n = rng.random_range(1..=3);
             api.inject_fault(
                 Fault::internal_error(n)
@@ -457,6 +464,12 @@ fn disturb(env: &Env, rng: &mut StdRng, chaos: &mut Chaos, ecs_bursts: bool) {
             api.expire_history();
             api.drop_watches();
             chaos.relist_faults += n;
+            chaos.history_expiries += 1;
+            chaos.watch_drops += 1;
+        }
+        5 => {
+            api.expire_history();
+            api.drop_watches();
             chaos.history_expiries += 1;
             chaos.watch_drops += 1;
         }
