@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use futures::{FutureExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self, Controller};
@@ -469,9 +470,15 @@ pub async fn run_controllers(
         if let Some(selector) = &options.selector {
             config = config.labels(selector);
         }
-        let mut controller = Controller::new(cics, config)
+        // Controller::new's own watch and cache, with each object trimmed
+        // before it is stored.
+        let (resources, writer) = reflector::store::<CopyImageCancellation>();
+        let trigger = watcher(cics, config)
+            .modify(trim_resource)
+            .reflect(writer)
+            .applied_objects();
+        let mut controller = Controller::for_stream(trigger, resources.clone())
             .with_config(controller::Config::default().concurrency(concurrency));
-        let resources = controller.store();
         metrics.watch_resources(resources.clone());
         if let Some(health) = &health {
             report_synced(health.clone(), resources.clone());
@@ -489,6 +496,7 @@ pub async fn run_controllers(
             let reporter = api_health.clone();
             let feed = watcher(secrets, watcher::Config::default())
                 .default_backoff()
+                .modify(trim_secret)
                 .reflect(writer)
                 .touched_objects()
                 .for_each(move |event| {
@@ -513,14 +521,17 @@ pub async fn run_controllers(
             });
             Some(secret_store)
         };
-        let ctx = Arc::new(Context::new(
-            client.clone(),
-            settings.clone(),
-            secret_store,
-            recorder.clone(),
-            permits.clone(),
-            metrics.clone(),
-        ));
+        let ctx = Arc::new(
+            Context::new(
+                client.clone(),
+                settings.clone(),
+                secret_store,
+                recorder.clone(),
+                permits.clone(),
+                metrics.clone(),
+            )
+            .with_reporting_instance(options.instance.clone()),
+        );
         let stop = shutdown.clone();
         let scope_name = scope
             .clone()
@@ -715,6 +726,40 @@ async fn probe_api(api: Api<CopyImageCancellation>, health: Arc<Health>, every: 
     }
 }
 
+/// `kubectl apply`'s copy of the whole object (for a Secret: its values again).
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what no reconcile reads before an object is cached: managedFields
+/// (often larger than the rest of a resource) and the last-applied copy.
+fn trim_metadata(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
+/// What the resource cache keeps of a CopyImageCancellation.
+fn trim_resource(obj: &mut CopyImageCancellation) {
+    trim_metadata(&mut obj.metadata);
+}
+
+/// What the Secret cache keeps: the credential keys only. With every
+/// Secret of the watched namespaces cached, Helm release payloads and
+/// certificates would otherwise cost megabytes.
+fn trim_secret(secret: &mut Secret) {
+    trim_metadata(&mut secret.metadata);
+    let wanted = |key: &String| super::secrets::CREDENTIAL_KEYS.contains(&key.as_str());
+    if let Some(data) = &mut secret.data {
+        data.retain(|key, _| wanted(key));
+    }
+    if let Some(data) = &mut secret.string_data {
+        data.retain(|key, _| wanted(key));
+    }
+}
+
 /// Marks one cache synced in `health` once `store` has its first list.
 fn report_synced<K>(health: Arc<Health>, store: reflector::Store<K>)
 where
@@ -825,6 +870,88 @@ pub fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use governor::clock::FakeRelativeClock;
+
+    #[test]
+    fn cached_objects_keep_what_reconciles_read_and_nothing_else() {
+        use k8s_openapi::ByteString;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+        let meta = |extra: &[(&str, &str)]| {
+            let mut annotations: std::collections::BTreeMap<String, String> = extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            annotations.insert(LAST_APPLIED.into(), "{\"the\": \"whole object\"}".into());
+            ObjectMeta {
+                name: Some("x".into()),
+                namespace: Some("images".into()),
+                uid: Some("u".into()),
+                resource_version: Some("7".into()),
+                generation: Some(2),
+                labels: Some([("team".to_string(), "images".to_string())].into()),
+                annotations: Some(annotations),
+                managed_fields: Some(vec![ManagedFieldsEntry {
+                    manager: Some("kubectl".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }
+        };
+
+        let mut secret = Secret {
+            metadata: meta(&[("owner", "platform")]),
+            data: Some(
+                [
+                    ("accessKeyId", "id"),
+                    ("accessKeySecret", "s"),
+                    ("securityToken", "t"),
+                    ("release", "a large Helm payload"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+            ),
+            string_data: Some([("tls.key".to_string(), "pem".to_string())].into()),
+            ..Default::default()
+        };
+        trim_secret(&mut secret);
+        let keys: Vec<&String> = secret.data.as_ref().unwrap().keys().collect();
+        assert_eq!(keys, ["accessKeyId", "accessKeySecret", "securityToken"]);
+        assert_eq!(secret.string_data, Some(Default::default()));
+        assert_eq!(secret.metadata.managed_fields, None);
+        assert_eq!(
+            secret.metadata.annotations,
+            Some([("owner".to_string(), "platform".to_string())].into())
+        );
+        let key = super::super::secrets::access_key_from_secret(Some(&secret), "images", "x")
+            .expect("the key survives trimming");
+        assert_eq!((key.id.as_str(), key.secret()), ("id", "s"));
+
+        let mut cic = CopyImageCancellation::new(
+            "x",
+            crate::resource::CopyImageCancellationSpec {
+                region_id: "cn-hangzhou".into(),
+                image_id: "m-abc".into(),
+                credentials_secret_ref: None,
+                backoff_limit: 6,
+                active_deadline_seconds: None,
+            },
+        );
+        cic.metadata = meta(&[]);
+        let before = cic.clone();
+        trim_resource(&mut cic);
+        assert_eq!(cic.metadata.managed_fields, None);
+        assert_eq!(
+            cic.metadata.annotations, None,
+            "only last-applied was there"
+        );
+        let mut expected = before;
+        expected.metadata.managed_fields = None;
+        expected.metadata.annotations = None;
+        assert_eq!(
+            cic, expected,
+            "spec, status, name, uid, version, labels kept"
+        );
+    }
 
     #[test]
     fn the_ecs_quota_allows_the_burst_then_paces_at_qps() {

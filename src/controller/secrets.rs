@@ -12,6 +12,9 @@ pub const KEY_ACCESS_KEY_ID: &str = "accessKeyId";
 pub const KEY_ACCESS_KEY_SECRET: &str = "accessKeySecret";
 /// Secret key holding the optional STS security token.
 pub const KEY_SECURITY_TOKEN: &str = "securityToken";
+/// Every key read from a Secret (the Secret cache keeps only these).
+pub const CREDENTIAL_KEYS: [&str; 3] =
+    [KEY_ACCESS_KEY_ID, KEY_ACCESS_KEY_SECRET, KEY_SECURITY_TOKEN];
 
 /// The access key in `secret` (Secret `namespace/name`), or why there is none,
 /// in words fit for a status message.
