@@ -353,6 +353,8 @@ impl World {
         let baseline_count = n.clamp(1, 2000);
         let baseline_per_s = self.direct_baseline(baseline_count).await?;
         let cpu_before = cpu_seconds(self.pid)?;
+        let own_cpu_before = cpu_seconds(std::process::id())?;
+        let load_before = load_average();
         self.api.clear_requests();
         self.sim.clear_requests();
 
@@ -365,6 +367,8 @@ impl World {
         let peak_sampled = sampler.stop().await;
         let busy = self.memory()?;
         let cpu = cpu_seconds(self.pid)? - cpu_before;
+        let own_cpu = cpu_seconds(std::process::id())? - own_cpu_before;
+        let load_after = load_average();
         let finals: HashMap<String, (Instant, Phase)> = {
             let finals = self.finals.lock().expect("finals lock");
             names.iter().map(|n| (n.clone(), finals[n])).collect()
@@ -405,6 +409,10 @@ impl World {
             rss_peak_sampled_mib: mib(peak_sampled.max(idle.rss_kib)),
             rss_after_mib: mib(after.rss_kib),
             controller_cpu_s: cpu,
+            controller_cpu_ms_per_resource: 1000.0 * cpu / n.max(1) as f64,
+            bench_process_cpu_s: own_cpu,
+            load_average_before: load_before,
+            load_average_after: load_after,
             counts,
         })
     }
@@ -617,6 +625,14 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
+/// The 1-minute load average (`/proc/loadavg`), 0 when unreadable.
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// A free loopback port (NB: another process could take it before the
 /// controller binds it; the start-up then fails loudly, never silently).
 fn free_port() -> anyhow::Result<u16> {
@@ -776,6 +792,14 @@ pub struct LoadFigures {
     pub rss_after_mib: f64,
     /// Controller CPU (user + system) during the load, s.
     pub controller_cpu_s: f64,
+    /// `controller_cpu_s` per resource, ms.
+    pub controller_cpu_ms_per_resource: f64,
+    /// CPU of this process (the API, the simulator, the bench's watch) during the load, s.
+    pub bench_process_cpu_s: f64,
+    /// The machine's 1-minute load average as the load began (other work competing for CPU).
+    pub load_average_before: f64,
+    /// The same as the last resource became final.
+    pub load_average_after: f64,
     /// Requests counted.
     pub counts: Counts,
 }
@@ -1020,7 +1044,16 @@ impl Report {
             format!("{:.1} MiB", l.rss_after_mib)
         });
         row("controller CPU", &|l| {
-            format!("{:.1} s", l.controller_cpu_s)
+            format!(
+                "{:.1} s ({:.2} ms/resource)",
+                l.controller_cpu_s, l.controller_cpu_ms_per_resource
+            )
+        });
+        row("API + simulator + bench CPU", &|l| {
+            format!("{:.1} s", l.bench_process_cpu_s)
+        });
+        row("load average before / after", &|l| {
+            format!("{:.1} / {:.1}", l.load_average_before, l.load_average_after)
         });
         row("ECS requests / resource", &|l| {
             format!(
