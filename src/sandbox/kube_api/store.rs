@@ -369,7 +369,10 @@ fn without_metadata(object: &Value) -> Value {
 const NAME_RE: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 
 fn name_errors(name: &str) -> Vec<FieldError> {
-    let re = regex::Regex::new(NAME_RE).expect("static name pattern compiles");
+    static RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(NAME_RE).expect("static name pattern compiles")
+    });
+    let re = &*RE;
     let mut errors = Vec::new();
     if name.len() > 253 {
         errors.push(FieldError::invalid(

@@ -1,6 +1,9 @@
 //! Admission for custom resources: pruning, defaulting and validation against the CRD's
 //! structural `openAPIV3Schema`, then the CEL rules in `x-kubernetes-validations`.
 
+use std::collections::HashMap;
+use std::rc::Rc;
+
 use serde_json::{Map, Value, json};
 
 use super::error::{FieldError, FieldErrorKind};
@@ -302,7 +305,7 @@ fn check_string(s: &str, value: &Value, schema: &Value, path: &str, errors: &mut
         ));
     }
     if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
-        match regex::Regex::new(pattern) {
+        match cached_regex(pattern) {
             Ok(re) if !re.is_match(s) => {
                 errors.push(FieldError::invalid(
                     path,
@@ -432,6 +435,22 @@ fn check_array(items: &[Value], schema: &Value, path: &str, errors: &mut Vec<Fie
     }
 }
 
+/// `pattern` compiled once per thread: compiling it on every validated
+/// string was a large part of each write's cost under load.
+fn cached_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    thread_local! {
+        static COMPILED: std::cell::RefCell<HashMap<String, Result<regex::Regex, regex::Error>>> =
+            std::cell::RefCell::default();
+    }
+    COMPILED.with(|compiled| {
+        compiled
+            .borrow_mut()
+            .entry(pattern.to_string())
+            .or_insert_with(|| regex::Regex::new(pattern))
+            .clone()
+    })
+}
+
 /// Evaluates the CEL rules (`x-kubernetes-validations`), with `oldSelf` on updates.
 pub(crate) fn validate_cel(
     object: &Value,
@@ -442,8 +461,20 @@ pub(crate) fn validate_cel(
     thread_local! {
         // Registering every Kubernetes CEL function is not free; do it once per thread.
         static VALIDATOR: kube::core::cel::Validator = kube::core::cel::Validator::new();
+        // Compiling every rule of a schema on every write was the sandbox's
+        // largest cost under load (the e2e bench); an API serves few schemas.
+        static COMPILED: std::cell::RefCell<HashMap<String, Rc<kube::core::cel::CompiledSchema>>> =
+            std::cell::RefCell::default();
     }
-    let result = VALIDATOR.with(|v| v.validate_with_context(schema, object, old, Some(root)));
+    let compiled = COMPILED.with(|compiled| {
+        compiled
+            .borrow_mut()
+            .entry(schema.to_string())
+            .or_insert_with(|| Rc::new(kube::core::cel::compile_schema(schema)))
+            .clone()
+    });
+    let result =
+        VALIDATOR.with(|v| v.validate_compiled_with_context(&compiled, object, old, Some(root)));
     let Err(errors) = result else {
         return Vec::new();
     };
