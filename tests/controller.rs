@@ -3,6 +3,8 @@
 //! user sees (status, conditions, Events) and on how many CancelCopyImage
 //! requests reached "ECS".
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -731,23 +733,8 @@ async fn a_resource_recreated_under_the_same_name_never_inherits_an_outcome() {
     h.stop().await;
 }
 
-/// `GET path` on `addr` over plain HTTP/1.0: the status code and the body.
-async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.ok()?;
-    let code = answer.split_whitespace().nth(1)?.parse().ok()?;
-    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((code, body))
-}
-
 async fn http_status(addr: &str, path: &str) -> Option<u16> {
-    http_get(addr, path).await.map(|(code, _)| code)
+    common::http_get(addr, path).await.map(|(code, _)| code)
 }
 
 /// The real binary: `run` with KUBECONFIG pointing at the sandbox API, the
@@ -839,7 +826,7 @@ async fn the_run_subcommand_serves_probes_cancels_and_stops_on_sigterm() {
     assert_eq!((s.phase, s.attempts), (Some(Phase::Succeeded), 1));
     assert_eq!(h.sent(), 1);
 
-    let (code, metrics) = http_get(&admin, "/metrics").await.unwrap();
+    let (code, metrics) = common::http_get(&admin, "/metrics").await.unwrap();
     assert_eq!(code, 200);
     for line in [
         "copyimage_canceller_cancel_requests_total{class=\"success\"} 1",

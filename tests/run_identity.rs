@@ -2,6 +2,8 @@
 //! stand-in mints a key (fed to the ECS simulator), and a resource without a
 //! Secret is cancelled with it; a partial RRSA triple stops `run` at start-up.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,16 +52,6 @@ async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(PATIENCE, future)
         .await
         .expect("finished within PATIENCE")
-}
-
-async fn http_get(addr: &str, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.ok()?;
-    answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
 }
 
 /// A `run` process with operator credentials from RRSA (the STS stand-in at
@@ -225,7 +217,10 @@ async fn run_with_rrsa_cancels_a_resource_without_a_secret_using_the_sts_key() {
     assert_eq!(requests[0].signature_valid, Some(true));
     assert_eq!(requests[0].code, "Success");
 
-    let metrics = within(http_get(&run.admin, "/metrics")).await.unwrap();
+    let metrics = within(common::http_get(&run.admin, "/metrics"))
+        .await
+        .unwrap()
+        .1;
     for line in [
         "copyimage_canceller_credential_refreshes_total 1",
         "copyimage_canceller_credential_refresh_failures_total 0",
@@ -476,7 +471,10 @@ async fn a_failing_sts_blocks_only_resources_without_a_secret() {
         "{note}"
     );
 
-    let metrics = within(http_get(&run.admin, "/metrics")).await.unwrap();
+    let metrics = within(common::http_get(&run.admin, "/metrics"))
+        .await
+        .unwrap()
+        .1;
     assert!(
         metrics.lines().any(|l| l
             == "copyimage_canceller_credential_state{state=\"Unavailable\",source=\"rrsa\"} 1"),

@@ -7,7 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Env, OPERATOR_KEY_SECRET, OPERATOR_TOKEN, PATIENCE, cic, outcomes, phase, yaml};
+use common::{
+    Env, OPERATOR_KEY_SECRET, OPERATOR_TOKEN, PATIENCE, cic, http_get, outcomes, phase, yaml,
+};
 use copyimage_canceller::sandbox::ecs_simulator::{FaultCount, FaultKind};
 use copyimage_canceller::sandbox::kube_api::{Fault, Verb};
 
@@ -88,21 +90,6 @@ async fn sigterm_abandons_a_request_held_past_the_timeout_and_names_it() {
     );
     assert_eq!(outcomes(&done), ["Unknown", "Succeeded"]);
     assert_eq!(env.ecs_requests("m-held").len(), 2);
-}
-
-/// `GET path` on `addr` over plain HTTP/1.0: the status code and the body.
-async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.ok()?;
-    let code = answer.split_whitespace().nth(1)?.parse().ok()?;
-    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((code, body))
 }
 
 /// Polls `path` until its answer satisfies `done`; returns that answer.

@@ -21,17 +21,6 @@ const ELECTION_ARGS: [&str; 7] = [
     "1s",
 ];
 
-/// The body of `GET path` on `addr`, `None` while nothing answers.
-async fn http_get(addr: &str, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.ok()?;
-    answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
-}
-
 /// The admin address the last start of a controller logged (text format).
 fn admin_addr(log: &str) -> Option<String> {
     log.lines()
@@ -64,7 +53,10 @@ async fn wait_admin(env: &Env, log: impl Fn() -> String, skip: &str) -> String {
 async fn wait_metrics(env: &Env, admin: &str, want: &[String]) -> String {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let text = http_get(admin, "/metrics").await.unwrap_or_default();
+        let text = http_get(admin, "/metrics")
+            .await
+            .map(|(_, body)| body)
+            .unwrap_or_default();
         let missing: Vec<&String> = want
             .iter()
             .filter(|w| !text.lines().any(|l| l == w.as_str()))
