@@ -129,27 +129,9 @@ impl Env {
     /// [`Env::sandbox_with_args`] without starting the controller (so faults
     /// can be set up for its start-up): call [`Env::start_controller`].
     pub async fn sandbox_not_started(extra_args: &[&str]) -> Env {
-        let api = KubeApi::start(vec![CopyImageCancellation::crd()])
-            .await
-            .expect("start the in-process Kubernetes API");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let kubeconfig = dir.path().join("kubeconfig");
-        api.write_kubeconfig(&kubeconfig)
-            .expect("write the kubeconfig");
-        let client = harness_client(&api);
-        let sim = start_simulator().await;
-        Env {
-            cluster: Cluster::Sandbox(api),
-            client,
-            sim,
-            namespace: "images".to_string(),
-            dir,
-            kubeconfig: Some(kubeconfig),
-            controller: None,
-            starts: 0,
-            base_args: default_controller_args(),
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-        }
+        let mut env = Self::sandbox_with(SandboxOptions::default()).await;
+        env.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+        env
     }
 
     /// The in-process API and the simulator as `options` say, resources in namespace
