@@ -445,15 +445,8 @@ fn disturb(env: &Env, rng: &mut StdRng, chaos: &mut Chaos, ecs_bursts: bool) {
             chaos.history_expiries += 1;
             chaos.watch_drops += 1;
         }
-        // The relist after 410 Gone fails a few times too; never more faults
-        // while earlier ones wait (they would pile up while the watcher backs off).
-        5 if api
-            .requests()
-            .iter()
-            .filter(|r| r.verb == Verb::List && r.injected.is_some())
-            .count()
-            >= chaos.relist_faults as usize =>
-        {
+        // The relist after 410 Gone fails a few times too, then recovers.
+        5 if relist_recovered(&api.requests(), chaos.relist_faults) => {
             let n = rng.random_range(1..=3);
             api.inject_fault(
                 Fault::internal_error(n)
@@ -937,6 +930,21 @@ fn summarize(
 }
 
 /// Whether the controller (not this test's own client) made the request.
+/// Whether the controller has consumed every LIST fault injected so far and
+/// listed successfully since: only then may more come. Faults injected while
+/// earlier ones wait, or while the controller backs off from them, would make
+/// every LIST fail for as long as the chaos lasts: an outage, not the blip the
+/// soak means (the controller waits out outages too, but the soak would then
+/// measure nothing).
+fn relist_recovered(log: &[ApiRecord], injected: u32) -> bool {
+    let lists: Vec<&ApiRecord> = log
+        .iter()
+        .filter(|r| from_controller(r) && r.resource == CICS && r.verb == Verb::List)
+        .collect();
+    let consumed = lists.iter().filter(|r| r.injected.is_some()).count();
+    consumed >= injected as usize && lists.last().is_none_or(|r| r.code == 200)
+}
+
 fn from_controller(r: &ApiRecord) -> bool {
     r.user_agent.as_deref() != Some(HARNESS_USER_AGENT)
 }

@@ -773,11 +773,14 @@ where
     });
 }
 
-/// How often the start-up check tries while the API server fails transiently
-/// (5xx, 429, connection errors), pausing 250 ms, then twice as long each time
-/// up to 5 s: about 18 s in all, so a blip of the API server does not crash
-/// the operator into CrashLoopBackOff.
-const CHECK_ACCESS_TRIES: u32 = 8;
+/// The start-up check's first pause after a transient failure; it doubles
+/// with each failure up to [`CHECK_ACCESS_MAX_PAUSE`].
+const CHECK_ACCESS_FIRST_PAUSE: Duration = Duration::from_millis(250);
+
+/// The longest pause between two start-up checks: one one-item LIST per 5 s
+/// while the API server is down is no load, and the operator starts within 5 s
+/// of its recovery.
+const CHECK_ACCESS_MAX_PAUSE: Duration = Duration::from_secs(5);
 
 /// Whether a failed API call may well succeed if repeated.
 fn transient(err: &kube::Error) -> bool {
@@ -789,8 +792,12 @@ fn transient(err: &kube::Error) -> bool {
 }
 
 /// Fails early, with the fix, when the CRD is missing, access is denied, or
-/// the selector is malformed; repeats the check while the API server fails
-/// transiently (see [`CHECK_ACCESS_TRIES`]).
+/// the selector is malformed. While the API server fails transiently (5xx,
+/// 429, connection errors) it tries again until it answers or `shutdown`,
+/// as the watches do later: an outage of any length is waited out (the
+/// operator is not ready meanwhile) instead of crash-looping the Pod, whose
+/// restarts would only wait longer and longer (found by the chaos soak, where
+/// a limit of 8 tries ran out).
 async fn check_access(
     client: &kube::Client,
     namespace: Option<&str>,
@@ -809,17 +816,17 @@ async fn check_access(
         || "all namespaces".to_string(),
         |ns| format!("namespace {ns}"),
     );
-    let mut pause = Duration::from_millis(250);
-    let mut tries = 1;
+    let mut pause = CHECK_ACCESS_FIRST_PAUSE;
+    let mut tries: u64 = 1;
     let listed = loop {
         match api.list_metadata(&params).await {
-            Err(err) if transient(&err) && tries < CHECK_ACCESS_TRIES => {
+            Err(err) if transient(&err) => {
                 warn!(error = %err, tries, "listing copyimagecancellations in {scope} failed; trying again");
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
                     _ = shutdown.cancelled() => break Err(err),
                 }
-                pause = (pause * 2).min(Duration::from_secs(5));
+                pause = (pause * 2).min(CHECK_ACCESS_MAX_PAUSE);
                 tries += 1;
             }
             other => break other,
