@@ -6,10 +6,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{FollowedRun, PATIENCE, within};
 use copyimage_canceller::admin::Health;
 use copyimage_canceller::controller::Settings;
 use copyimage_canceller::controller::run::{WatchOptions, run_controllers};
@@ -34,8 +34,6 @@ use kube::{CustomResourceExt, ResourceExt};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Generous: only a bound on a hung test, never a performance assertion.
-const PATIENCE: Duration = Duration::from_secs(60);
 const NS: &str = "images";
 const IMAGE: &str = "m-bp1caf3yicx5jlfl";
 const REGION: &str = "cn-hangzhou";
@@ -221,10 +219,6 @@ impl Harness {
             within(run).await.unwrap().unwrap();
         }
     }
-}
-
-async fn within<T>(f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(PATIENCE, f).await.expect("timed out")
 }
 
 fn fast() -> Backoff {
@@ -742,8 +736,6 @@ async fn http_status(addr: &str, path: &str) -> Option<u16> {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_run_subcommand_serves_probes_cancels_and_stops_on_sigterm() {
-    use tokio::io::AsyncBufReadExt;
-
     let api = KubeApi::start(vec![CopyImageCancellation::crd()])
         .await
         .unwrap();
@@ -756,7 +748,8 @@ async fn the_run_subcommand_serves_probes_cancels_and_stops_on_sigterm() {
     api.write_kubeconfig(&kubeconfig).unwrap();
     let client = api.client().unwrap();
 
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_copyimage-canceller"))
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_copyimage-canceller"));
+    command
         .args([
             "run",
             "--ecs-endpoint",
@@ -775,36 +768,9 @@ async fn the_run_subcommand_serves_probes_cancels_and_stops_on_sigterm() {
         .env("KUBECONFIG", &kubeconfig)
         .env_remove("ALIBABA_CLOUD_ACCESS_KEY_ID")
         .env_remove("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
-        .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let (log_tx, mut log_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if log_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut log = Vec::new();
-    let admin = within(async {
-        loop {
-            let line = log_rx
-                .recv()
-                .await
-                .expect("run exited before starting its admin server");
-            log.push(line.clone());
-            if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
-                && let Some(addr) = entry["fields"]["addr"].as_str()
-            {
-                break addr.to_string();
-            }
-        }
-    })
-    .await;
+        .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN");
+    let mut run = FollowedRun::spawn(command).await;
+    let admin = run.admin.clone();
     assert_eq!(http_status(&admin, "/livez").await, Some(200));
     within(async {
         while http_status(&admin, "/readyz").await != Some(200) {
@@ -840,18 +806,15 @@ async fn the_run_subcommand_serves_probes_cancels_and_stops_on_sigterm() {
     assert!(metrics.contains("copyimage_canceller_status_writes_total{result=\"applied\"}"));
     assert!(!metrics.contains(KEY_SECRET) && !metrics.contains("stop-copy"));
 
-    let pid = child.id().unwrap().to_string();
+    let pid = run.child.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap();
     assert!(killed.success());
-    let exit = within(child.wait()).await.unwrap();
+    let exit = within(run.child.wait()).await.unwrap();
     assert!(exit.success(), "run exited with {exit:?}");
-    while let Ok(line) = log_rx.try_recv() {
-        log.push(line);
-    }
-    let log = log.join("\n");
+    let log = run.log();
     assert!(log.contains("SIGTERM"), "{log}");
     assert!(!log.contains(KEY_SECRET), "the secret reached the log");
     assert!(log.contains("\"level\":\"INFO\""), "JSON log lines: {log}");

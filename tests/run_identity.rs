@@ -7,6 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{FollowedRun, within};
 use copyimage_canceller::identity::chain::{
     ENV_OIDC_PROVIDER_ARN, ENV_OIDC_TOKEN_FILE, ENV_ROLE_ARN, ENV_STS_ENDPOINT,
 };
@@ -18,10 +19,7 @@ use copyimage_canceller::sandbox::sts_simulator::{
 };
 use kube::CustomResourceExt;
 use kube::api::{Api, PostParams};
-use tokio::io::AsyncBufReadExt;
 
-/// Generous: only a bound on a hung test, never a performance assertion.
-const PATIENCE: Duration = Duration::from_secs(60);
 const NS: &str = "images";
 const IMAGE: &str = "m-bp1rrsarun00001";
 const ROLE: &str = "acs:ram::1234567890123456:role/canceller";
@@ -48,97 +46,41 @@ fn run_command(
     command
 }
 
-async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(PATIENCE, future)
-        .await
-        .expect("finished within PATIENCE")
-}
-
-/// A `run` process with operator credentials from RRSA (the STS stand-in at
-/// `sts_endpoint`), JSON logs collected, and its admin address.
-struct RrsaRun {
-    child: tokio::process::Child,
-    log_rx: tokio::sync::mpsc::UnboundedReceiver<String>,
-    log: Vec<String>,
-    admin: String,
-    _dir: tempfile::TempDir,
-}
-
-impl RrsaRun {
-    async fn start(
-        api: &copyimage_canceller::sandbox::kube_api::KubeApiHandle,
-        ecs_endpoint: &str,
-        sts_endpoint: String,
-        extra: &[&str],
-    ) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
-        api.write_kubeconfig(&kubeconfig).unwrap();
-        let token_file = dir.path().join("token");
-        std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-        let vars = [
-            (ENV_ROLE_ARN, ROLE.to_owned()),
-            (ENV_OIDC_PROVIDER_ARN, PROVIDER.to_owned()),
-            (ENV_OIDC_TOKEN_FILE, token_file.display().to_string()),
-            (ENV_STS_ENDPOINT, sts_endpoint),
-            // As the chart sets them (downward API): Events about the Pod.
-            ("POD_NAME", POD.to_owned()),
-            ("POD_NAMESPACE", NS.to_owned()),
-            ("POD_UID", POD_UID.to_owned()),
-        ];
-        let mut args = vec![
-            "--ecs-endpoint",
-            ecs_endpoint,
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ];
-        args.extend_from_slice(extra);
-        let mut child = run_command(&kubeconfig, &args, &vars)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let (log_tx, mut log_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if log_tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut log = Vec::new();
-        let admin = within(async {
-            loop {
-                let line = log_rx.recv().await.expect("run exited early");
-                log.push(line.clone());
-                if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
-                    && let Some(addr) = entry["fields"]["addr"].as_str()
-                {
-                    break addr.to_string();
-                }
-            }
-        })
-        .await;
-        Self {
-            child,
-            log_rx,
-            log,
-            admin,
-            _dir: dir,
-        }
-    }
-
-    /// Kills the process and returns everything it logged.
-    async fn stop(mut self) -> String {
-        self.child.start_kill().unwrap();
-        within(self.child.wait()).await.unwrap();
-        while let Ok(line) = self.log_rx.try_recv() {
-            self.log.push(line);
-        }
-        self.log.join("\n")
-    }
+/// `run` with operator credentials from RRSA (the STS stand-in at
+/// `sts_endpoint`) and JSON logs, followed until its admin server is up; the
+/// directory holds its kubeconfig and token file.
+async fn start_rrsa_run(
+    api: &copyimage_canceller::sandbox::kube_api::KubeApiHandle,
+    ecs_endpoint: &str,
+    sts_endpoint: String,
+    extra: &[&str],
+) -> (FollowedRun, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let vars = [
+        (ENV_ROLE_ARN, ROLE.to_owned()),
+        (ENV_OIDC_PROVIDER_ARN, PROVIDER.to_owned()),
+        (ENV_OIDC_TOKEN_FILE, token_file.display().to_string()),
+        (ENV_STS_ENDPOINT, sts_endpoint),
+        // As the chart sets them (downward API): Events about the Pod.
+        ("POD_NAME", POD.to_owned()),
+        ("POD_NAMESPACE", NS.to_owned()),
+        ("POD_UID", POD_UID.to_owned()),
+    ];
+    let mut args = vec![
+        "--ecs-endpoint",
+        ecs_endpoint,
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let run = FollowedRun::spawn(run_command(&kubeconfig, &args, &vars)).await;
+    (run, dir)
 }
 
 #[cfg(unix)]
@@ -164,7 +106,7 @@ async fn run_with_rrsa_cancels_a_resource_without_a_secret_using_the_sts_key() {
     })
     .await
     .unwrap();
-    let run = RrsaRun::start(
+    let (run, _dir) = start_rrsa_run(
         &api,
         &ecs.endpoint(),
         sts.endpoint(),
@@ -236,7 +178,7 @@ async fn run_with_rrsa_cancels_a_resource_without_a_secret_using_the_sts_key() {
         );
     }
 
-    let log = run.stop().await;
+    let log = run.kill().await;
     assert!(
         log.contains("\"source\":\"rrsa\""),
         "the chosen source is logged: {log}"
@@ -285,7 +227,7 @@ async fn a_failing_sts_blocks_only_resources_without_a_secret() {
     .await
     .unwrap();
     sts.set_persistent_fault(Some(StsFault::internal_error()));
-    let run = RrsaRun::start(&api, &ecs.endpoint(), sts.endpoint(), &[]).await;
+    let (run, _dir) = start_rrsa_run(&api, &ecs.endpoint(), sts.endpoint(), &[]).await;
 
     let client = api.client().unwrap();
     let secret = Secret {
@@ -519,7 +461,7 @@ async fn a_failing_sts_blocks_only_resources_without_a_secret() {
         "one Warning per transition: {failures:#?}"
     );
 
-    let log = run.stop().await;
+    let log = run.kill().await;
     assert!(
         log.lines()
             .any(|l| l.contains("\"level\":\"WARN\"") && l.contains("could not be refreshed")),

@@ -118,26 +118,6 @@ async fn poll_until(
     }
 }
 
-/// The admin address `run` logged (`addr=...` on the admin server's line).
-async fn admin_addr(env: &Env) -> String {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let log = env.controller_log();
-        if let Some(addr) = log
-            .lines()
-            .filter(|l| l.contains("admin server"))
-            .find_map(|l| l.split("addr=").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-        {
-            return addr.to_string();
-        }
-        if tokio::time::Instant::now() > deadline {
-            env.fail("no admin server address in the log");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The API answers 500 to every list and watch: /readyz turns 503 naming the
 /// API while /livez stays 200; once the API answers again /readyz is 200 and
 /// the controller works.
@@ -150,7 +130,7 @@ async fn readyz_is_not_ready_while_the_kubernetes_api_fails_and_recovers_after()
         "300ms",
     ])
     .await;
-    let admin = admin_addr(&env).await;
+    let admin = env.wait_admin_addr(|| env.controller_log(), "").await;
     poll_until(&env, &admin, "/readyz", "ready", |code, _| code == 200).await;
 
     let api = env.sandbox_api();

@@ -21,34 +21,6 @@ const ELECTION_ARGS: [&str; 7] = [
     "1s",
 ];
 
-/// The admin address the last start of a controller logged (text format).
-fn admin_addr(log: &str) -> Option<String> {
-    log.lines()
-        .filter(|l| l.contains("admin server"))
-        .filter_map(|l| l.split("addr=").nth(1))
-        .map(|rest| {
-            rest.split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .next_back()
-}
-
-/// Waits for the admin address in `log()` (after `skip` earlier ones).
-async fn wait_admin(env: &Env, log: impl Fn() -> String, skip: &str) -> String {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(addr) = admin_addr(&log()).filter(|a| a != skip) {
-            return addr;
-        }
-        if tokio::time::Instant::now() > deadline {
-            env.fail("no admin server address in the log");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Scrapes `/metrics` until every line of `want` is in it.
 async fn wait_metrics(env: &Env, admin: &str, want: &[String]) -> String {
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -101,7 +73,7 @@ async fn metrics_count_requests_by_code_retries_phases_and_leadership() {
         FaultKind::Throttling { retry_after: None },
         FaultCount::Times(1),
     );
-    let admin = wait_admin(&env, || env.controller_log(), "").await;
+    let admin = env.wait_admin_addr(|| env.controller_log(), "").await;
     wait_metrics(&env, &admin, &["copyimage_canceller_leader 1".into()]).await;
 
     env.create(&cic("ok", "m-obsok")).await;
@@ -169,12 +141,12 @@ async fn metrics_count_requests_by_code_retries_phases_and_leadership() {
         .kill_on_drop(true)
         .spawn()
         .expect("spawn the follower");
-    let follower_admin = wait_admin(
-        &env,
-        || std::fs::read_to_string(&follower_log).unwrap_or_default(),
-        "",
-    )
-    .await;
+    let follower_admin = env
+        .wait_admin_addr(
+            || std::fs::read_to_string(&follower_log).unwrap_or_default(),
+            "",
+        )
+        .await;
     let mut want = vec!["copyimage_canceller_leader 0".to_string()];
     want.extend(phases(0, 0, 0, 0));
     wait_metrics(&env, &follower_admin, &want).await;
@@ -183,7 +155,7 @@ async fn metrics_count_requests_by_code_retries_phases_and_leadership() {
     // A restart: counters start again, the phase gauge is listed anew.
     env.kill_controller().await;
     env.start_controller();
-    let admin = wait_admin(&env, || env.controller_log(), &admin).await;
+    let admin = env.wait_admin_addr(|| env.controller_log(), &admin).await;
     let mut want = vec![
         "copyimage_canceller_leader 1".to_string(),
         "copyimage_canceller_retries_scheduled_total{reason=\"RetryScheduled\"} 0".to_string(),

@@ -482,6 +482,21 @@ impl Env {
         }
     }
 
+    /// Waits until `log()` (text format) names an admin server address other than
+    /// `skip` (the previous start's, after a restart), and returns it.
+    pub async fn wait_admin_addr(&self, log: impl Fn() -> String, skip: &str) -> String {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(addr) = logged_admin_addr(&log()).filter(|a| a != skip) {
+                return addr;
+            }
+            if tokio::time::Instant::now() > deadline {
+                self.fail("no admin server address in the log");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Panics with `message`, the simulator's log and the tail of the controller's log.
     pub fn fail(&self, message: &str) -> ! {
         let log = self.controller_log();
@@ -746,6 +761,101 @@ pub fn assert_final_conditions(cic: &CopyImageCancellation) {
         yaml(cic)
     );
     assert!(status.completion_time.is_some(), "completionTime set");
+}
+
+/// The admin address the last start of `run` logged (text format: `addr=...` on
+/// the admin server's line).
+fn logged_admin_addr(log: &str) -> Option<String> {
+    log.lines()
+        .filter(|l| l.contains("admin server"))
+        .filter_map(|l| l.split("addr=").nth(1))
+        .map(|rest| {
+            rest.split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .next_back()
+}
+
+/// `future`'s output; panics if it takes longer than [`PATIENCE`] (a hung test, never a
+/// performance assertion).
+pub async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, future)
+        .await
+        .unwrap_or_else(|_| panic!("not finished after {PATIENCE:?}"))
+}
+
+/// A spawned `run` (with `--log-format json` and `--admin-addr`) whose stderr the
+/// test follows: started once the admin server logged the address it listens on.
+pub struct FollowedRun {
+    /// The process (to signal or wait for).
+    pub child: tokio::process::Child,
+    /// Where the admin server listens (`host:port`).
+    pub admin: String,
+    log_rx: tokio::sync::mpsc::UnboundedReceiver<String>,
+    log: Vec<String>,
+}
+
+impl FollowedRun {
+    /// Spawns `command` with stderr piped and follows its JSON log lines until one
+    /// carries the admin server's `addr`; panics if `run` exits first or takes longer
+    /// than [`PATIENCE`].
+    pub async fn spawn(mut command: tokio::process::Command) -> Self {
+        use tokio::io::AsyncBufReadExt;
+
+        let mut child = command
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn copyimage-canceller run");
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let (log_tx, mut log_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if log_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut log = Vec::new();
+        let admin = within(async {
+            loop {
+                let line = log_rx
+                    .recv()
+                    .await
+                    .expect("run exited before starting its admin server");
+                log.push(line.clone());
+                if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
+                    && let Some(addr) = entry["fields"]["addr"].as_str()
+                {
+                    break addr.to_string();
+                }
+            }
+        })
+        .await;
+        Self {
+            child,
+            admin,
+            log_rx,
+            log,
+        }
+    }
+
+    /// Every line `run` logged so far.
+    pub fn log(&mut self) -> String {
+        while let Ok(line) = self.log_rx.try_recv() {
+            self.log.push(line);
+        }
+        self.log.join("\n")
+    }
+
+    /// Kills the process (SIGKILL) and returns everything it logged.
+    pub async fn kill(mut self) -> String {
+        self.child.start_kill().expect("kill run");
+        within(self.child.wait()).await.expect("wait for run");
+        self.log()
+    }
 }
 
 /// `GET path` on `addr` over plain HTTP/1.0 (the admin server): the status
