@@ -850,45 +850,12 @@ async fn kubectl_apply_the_samples_then_wait_for_ready_and_stalled() {
     assert!(ok, "{out}");
     let ready = format!("cic/{cancelled_name}");
     let stalled = format!("cic/{late_name}");
-    let (ok, out) = kubectl(
-        &env,
-        &[
-            "-n",
-            "images",
-            "wait",
-            "--for=condition=Ready",
-            &ready,
-            "--timeout=60s",
-        ],
-    )
-    .await;
+    let (ok, out) = kubectl_wait(&env, "Ready", &ready, "60s").await;
     assert!(ok && out.contains("condition met"), "{out}");
-    let (ok, out) = kubectl(
-        &env,
-        &[
-            "-n",
-            "images",
-            "wait",
-            "--for=condition=Stalled",
-            &stalled,
-            "--timeout=60s",
-        ],
-    )
-    .await;
+    let (ok, out) = kubectl_wait(&env, "Stalled", &stalled, "60s").await;
     assert!(ok && out.contains("condition met"), "{out}");
     // A terminal failure is not Ready: waiting for Ready must time out.
-    let (ok, out) = kubectl(
-        &env,
-        &[
-            "-n",
-            "images",
-            "wait",
-            "--for=condition=Ready",
-            &stalled,
-            "--timeout=2s",
-        ],
-    )
-    .await;
+    let (ok, out) = kubectl_wait(&env, "Ready", &stalled, "2s").await;
     assert!(!ok, "Ready must not be met by a failed cancellation: {out}");
 
     let (ok, out) = kubectl(&env, &["-n", "images", "get", "cic"]).await;
@@ -940,6 +907,25 @@ async fn kubectl(env: &Env, args: &[&str]) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
+}
+
+/// `kubectl wait --for=condition=<condition> <resource> --timeout=<timeout>` in the
+/// test namespace; (condition met, stdout + stderr).
+async fn kubectl_wait(env: &Env, condition: &str, resource: &str, timeout: &str) -> (bool, String) {
+    let for_condition = format!("--for=condition={condition}");
+    let timeout = format!("--timeout={timeout}");
+    kubectl(
+        env,
+        &[
+            "-n",
+            &env.namespace,
+            "wait",
+            &for_condition,
+            resource,
+            &timeout,
+        ],
+    )
+    .await
 }
 
 /// Throttling is retried without counting, but only until
