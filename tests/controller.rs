@@ -53,23 +53,24 @@ struct Harness {
 }
 
 impl Harness {
-    async fn start(sim: SimulatorConfig, backoff: Backoff) -> Self {
+    /// The in-process API and the simulator; nothing reconciles yet.
+    async fn idle(sim: SimulatorConfig) -> Self {
         let api = KubeApi::start(vec![CopyImageCancellation::crd()])
             .await
             .unwrap();
         let sim = EcsSimulator::start(sim).await.unwrap();
         let client = api.client().unwrap();
-        let settings = Arc::new(Settings {
-            ecs: EcsClient::new(EcsClientConfig {
-                endpoint: sim.endpoint(),
-                ..EcsClientConfig::default()
-            })
-            .unwrap(),
-            backoff,
-            operator: OperatorCredentials::none(),
-            ecs_rate_limit: None,
-        });
-        let shutdown = CancellationToken::new();
+        Self {
+            api,
+            sim,
+            client,
+            shutdown: CancellationToken::new(),
+            run: None,
+        }
+    }
+
+    /// The controllers in process, every namespace watched, without operator credentials.
+    async fn start(sim: SimulatorConfig, backoff: Backoff) -> Self {
         let options = WatchOptions {
             namespaces: Vec::new(),
             selector: None,
@@ -77,19 +78,50 @@ impl Harness {
             instance: Some("smoke-test".into()),
             ..WatchOptions::default()
         };
-        let run = tokio::spawn(run_controllers(
-            client.clone(),
+        Self::start_with(sim, backoff, OperatorCredentials::none(), options).await
+    }
+
+    /// [`Harness::idle`] with `run_controllers` running as `options` say, sending to
+    /// the simulator with `backoff` and `operator` as the operator's credentials.
+    async fn start_with(
+        sim: SimulatorConfig,
+        backoff: Backoff,
+        operator: OperatorCredentials,
+        options: WatchOptions,
+    ) -> Self {
+        let mut h = Self::idle(sim).await;
+        let settings = Arc::new(Settings {
+            ecs: EcsClient::new(EcsClientConfig {
+                endpoint: h.sim.endpoint(),
+                ..EcsClientConfig::default()
+            })
+            .unwrap(),
+            backoff,
+            operator,
+            ecs_rate_limit: None,
+        });
+        h.run = Some(tokio::spawn(run_controllers(
+            h.client.clone(),
             settings,
             options,
-            shutdown.clone(),
-        ));
-        Self {
-            api,
-            sim,
-            client,
-            shutdown,
-            run: Some(run),
-        }
+            h.shutdown.clone(),
+        )));
+        h
+    }
+
+    /// The real binary's `run` against this API (its kubeconfig written into `dir`)
+    /// and the simulator, with no operator credentials in its environment.
+    fn run_command(&self, dir: &std::path::Path) -> tokio::process::Command {
+        let kubeconfig = dir.join("kubeconfig");
+        self.api.write_kubeconfig(&kubeconfig).unwrap();
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_copyimage-canceller"));
+        command
+            .args(["run", "--ecs-endpoint", &self.sim.endpoint()])
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("ALIBABA_CLOUD_ACCESS_KEY_ID")
+            .env_remove("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+            .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN");
+        command
     }
 
     fn cics(&self) -> Api<CopyImageCancellation> {
@@ -553,26 +585,7 @@ async fn a_resource_deleted_mid_retry_is_let_go() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_watched_namespace_is_handled() {
-    let api = KubeApi::start(vec![CopyImageCancellation::crd()])
-        .await
-        .unwrap();
-    let sim =
-        EcsSimulator::start(SimulatorConfig::new([key()]).with_image(IMAGE, ImageState::Copying))
-            .await
-            .unwrap();
-    let client = api.client().unwrap();
-    let settings = Arc::new(Settings {
-        ecs: EcsClient::new(EcsClientConfig {
-            endpoint: sim.endpoint(),
-            ..EcsClientConfig::default()
-        })
-        .unwrap(),
-        backoff: fast(),
-        operator: OperatorCredentials::fixed(key()),
-        ecs_rate_limit: None,
-    });
     let health = Health::new();
-    let shutdown = CancellationToken::new();
     let options = WatchOptions {
         namespaces: vec!["watched".into()],
         selector: Some("team=images".into()),
@@ -581,12 +594,14 @@ async fn only_the_watched_namespace_is_handled() {
         health: Some(health.clone()),
         ..WatchOptions::default()
     };
-    let run = tokio::spawn(run_controllers(
-        client.clone(),
-        settings,
+    let h = Harness::start_with(
+        SimulatorConfig::new([key()]).with_image(IMAGE, ImageState::Copying),
+        fast(),
+        OperatorCredentials::fixed(key()),
         options,
-        shutdown.clone(),
-    ));
+    )
+    .await;
+    let client = h.client.clone();
     let make = |ns: &str, name: &str, labelled: bool| {
         let mut cic = CopyImageCancellation::new(
             name,
@@ -648,8 +663,7 @@ async fn only_the_watched_namespace_is_handled() {
         }
     })
     .await;
-    shutdown.cancel();
-    within(run).await.unwrap().unwrap();
+    h.stop().await;
     assert_eq!(health.readiness(), Err("shutting down".into()));
     assert_eq!(
         health.liveness(),
@@ -736,39 +750,18 @@ async fn http_status(addr: &str, path: &str) -> Option<u16> {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_run_subcommand_serves_probes_cancels_and_stops_on_sigterm() {
-    let api = KubeApi::start(vec![CopyImageCancellation::crd()])
-        .await
-        .unwrap();
-    let sim =
-        EcsSimulator::start(SimulatorConfig::new([key()]).with_image(IMAGE, ImageState::Copying))
-            .await
-            .unwrap();
+    let h =
+        Harness::idle(SimulatorConfig::new([key()]).with_image(IMAGE, ImageState::Copying)).await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig).unwrap();
-    let client = api.client().unwrap();
-
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_copyimage-canceller"));
-    command
-        .args([
-            "run",
-            "--ecs-endpoint",
-            &sim.endpoint(),
-            "--admin-addr",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--retry-base-delay",
-            "10ms",
-            "--retry-max-delay",
-            "50ms",
-            "--log-format",
-            "json",
-        ])
-        .env("KUBECONFIG", &kubeconfig)
-        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_ID")
-        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
-        .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN");
+    let mut command = h.run_command(dir.path());
+    command.args(["--admin-addr", "127.0.0.1:0"]).args([
+        "--retry-base-delay",
+        "10ms",
+        "--retry-max-delay",
+        "50ms",
+        "--log-format",
+        "json",
+    ]);
     let mut run = FollowedRun::spawn(command).await;
     let admin = run.admin.clone();
     assert_eq!(http_status(&admin, "/livez").await, Some(200));
@@ -779,13 +772,6 @@ async fn the_run_subcommand_serves_probes_cancels_and_stops_on_sigterm() {
     })
     .await;
 
-    let h = Harness {
-        api,
-        sim,
-        client,
-        shutdown: CancellationToken::new(),
-        run: None,
-    };
     h.create_secret().await;
     h.create("stop-copy", 6).await;
     let s = h.wait_for("stop-copy", "Succeeded", finished).await;
@@ -822,45 +808,20 @@ async fn the_run_subcommand_serves_probes_cancels_and_stops_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_secret_access_resources_naming_a_secret_wait_and_say_why() {
-    let api = KubeApi::start(vec![CopyImageCancellation::crd()])
-        .await
-        .unwrap();
-    let sim =
-        EcsSimulator::start(SimulatorConfig::new([key()]).with_image(IMAGE, ImageState::Copying))
-            .await
-            .unwrap();
-    let client = api.client().unwrap();
-    let settings = Arc::new(Settings {
-        ecs: EcsClient::new(EcsClientConfig {
-            endpoint: sim.endpoint(),
-            ..EcsClientConfig::default()
-        })
-        .unwrap(),
-        backoff: fast(),
-        operator: OperatorCredentials::fixed(key()),
-        ecs_rate_limit: None,
-    });
     let health = Health::new();
-    let shutdown = CancellationToken::new();
     let options = WatchOptions {
         max_concurrent_reconciles: 2,
         health: Some(health.clone()),
         without_secrets: true,
         ..WatchOptions::default()
     };
-    let run = tokio::spawn(run_controllers(
-        client.clone(),
-        settings,
+    let h = Harness::start_with(
+        SimulatorConfig::new([key()]).with_image(IMAGE, ImageState::Copying),
+        fast(),
+        OperatorCredentials::fixed(key()),
         options,
-        shutdown.clone(),
-    ));
-    let h = Harness {
-        api,
-        sim,
-        client,
-        shutdown,
-        run: Some(run),
-    };
+    )
+    .await;
     h.create_secret().await;
     h.create("names-a-secret", 6).await;
     let s = h
@@ -901,39 +862,19 @@ async fn without_secret_access_resources_naming_a_secret_wait_and_say_why() {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_run_subcommand_signs_with_v3_when_asked() {
-    let api = KubeApi::start(vec![CopyImageCancellation::crd()])
-        .await
-        .unwrap();
-    let sim =
-        EcsSimulator::start(SimulatorConfig::new([key()]).with_image(IMAGE, ImageState::Copying))
-            .await
-            .unwrap();
+    let h =
+        Harness::idle(SimulatorConfig::new([key()]).with_image(IMAGE, ImageState::Copying)).await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig).unwrap();
-    let client = api.client().unwrap();
-
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_copyimage-canceller"))
-        .args(["run", "--ecs-endpoint", &sim.endpoint()])
+    let mut child = h
+        .run_command(dir.path())
         .args(["--signature-version", "v3"])
         .args(["--retry-base-delay", "10ms", "--retry-max-delay", "50ms"])
-        .env("KUBECONFIG", &kubeconfig)
-        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_ID")
-        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
-        .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
 
-    let h = Harness {
-        api,
-        sim,
-        client,
-        shutdown: CancellationToken::new(),
-        run: None,
-    };
     h.create_secret().await;
     h.create("stop-copy-v3", 6).await;
     let s = h.wait_for("stop-copy-v3", "Succeeded", finished).await;
