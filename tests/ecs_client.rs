@@ -2,20 +2,20 @@
 //! verifies signatures like the service), a capturing server (what goes on
 //! the wire), and a TLS server with a self-signed certificate (refused).
 
+mod common;
+
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::ecs::{assert_nonce_reuse_and_clock_skew_refused, capture_one_request, service_error};
 use copyimage_canceller::credentials::AccessKey;
 use copyimage_canceller::ecs::client::{EcsClient, EcsClientConfig};
-use copyimage_canceller::ecs::{
-    CancelOutcome, RetryClass, ServiceError, TransportError, TransportKind,
-};
+use copyimage_canceller::ecs::{CancelOutcome, RetryClass, TransportError, TransportKind};
 use copyimage_canceller::sandbox::ecs_simulator::{
     ConnectionFate, EcsSimulator, FaultSpec, ImageState, SimulatorConfig, SimulatorHandle,
 };
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const KEY_ID: &str = "LTAI5tClientTest0001";
 const SECRET: &str = "client-test-secret/+&=0001";
@@ -55,13 +55,6 @@ fn client_with_timeout(endpoint: &str, request_timeout: Duration) -> EcsClient {
 
 fn fault(spec: &str) -> FaultSpec {
     spec.parse().expect("fault spec")
-}
-
-fn service_error(outcome: &CancelOutcome) -> &ServiceError {
-    match outcome {
-        CancelOutcome::Service(err) => err,
-        other => panic!("expected a service error, got {other:?}"),
-    }
 }
 
 fn transport_error(outcome: &CancelOutcome) -> &TransportError {
@@ -279,21 +272,7 @@ async fn wrong_secret_is_terminal_and_the_echo_is_redacted() {
 async fn nonce_reuse_and_clock_skew_are_refused_by_the_service() {
     let sim = simulator().await;
     let client = client_for(&sim.endpoint());
-    let now = jiff::Timestamp::now();
-    let first = client
-        .cancel_copy_image_at(&key(), REGION, "m-absent0001", "nonce-1", now)
-        .await;
-    assert_eq!(service_error(&first).code, "InvalidImageId.NotFound");
-    let again = client
-        .cancel_copy_image_at(&key(), REGION, "m-absent0001", "nonce-1", now)
-        .await;
-    assert_eq!(service_error(&again).code, "SignatureNonceUsed");
-    let stale = now - jiff::SignedDuration::from_mins(20);
-    let old = client
-        .cancel_copy_image_at(&key(), REGION, IMAGE, "nonce-2", stale)
-        .await;
-    assert_eq!(service_error(&old).code, "InvalidTimeStamp.Expired");
-    assert_eq!(sim.image(IMAGE), Some(ImageState::Copying));
+    assert_nonce_reuse_and_clock_skew_refused(&client, &sim, &key(), REGION, IMAGE, "nonce").await;
 }
 
 #[tokio::test]
@@ -321,46 +300,7 @@ async fn connection_refused_is_a_transport_error() {
 /// signature included) in a form body, nothing in the URL.
 #[tokio::test]
 async fn parameters_travel_in_a_form_body_never_in_the_url() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move {
-        let (mut socket, _) = listener.accept().await.unwrap();
-        let mut raw = Vec::new();
-        let mut buf = [0u8; 4096];
-        // Read the head, then exactly Content-Length bytes of body.
-        let (head, body) = loop {
-            let n = socket.read(&mut buf).await.unwrap();
-            assert!(n > 0, "client closed early");
-            raw.extend_from_slice(&buf[..n]);
-            let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-                continue;
-            };
-            let head = String::from_utf8(raw[..end].to_vec()).unwrap();
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap())
-                })
-                .expect("content-length");
-            while raw.len() < end + 4 + length {
-                let n = socket.read(&mut buf).await.unwrap();
-                raw.extend_from_slice(&buf[..n]);
-            }
-            break (
-                head,
-                String::from_utf8(raw[end + 4..end + 4 + length].to_vec()).unwrap(),
-            );
-        };
-        let answer = r#"{"RequestId":"CAPTURED-0001"}"#;
-        let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-            answer.len()
-        );
-        socket.write_all(response.as_bytes()).await.unwrap();
-        (head, body)
-    });
+    let (endpoint, server) = capture_one_request("CAPTURED-0001").await;
     let outcome = client_for(&endpoint)
         .cancel_copy_image(&sts_key(), REGION, IMAGE)
         .await;

@@ -4,15 +4,17 @@
 //! wrong secret (redacted echo), nonce reuse, clock skew, and what goes on
 //! the wire.
 
+mod common;
+
 use std::time::Duration;
 
+use common::ecs::{assert_nonce_reuse_and_clock_skew_refused, capture_one_request, service_error};
 use copyimage_canceller::credentials::AccessKey;
 use copyimage_canceller::ecs::client::{EcsClient, EcsClientConfig, SignatureVersion};
-use copyimage_canceller::ecs::{CancelOutcome, RetryClass, ServiceError};
+use copyimage_canceller::ecs::{CancelOutcome, RetryClass};
 use copyimage_canceller::sandbox::ecs_simulator::{
     EcsSimulator, ImageState, SimulatorConfig, SimulatorHandle,
 };
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const KEY_ID: &str = "LTAI5tClientV3Test01";
 const SECRET: &str = "client-v3-secret/+&=0001";
@@ -43,13 +45,6 @@ fn v3_client(endpoint: &str) -> EcsClient {
         ..EcsClientConfig::default()
     })
     .expect("client")
-}
-
-fn service_error(outcome: &CancelOutcome) -> &ServiceError {
-    match outcome {
-        CancelOutcome::Service(err) => err,
-        other => panic!("expected a service error, got {other:?}"),
-    }
 }
 
 #[test]
@@ -121,59 +116,13 @@ async fn v3_wrong_secret_is_terminal_and_the_echo_is_redacted() {
 async fn v3_nonce_reuse_and_clock_skew_are_refused() {
     let sim = simulator().await;
     let client = v3_client(&sim.endpoint());
-    let now = jiff::Timestamp::now();
-    let first = client
-        .cancel_copy_image_at(&key(), REGION, "m-absent0001", "nonce-v3-1", now)
+    assert_nonce_reuse_and_clock_skew_refused(&client, &sim, &key(), REGION, IMAGE, "nonce-v3")
         .await;
-    assert_eq!(service_error(&first).code, "InvalidImageId.NotFound");
-    let again = client
-        .cancel_copy_image_at(&key(), REGION, "m-absent0001", "nonce-v3-1", now)
-        .await;
-    assert_eq!(service_error(&again).code, "SignatureNonceUsed");
-    let stale = now - jiff::SignedDuration::from_mins(20);
-    let old = client
-        .cancel_copy_image_at(&key(), REGION, IMAGE, "nonce-v3-2", stale)
-        .await;
-    assert_eq!(service_error(&old).code, "InvalidTimeStamp.Expired");
-    assert_eq!(sim.image(IMAGE), Some(ImageState::Copying));
 }
 
 #[tokio::test]
 async fn v3_request_shape_on_the_wire() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move {
-        let (mut socket, _) = listener.accept().await.unwrap();
-        let mut raw = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = socket.read(&mut buf).await.unwrap();
-            assert!(n > 0, "client closed early");
-            raw.extend_from_slice(&buf[..n]);
-            let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-                continue;
-            };
-            let head = String::from_utf8(raw[..end].to_vec()).unwrap();
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap())
-                })
-                .expect("content-length");
-            if raw.len() >= end + 4 + length {
-                let answer = r#"{"RequestId":"CAPTURED-V3"}"#;
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-                    answer.len()
-                );
-                socket.write_all(response.as_bytes()).await.unwrap();
-                let body = String::from_utf8(raw[end + 4..end + 4 + length].to_vec()).unwrap();
-                return (head, body);
-            }
-        }
-    });
+    let (endpoint, server) = capture_one_request("CAPTURED-V3").await;
     let outcome = v3_client(&endpoint)
         .cancel_copy_image(&sts_key(), REGION, IMAGE)
         .await;

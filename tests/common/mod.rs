@@ -4,6 +4,8 @@
 //! what a user would read (status, conditions, Events, the simulator's log).
 #![allow(dead_code)] // NB: each test crate uses a different part of the harness.
 
+pub mod ecs;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;

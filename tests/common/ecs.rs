@@ -1,0 +1,98 @@
+//! Helpers for the ECS client's tests over real HTTP (`tests/ecs_client.rs`,
+//! `tests/ecs_client_v3.rs`): a server that captures one request, what an
+//! outcome carries, and the replay and clock-skew checks both signature
+//! versions must pass.
+
+use copyimage_canceller::credentials::AccessKey;
+use copyimage_canceller::ecs::client::EcsClient;
+use copyimage_canceller::ecs::{CancelOutcome, ServiceError};
+use copyimage_canceller::sandbox::ecs_simulator::{ImageState, SimulatorHandle};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// The service error in `outcome`; panics on any other outcome.
+pub fn service_error(outcome: &CancelOutcome) -> &ServiceError {
+    match outcome {
+        CancelOutcome::Service(err) => err,
+        other => panic!("expected a service error, got {other:?}"),
+    }
+}
+
+/// A loopback server that accepts one connection, reads one request (the head,
+/// then exactly Content-Length bytes of body) and answers 200 with
+/// `{"RequestId": request_id}`: its endpoint, and the task that yields the
+/// request's head and body.
+pub async fn capture_one_request(
+    request_id: &str,
+) -> (String, tokio::task::JoinHandle<(String, String)>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let answer = serde_json::json!({ "RequestId": request_id }).to_string();
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        let (head, body) = loop {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0, "client closed early");
+            raw.extend_from_slice(&buf[..n]);
+            let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let head = String::from_utf8(raw[..end].to_vec()).unwrap();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("content-length");
+            while raw.len() < end + 4 + length {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "client closed before the whole body");
+                raw.extend_from_slice(&buf[..n]);
+            }
+            break (
+                head,
+                String::from_utf8(raw[end + 4..end + 4 + length].to_vec()).unwrap(),
+            );
+        };
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+            answer.len()
+        );
+        socket.write_all(response.as_bytes()).await.unwrap();
+        (head, body)
+    });
+    (endpoint, server)
+}
+
+/// Through `client` and the simulator `sim` (where `key` is known and `image` is
+/// copying): a nonce sent twice is refused as SignatureNonceUsed, a timestamp 20
+/// minutes old as InvalidTimeStamp.Expired, and neither cancels anything.
+/// `nonce_prefix` keeps each caller's nonces apart.
+pub async fn assert_nonce_reuse_and_clock_skew_refused(
+    client: &EcsClient,
+    sim: &SimulatorHandle,
+    key: &AccessKey,
+    region: &str,
+    image: &str,
+    nonce_prefix: &str,
+) {
+    let now = jiff::Timestamp::now();
+    let reused = format!("{nonce_prefix}-1");
+    let first = client
+        .cancel_copy_image_at(key, region, "m-absent0001", &reused, now)
+        .await;
+    assert_eq!(service_error(&first).code, "InvalidImageId.NotFound");
+    let again = client
+        .cancel_copy_image_at(key, region, "m-absent0001", &reused, now)
+        .await;
+    assert_eq!(service_error(&again).code, "SignatureNonceUsed");
+    let stale = now - jiff::SignedDuration::from_mins(20);
+    let old = client
+        .cancel_copy_image_at(key, region, image, &format!("{nonce_prefix}-2"), stale)
+        .await;
+    assert_eq!(service_error(&old).code, "InvalidTimeStamp.Expired");
+    assert_eq!(sim.image(image), Some(ImageState::Copying));
+}
