@@ -133,6 +133,19 @@ pub struct Checks<'a> {
     pub max_skew: Duration,
 }
 
+impl<'a> Checks<'a> {
+    /// The known key with this AccessKeyId; `InvalidAccessKeyId.NotFound` otherwise.
+    pub fn key(&self, access_key_id: &str) -> Result<&'a AccessKey, ApiError> {
+        self.keys.get(access_key_id).ok_or_else(|| {
+            ApiError::new(
+                404,
+                "InvalidAccessKeyId.NotFound",
+                "Specified access key is not found.",
+            )
+        })
+    }
+}
+
 /// Alibaba's percentEncode: UTF-8 bytes, `A-Z a-z 0-9 - _ . ~` kept, every other
 /// byte `%XX` with upper-case hex (so space is `%20`, `*` is `%2A`, `~` stays).
 pub fn percent_encode(s: &str) -> String {
@@ -265,20 +278,7 @@ pub fn check(
 ) -> Result<Authenticated, ApiError> {
     let action = required(params, "Action")?;
     let version = required(params, "Version")?;
-    if version != API_VERSION {
-        return Err(ApiError::new(
-            400,
-            "InvalidVersion",
-            "Specified parameter Version is not valid.",
-        ));
-    }
-    if action != ACTION {
-        return Err(ApiError::new(
-            404,
-            "InvalidAction.NotFound",
-            "Specified api is not found, please check your url and method.",
-        ));
-    }
+    check_version_and_action(version, action)?;
     let access_key_id = required(params, "AccessKeyId")?;
     let provided_signature = required(params, "Signature")?;
     let signature_method = required(params, "SignatureMethod")?;
@@ -299,28 +299,8 @@ pub fn check(
             "Specified signature version is not supported.",
         ));
     }
-    let timestamp = parse_timestamp(timestamp).ok_or_else(|| {
-        ApiError::new(
-            400,
-            "InvalidTimeStamp.Format",
-            "Specified time stamp or date value is not well formatted.",
-        )
-    })?;
-    let skew = now.duration_since(timestamp).unsigned_abs();
-    if skew > checks.max_skew {
-        return Err(ApiError::new(
-            400,
-            "InvalidTimeStamp.Expired",
-            "Specified time stamp or date value is expired.",
-        ));
-    }
-    let key = checks.keys.get(access_key_id).ok_or_else(|| {
-        ApiError::new(
-            404,
-            "InvalidAccessKeyId.NotFound",
-            "Specified access key is not found.",
-        )
-    })?;
+    let timestamp = check_timestamp(timestamp, now, checks.max_skew)?;
+    let key = checks.key(access_key_id)?;
     check_security_token(key, params.get("SecurityToken").map(String::as_str))?;
     let to_sign = string_to_sign(method, params);
     if !signature_matches(key.secret(), &to_sign, provided_signature) {
@@ -334,6 +314,61 @@ pub fn check(
             ),
         ));
     }
+    authenticated(params, checks, access_key_id, nonce, timestamp)
+}
+
+/// `Version` is the one served, then `Action` the one served (the gateway's order).
+pub(super) fn check_version_and_action(version: &str, action: &str) -> Result<(), ApiError> {
+    if version != API_VERSION {
+        return Err(ApiError::new(
+            400,
+            "InvalidVersion",
+            "Specified parameter Version is not valid.",
+        ));
+    }
+    if action != ACTION {
+        return Err(ApiError::new(
+            404,
+            "InvalidAction.NotFound",
+            "Specified api is not found, please check your url and method.",
+        ));
+    }
+    Ok(())
+}
+
+/// The request time (`Timestamp` or `x-acs-date`), refused when it is not
+/// `YYYY-MM-DDThh:mm:ssZ` or is further than `max_skew` from `now`.
+pub(super) fn check_timestamp(
+    value: &str,
+    now: Timestamp,
+    max_skew: Duration,
+) -> Result<Timestamp, ApiError> {
+    let timestamp = parse_timestamp(value).ok_or_else(|| {
+        ApiError::new(
+            400,
+            "InvalidTimeStamp.Format",
+            "Specified time stamp or date value is not well formatted.",
+        )
+    })?;
+    if now.duration_since(timestamp).unsigned_abs() > max_skew {
+        return Err(ApiError::new(
+            400,
+            "InvalidTimeStamp.Expired",
+            "Specified time stamp or date value is expired.",
+        ));
+    }
+    Ok(timestamp)
+}
+
+/// The last step of either signature version, once the signature passed: the
+/// API's own parameters (`RegionId` and `ImageId` given, the region known).
+pub(super) fn authenticated(
+    params: &BTreeMap<String, String>,
+    checks: Checks<'_>,
+    access_key_id: &str,
+    nonce: &str,
+    timestamp: Timestamp,
+) -> Result<Authenticated, ApiError> {
     let region_id = required(params, "RegionId")?;
     let image_id = required(params, "ImageId")?;
     if !checks.regions.contains(region_id) {

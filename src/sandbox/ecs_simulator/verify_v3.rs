@@ -17,8 +17,8 @@ use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
 use super::verify::{
-    ACTION, API_VERSION, ApiError, Authenticated, Checks, check_security_token, merge_params,
-    parse_timestamp, percent_encode,
+    ApiError, Authenticated, Checks, authenticated, check_security_token, check_timestamp,
+    check_version_and_action, merge_params, percent_encode,
 };
 
 /// The scheme word that starts a V3 `Authorization` header.
@@ -225,43 +225,11 @@ pub fn check(
     let auth = parse_authorization(&auth_value)?;
     let action = required_header(headers, "x-acs-action")?;
     let version = required_header(headers, "x-acs-version")?;
-    if version != API_VERSION {
-        return Err(ApiError::new(
-            400,
-            "InvalidVersion",
-            "Specified parameter Version is not valid.",
-        ));
-    }
-    if action != ACTION {
-        return Err(ApiError::new(
-            404,
-            "InvalidAction.NotFound",
-            "Specified api is not found, please check your url and method.",
-        ));
-    }
+    check_version_and_action(&version, &action)?;
     let nonce = required_header(headers, "x-acs-signature-nonce")?;
     let date = required_header(headers, "x-acs-date")?;
-    let timestamp = parse_timestamp(&date).ok_or_else(|| {
-        ApiError::new(
-            400,
-            "InvalidTimeStamp.Format",
-            "Specified time stamp or date value is not well formatted.",
-        )
-    })?;
-    if now.duration_since(timestamp).unsigned_abs() > checks.max_skew {
-        return Err(ApiError::new(
-            400,
-            "InvalidTimeStamp.Expired",
-            "Specified time stamp or date value is expired.",
-        ));
-    }
-    let key = checks.keys.get(auth.credential).ok_or_else(|| {
-        ApiError::new(
-            404,
-            "InvalidAccessKeyId.NotFound",
-            "Specified access key is not found.",
-        )
-    })?;
+    let timestamp = check_timestamp(&date, now, checks.max_skew)?;
+    let key = checks.key(auth.credential)?;
     let token = header_value(headers, "x-acs-security-token");
     check_security_token(key, token.as_deref())?;
 
@@ -297,28 +265,7 @@ pub fn check(
             ),
         ));
     }
-    let region_id = params
-        .get("RegionId")
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| ApiError::missing("RegionId"))?;
-    let image_id = params
-        .get("ImageId")
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| ApiError::missing("ImageId"))?;
-    if !checks.regions.contains(region_id) {
-        return Err(ApiError::new(
-            404,
-            "InvalidRegionId.NotFound",
-            "The specified RegionId does not exist.",
-        ));
-    }
-    Ok(Authenticated {
-        access_key_id: auth.credential.to_owned(),
-        nonce,
-        timestamp,
-        region_id: region_id.clone(),
-        image_id: image_id.clone(),
-    })
+    authenticated(params, checks, auth.credential, &nonce, timestamp)
 }
 
 #[cfg(test)]
