@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -14,9 +14,8 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use jiff::Timestamp;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
+use super::serve::{Served, SharedState};
 use super::sts_simulator::{KeySink, mint_key};
 use crate::credentials::AccessKey;
 use crate::identity::imds::{TOKEN_HEADER, TOKEN_TTL_HEADER};
@@ -85,17 +84,7 @@ struct MetadataState {
     minted: Vec<AccessKey>,
 }
 
-#[derive(Debug)]
-struct Shared {
-    state: Mutex<MetadataState>,
-}
-
-impl Shared {
-    fn state(&self) -> MutexGuard<'_, MetadataState> {
-        // NB: every mutation is a single step, so a poisoned lock is still consistent.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+type Shared = SharedState<MetadataState>;
 
 /// The simulator, started with [`MetadataSimulator::start`].
 #[derive(Debug)]
@@ -104,23 +93,15 @@ pub struct MetadataSimulator;
 impl MetadataSimulator {
     /// Binds `config.listen` and serves until the handle is shut down or dropped.
     pub async fn start(config: MetadataSimulatorConfig) -> anyhow::Result<MetadataSimulatorHandle> {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("metadata-simulator cannot listen on {}: {e}", config.listen)
-            })?;
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            state: Mutex::new(MetadataState {
-                role_name: config.role_name,
-                mode: config.mode,
-                lifetime: config.lifetime,
-                sink: config.sink,
-                tokens: HashMap::new(),
-                calls: Vec::new(),
-                minted: Vec::new(),
-            }),
-        });
+        let shared = Arc::new(Shared::new(MetadataState {
+            role_name: config.role_name,
+            mode: config.mode,
+            lifetime: config.lifetime,
+            sink: config.sink,
+            tokens: HashMap::new(),
+            calls: Vec::new(),
+            minted: Vec::new(),
+        }));
         let app = Router::new()
             .route("/latest/api/token", put(token))
             .route("/latest/meta-data/ram/security-credentials/", get(listing))
@@ -130,43 +111,27 @@ impl MetadataSimulator {
             )
             .fallback(not_found)
             .with_state(shared.clone());
-        let stop = CancellationToken::new();
-        let shutdown = stop.clone();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "metadata-simulator stopped");
-            }
-        });
-        Ok(MetadataSimulatorHandle {
-            addr,
-            shared,
-            stop,
-            task: Some(task),
-        })
+        let served = Served::start("metadata-simulator", config.listen, app).await?;
+        Ok(MetadataSimulatorHandle { served, shared })
     }
 }
 
 /// Controls a running metadata simulator. Dropping it stops the simulator.
 #[derive(Debug)]
 pub struct MetadataSimulatorHandle {
-    addr: SocketAddr,
+    served: Served,
     shared: Arc<Shared>,
-    stop: CancellationToken,
-    task: Option<JoinHandle<()>>,
 }
 
 impl MetadataSimulatorHandle {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.served.addr()
     }
 
     /// `http://ADDR`, the base URL to use instead of `http://100.100.100.200`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        self.served.endpoint()
     }
 
     /// Changes the behaviour.
@@ -185,17 +150,8 @@ impl MetadataSimulatorHandle {
     }
 
     /// Stops serving and waits for the listener to close.
-    pub async fn shutdown(mut self) {
-        self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for MetadataSimulatorHandle {
-    fn drop(&mut self) {
-        self.stop.cancel();
+    pub async fn shutdown(self) {
+        self.served.shutdown().await;
     }
 }
 

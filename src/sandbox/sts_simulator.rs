@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -20,9 +20,8 @@ use jiff::Timestamp;
 use rand::Rng as _;
 use rand::distr::Alphanumeric;
 use sha2::Digest as _;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
+use super::serve::{Served, SharedState};
 use crate::credentials::AccessKey;
 
 /// `HostId` in error bodies.
@@ -179,17 +178,7 @@ struct StsState {
     minted: Vec<AccessKey>,
 }
 
-#[derive(Debug)]
-struct Shared {
-    state: Mutex<StsState>,
-}
-
-impl Shared {
-    fn state(&self) -> MutexGuard<'_, StsState> {
-        // NB: every mutation is a single step, so a poisoned lock is still consistent.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+type Shared = SharedState<StsState>;
 
 /// The simulator, started with [`StsSimulator::start`].
 #[derive(Debug)]
@@ -198,65 +187,41 @@ pub struct StsSimulator;
 impl StsSimulator {
     /// Binds `config.listen` and serves until the handle is shut down or dropped.
     pub async fn start(config: StsSimulatorConfig) -> anyhow::Result<StsSimulatorHandle> {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("sts-simulator cannot listen on {}: {e}", config.listen)
-            })?;
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            state: Mutex::new(StsState {
-                expected_token: config.expected_token.map(|t| t.trim().to_owned()),
-                role_arn: config.role_arn,
-                oidc_provider_arn: config.oidc_provider_arn,
-                lifetime: config.lifetime,
-                sink: config.sink,
-                faults: VecDeque::new(),
-                persistent_fault: None,
-                calls: Vec::new(),
-                minted: Vec::new(),
-            }),
-        });
-        let stop = CancellationToken::new();
+        let shared = Arc::new(Shared::new(StsState {
+            expected_token: config.expected_token.map(|t| t.trim().to_owned()),
+            role_arn: config.role_arn,
+            oidc_provider_arn: config.oidc_provider_arn,
+            lifetime: config.lifetime,
+            sink: config.sink,
+            faults: VecDeque::new(),
+            persistent_fault: None,
+            calls: Vec::new(),
+            minted: Vec::new(),
+        }));
         let app = Router::new()
             .route("/", any(api))
             .with_state(shared.clone());
-        let shutdown = stop.clone();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "sts-simulator stopped");
-            }
-        });
-        Ok(StsSimulatorHandle {
-            addr,
-            shared,
-            stop,
-            task: Some(task),
-        })
+        let served = Served::start("sts-simulator", config.listen, app).await?;
+        Ok(StsSimulatorHandle { served, shared })
     }
 }
 
 /// Controls a running STS simulator. Dropping it stops the simulator.
 #[derive(Debug)]
 pub struct StsSimulatorHandle {
-    addr: SocketAddr,
+    served: Served,
     shared: Arc<Shared>,
-    stop: CancellationToken,
-    task: Option<JoinHandle<()>>,
 }
 
 impl StsSimulatorHandle {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.served.addr()
     }
 
     /// `http://ADDR`, for `ALIBABA_CLOUD_STS_ENDPOINT`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        self.served.endpoint()
     }
 
     /// Accepts only this token from now on (a rotated token file).
@@ -295,17 +260,8 @@ impl StsSimulatorHandle {
     }
 
     /// Stops serving and waits for the listener to close.
-    pub async fn shutdown(mut self) {
-        self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for StsSimulatorHandle {
-    fn drop(&mut self) {
-        self.stop.cancel();
+    pub async fn shutdown(self) {
+        self.served.shutdown().await;
     }
 }
 
