@@ -91,10 +91,12 @@ async fn run_peer(
     let mut cmd = Command::new(python);
     match peer {
         Peer::TeaEcsClient => {
-            cmd.arg(root().join("tests/peer/tea_ecs_client.py"));
+            cmd.arg(root().join("tests/peer/tea_ecs_client.py"))
+                .args(["--signature", "v1"]);
         }
         Peer::TeaEcsClientV3 => {
-            cmd.arg(root().join("tests/peer/tea_ecs_client_v3.py"));
+            cmd.arg(root().join("tests/peer/tea_ecs_client.py"))
+                .args(["--signature", "v3"]);
         }
         Peer::CoreAcsClient(method) => {
             cmd.arg(root().join("tests/peer/core_acs_client.py"))
@@ -186,6 +188,17 @@ async fn cancel_scenario(peer: Peer) {
             Some(access_key.id.as_str())
         );
         assert_eq!(record.signature_valid, Some(true));
+        // The signature version the peer was asked for (one script serves both tea variants).
+        let method = if matches!(peer, Peer::TeaEcsClientV3) {
+            "ACS3-HMAC-SHA256"
+        } else {
+            "HMAC-SHA1"
+        };
+        assert_eq!(
+            record.signature_method.as_deref(),
+            Some(method),
+            "{peer:?} {key:?}"
+        );
 
         let second = run_peer(
             python.clone(),

@@ -13,7 +13,7 @@ import peer_common
 
 
 def main():
-    args = peer_common.parse_args(__doc__, methods=["GET", "POST"])
+    args = peer_common.parse_args(__doc__, method=["GET", "POST"])
     key_id, secret, token = peer_common.credentials()
     if token:
         credential = StsTokenCredential(key_id, secret, token)

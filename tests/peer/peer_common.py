@@ -18,13 +18,15 @@ import sys
 from urllib.parse import urlsplit
 
 
-def parse_args(description, methods=None):
+def parse_args(description, **choices):
+    """--endpoint, --region-id, --image-id, and one required --NAME per keyword
+    NAME=[allowed values] (method=["GET", "POST"] adds --method)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--endpoint", required=True, help="http://127.0.0.1:PORT of the simulator")
     parser.add_argument("--region-id", required=True)
     parser.add_argument("--image-id", required=True)
-    if methods:
-        parser.add_argument("--method", choices=methods, required=True)
+    for name, allowed in choices.items():
+        parser.add_argument(f"--{name}", choices=allowed, required=True)
     args = parser.parse_args()
     url = urlsplit(args.endpoint)
     if url.scheme != "http" or not url.hostname or not url.port:
