@@ -253,6 +253,22 @@ impl Harness {
     }
 }
 
+/// The simulator knowing [`key`], with [`IMAGE`] a copy in progress.
+fn copying() -> SimulatorConfig {
+    SimulatorConfig::new([key()]).with_image(IMAGE, ImageState::Copying)
+}
+
+/// [`IMAGE`]'s next CancelCopyImage answers after 2 seconds.
+fn slow_once() -> FaultSpec {
+    FaultSpec::new(
+        FaultTarget::Image(IMAGE.into()),
+        FaultKind::Latency {
+            delay: Duration::from_secs(2),
+        },
+        FaultCount::Times(1),
+    )
+}
+
 fn fast() -> Backoff {
     Backoff::new(Duration::from_millis(10), Duration::from_millis(50)).unwrap()
 }
@@ -273,11 +289,7 @@ fn finished(s: &CopyImageCancellationStatus) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancels_once_and_reports_ready() {
-    let h = Harness::start(
-        SimulatorConfig::new([key()]).with_image(IMAGE, ImageState::Copying),
-        fast(),
-    )
-    .await;
+    let h = Harness::start(copying(), fast()).await;
     h.create_secret().await;
     h.create("stop-copy", 6).await;
     let s = h.wait_for("stop-copy", "Succeeded", finished).await;
@@ -352,11 +364,7 @@ async fn cancels_once_and_reports_ready() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waits_for_credentials_then_proceeds_when_the_secret_appears() {
-    let h = Harness::start(
-        SimulatorConfig::new([key()]).with_image(IMAGE, ImageState::Copying),
-        fast(),
-    )
-    .await;
+    let h = Harness::start(copying(), fast()).await;
     h.create("stop-copy", 6).await;
     let s = h
         .wait_for("stop-copy", "AwaitingCredentials", |s| {
@@ -390,13 +398,7 @@ async fn retries_transient_failures_then_succeeds() {
         FaultKind::InternalError,
         FaultCount::Times(2),
     );
-    let h = Harness::start(
-        SimulatorConfig::new([key()])
-            .with_image(IMAGE, ImageState::Copying)
-            .with_fault(fault),
-        fast(),
-    )
-    .await;
+    let h = Harness::start(copying().with_fault(fault), fast()).await;
     h.create_secret().await;
     h.create("stop-copy", 6).await;
     let s = h.wait_for("stop-copy", "Succeeded", finished).await;
@@ -447,20 +449,7 @@ async fn a_terminal_error_fails_after_exactly_one_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_status_write_is_retried_without_sending_again() {
-    let slow = FaultSpec::new(
-        FaultTarget::Image(IMAGE.into()),
-        FaultKind::Latency {
-            delay: Duration::from_secs(2),
-        },
-        FaultCount::Times(1),
-    );
-    let h = Harness::start(
-        SimulatorConfig::new([key()])
-            .with_image(IMAGE, ImageState::Copying)
-            .with_fault(slow),
-        fast(),
-    )
-    .await;
+    let h = Harness::start(copying().with_fault(slow_once()), fast()).await;
     h.create_secret().await;
     h.create("stop-copy", 6).await;
     // The attempt is recorded (write-ahead) and now in flight.
@@ -483,11 +472,7 @@ async fn a_failed_status_write_is_retried_without_sending_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflicting_status_write_sends_nothing_and_looks_again() {
-    let h = Harness::start(
-        SimulatorConfig::new([key()]).with_image(IMAGE, ImageState::Copying),
-        fast(),
-    )
-    .await;
+    let h = Harness::start(copying(), fast()).await;
     h.create_secret().await;
     h.api.inject_fault(
         Fault::conflict(3)
@@ -504,20 +489,7 @@ async fn a_conflicting_status_write_sends_nothing_and_looks_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_the_request_in_flight_finish_and_be_recorded() {
-    let slow = FaultSpec::new(
-        FaultTarget::Image(IMAGE.into()),
-        FaultKind::Latency {
-            delay: Duration::from_secs(2),
-        },
-        FaultCount::Times(1),
-    );
-    let mut h = Harness::start(
-        SimulatorConfig::new([key()])
-            .with_image(IMAGE, ImageState::Copying)
-            .with_fault(slow),
-        fast(),
-    )
-    .await;
+    let mut h = Harness::start(copying().with_fault(slow_once()), fast()).await;
     h.create_secret().await;
     h.create("stop-copy", 6).await;
     h.wait_for("stop-copy", "the write-ahead", |s| {
@@ -547,9 +519,7 @@ async fn a_resource_deleted_mid_retry_is_let_go() {
         FaultCount::Always,
     );
     let h = Harness::start(
-        SimulatorConfig::new([key()])
-            .with_image(IMAGE, ImageState::Copying)
-            .with_fault(failing),
+        copying().with_fault(failing),
         Backoff::new(Duration::from_millis(100), Duration::from_millis(200)).unwrap(),
     )
     .await;
@@ -595,7 +565,7 @@ async fn only_the_watched_namespace_is_handled() {
         ..WatchOptions::default()
     };
     let h = Harness::start_with(
-        SimulatorConfig::new([key()]).with_image(IMAGE, ImageState::Copying),
+        copying(),
         fast(),
         OperatorCredentials::fixed(key()),
         options,
@@ -672,25 +642,9 @@ async fn only_the_watched_namespace_is_handled() {
     );
 }
 
-fn slow_once() -> FaultSpec {
-    FaultSpec::new(
-        FaultTarget::Image(IMAGE.into()),
-        FaultKind::Latency {
-            delay: Duration::from_secs(2),
-        },
-        FaultCount::Times(1),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_metadata_change_during_the_request_does_not_lose_the_outcome() {
-    let h = Harness::start(
-        SimulatorConfig::new([key()])
-            .with_image(IMAGE, ImageState::Copying)
-            .with_fault(slow_once()),
-        fast(),
-    )
-    .await;
+    let h = Harness::start(copying().with_fault(slow_once()), fast()).await;
     h.create_secret().await;
     h.create("stop-copy", 6).await;
     h.wait_for("stop-copy", "the write-ahead", |s| {
@@ -708,13 +662,7 @@ async fn a_metadata_change_during_the_request_does_not_lose_the_outcome() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resource_recreated_under_the_same_name_never_inherits_an_outcome() {
-    let h = Harness::start(
-        SimulatorConfig::new([key()])
-            .with_image(IMAGE, ImageState::Copying)
-            .with_fault(slow_once()),
-        fast(),
-    )
-    .await;
+    let h = Harness::start(copying().with_fault(slow_once()), fast()).await;
     h.create_secret().await;
     h.create("stop-copy", 6).await;
     let first = h
@@ -750,8 +698,7 @@ async fn http_status(addr: &str, path: &str) -> Option<u16> {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_run_subcommand_serves_probes_cancels_and_stops_on_sigterm() {
-    let h =
-        Harness::idle(SimulatorConfig::new([key()]).with_image(IMAGE, ImageState::Copying)).await;
+    let h = Harness::idle(copying()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut command = h.run_command(dir.path());
     command.args(["--admin-addr", "127.0.0.1:0"]).args([
@@ -816,7 +763,7 @@ async fn without_secret_access_resources_naming_a_secret_wait_and_say_why() {
         ..WatchOptions::default()
     };
     let h = Harness::start_with(
-        SimulatorConfig::new([key()]).with_image(IMAGE, ImageState::Copying),
+        copying(),
         fast(),
         OperatorCredentials::fixed(key()),
         options,
@@ -862,8 +809,7 @@ async fn without_secret_access_resources_naming_a_secret_wait_and_say_why() {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_run_subcommand_signs_with_v3_when_asked() {
-    let h =
-        Harness::idle(SimulatorConfig::new([key()]).with_image(IMAGE, ImageState::Copying)).await;
+    let h = Harness::idle(copying()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut child = h
         .run_command(dir.path())
