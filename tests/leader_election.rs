@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::process::Stdio;
-
-use common::{Env, OPERATOR_KEY_ID, OPERATOR_KEY_SECRET, OPERATOR_TOKEN, PATIENCE, cic, phase};
+use common::{Env, PATIENCE, cic, phase};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 
@@ -23,34 +21,6 @@ const ELECTION_ARGS: [&str; 7] = [
     "--leader-renew-grace",
     "1s",
 ];
-
-/// The second replica (the harness runs the first), identity `replica-b`.
-fn spawn_replica_b(env: &Env) -> tokio::process::Child {
-    let log = std::fs::File::create(env.dir().join("replica-b.log")).expect("create the log");
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_copyimage-canceller"))
-        .arg("run")
-        .args(["--ecs-endpoint", &env.sim.endpoint()])
-        .args(["--retry-base-delay", "50ms", "--retry-max-delay", "200ms"])
-        .args(["--log-level", "debug"])
-        .args(ELECTION_ARGS)
-        .env("KUBECONFIG", env.dir().join("kubeconfig"))
-        .env("POD_NAME", REPLICA_B)
-        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", OPERATOR_KEY_ID)
-        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", OPERATOR_KEY_SECRET)
-        .env("ALIBABA_CLOUD_SECURITY_TOKEN", OPERATOR_TOKEN)
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn replica b")
-}
-
-fn replica_b_log(env: &Env) -> String {
-    std::fs::read_to_string(env.dir().join("replica-b.log")).unwrap_or_default()
-}
 
 async fn holder(env: &Env) -> Option<String> {
     let leases: Api<Lease> = Api::namespaced(env.client.clone(), LEASE_NS);
@@ -73,7 +43,7 @@ async fn wait_holder(env: &Env, what: &str, ok: impl Fn(Option<&str>) -> bool) -
         if tokio::time::Instant::now() > deadline {
             env.fail(&format!(
                 "Lease holder not {what} after {PATIENCE:?} (now {h:?}); replica b log:\n{}",
-                replica_b_log(env)
+                env.replica_log(REPLICA_B)
             ));
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -105,7 +75,8 @@ async fn cancel_batch(env: &Env, prefix: &str, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_lease_holder_sends_and_the_follower_takes_over() {
     let mut env = Env::sandbox_with_args(&ELECTION_ARGS).await;
-    let mut b = spawn_replica_b(&env);
+    // The second replica (the harness runs the first).
+    let mut b = env.spawn_replica(REPLICA_B, &ELECTION_ARGS);
     let first = wait_holder(&env, "set", |h| h.is_some()).await.unwrap();
 
     cancel_batch(&env, "before", 6).await;

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -123,29 +122,9 @@ async fn metrics_count_requests_by_code_retries_phases_and_leadership() {
     wait_metrics(&env, &admin, &phases(1, 0, 2, 1)).await;
 
     // A follower: no controllers, so leader 0 and nothing counted.
-    let follower_log = env.dir().join("follower.log");
-    let mut follower = tokio::process::Command::new(env!("CARGO_BIN_EXE_copyimage-canceller"))
-        .arg("run")
-        .args(["--ecs-endpoint", &env.sim.endpoint()])
-        .args(["--admin-addr", "127.0.0.1:0"])
-        .args(ELECTION_ARGS)
-        .env("KUBECONFIG", env.dir().join("kubeconfig"))
-        .env("POD_NAME", "follower")
-        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", OPERATOR_KEY_ID)
-        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", OPERATOR_KEY_SECRET)
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&follower_log).unwrap()))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn the follower");
+    let mut follower = env.spawn_replica("follower", &args);
     let follower_admin = env
-        .wait_admin_addr(
-            || std::fs::read_to_string(&follower_log).unwrap_or_default(),
-            "",
-        )
+        .wait_admin_addr(|| env.replica_log("follower"), "")
         .await;
     let mut want = vec!["copyimage_canceller_leader 0".to_string()];
     want.extend(phases(0, 0, 0, 0));

@@ -250,13 +250,39 @@ impl Env {
             "the controller is already running"
         );
         self.starts += 1;
-        let log_path = self.log_path(self.starts);
-        let log = std::fs::File::create(&log_path).expect("create the controller log");
+        let cmd = self.controller_command(&self.extra_args, &self.log_path(self.starts));
+        self.controller = Some(spawn(cmd));
+    }
+
+    /// Spawns another `run` against the same API and simulator (a second replica),
+    /// started like [`Env::start_controller`]'s but named `pod_name` (`POD_NAME`)
+    /// and with `args` instead of the scenario's extra flags; its stderr goes to
+    /// [`Env::replica_log`].
+    pub fn spawn_replica(&self, pod_name: &str, args: &[&str]) -> tokio::process::Child {
+        let log = self.dir.path().join(format!("{pod_name}.log"));
+        let mut cmd = self.controller_command(args, &log);
+        cmd.env("POD_NAME", pod_name);
+        spawn(cmd)
+    }
+
+    /// Everything replica `pod_name` ([`Env::spawn_replica`]) wrote on stderr so far.
+    pub fn replica_log(&self, pod_name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{pod_name}.log"))).unwrap_or_default()
+    }
+
+    /// `run` with the operator's keys, `--ecs-endpoint` the simulator, the base
+    /// flags then `args`, stderr to a new file at `log`.
+    fn controller_command(
+        &self,
+        args: &[impl AsRef<std::ffi::OsStr>],
+        log: &Path,
+    ) -> tokio::process::Command {
+        let log = std::fs::File::create(log).expect("create the controller log");
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_copyimage-canceller"));
         cmd.arg("run")
             .args(["--ecs-endpoint", &self.sim.endpoint()])
             .args(&self.base_args)
-            .args(&self.extra_args)
+            .args(args)
             .env("ALIBABA_CLOUD_ACCESS_KEY_ID", OPERATOR_KEY_ID)
             .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", OPERATOR_KEY_SECRET)
             .env("ALIBABA_CLOUD_SECURITY_TOKEN", OPERATOR_TOKEN)
@@ -269,7 +295,7 @@ impl Env {
         if let Some(kubeconfig) = &self.kubeconfig {
             cmd.env("KUBECONFIG", kubeconfig);
         }
-        self.controller = Some(cmd.spawn().expect("spawn copyimage-canceller run"));
+        cmd
     }
 
     /// Kills the controller with SIGKILL (no chance to record anything) and waits for it to die.
@@ -618,6 +644,10 @@ impl Env {
             }
         }
     }
+}
+
+fn spawn(mut cmd: tokio::process::Command) -> tokio::process::Child {
+    cmd.spawn().expect("spawn copyimage-canceller run")
 }
 
 /// `User-Agent` of the test's own requests, so that request counts can leave them out.
