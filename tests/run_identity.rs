@@ -7,16 +7,17 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{FollowedRun, within};
+use common::{FollowedRun, cic, cic_with_secret, within};
 use copyimage_canceller::identity::chain::{
     ENV_OIDC_PROVIDER_ARN, ENV_OIDC_TOKEN_FILE, ENV_ROLE_ARN, ENV_STS_ENDPOINT,
 };
-use copyimage_canceller::resource::{CopyImageCancellation, CopyImageCancellationSpec, Phase};
+use copyimage_canceller::resource::{CopyImageCancellation, CopyImageCancellationStatus, Phase};
 use copyimage_canceller::sandbox::ecs_simulator::{EcsSimulator, ImageState, SimulatorConfig};
-use copyimage_canceller::sandbox::kube_api::KubeApi;
+use copyimage_canceller::sandbox::kube_api::{KubeApi, KubeApiHandle};
 use copyimage_canceller::sandbox::sts_simulator::{
     KeySink, StsFault, StsSimulator, StsSimulatorConfig,
 };
+use k8s_openapi::api::events::v1::Event;
 use kube::CustomResourceExt;
 use kube::api::{Api, PostParams};
 
@@ -50,7 +51,7 @@ fn run_command(
 /// `sts_endpoint`) and JSON logs, followed until its admin server is up; the
 /// directory holds its kubeconfig and token file.
 async fn start_rrsa_run(
-    api: &copyimage_canceller::sandbox::kube_api::KubeApiHandle,
+    api: &KubeApiHandle,
     ecs_endpoint: &str,
     sts_endpoint: String,
     extra: &[&str],
@@ -81,6 +82,47 @@ async fn start_rrsa_run(
     args.extend_from_slice(extra);
     let run = FollowedRun::spawn(run_command(&kubeconfig, &args, &vars)).await;
     (run, dir)
+}
+
+/// Resource `name` in [`NS`] cancelling `image`, with the keys in Secret `secret`
+/// when given (the operator's otherwise).
+fn resource(name: &str, image: &str, secret: Option<&str>) -> CopyImageCancellation {
+    let mut cic = match secret {
+        Some(secret) => cic_with_secret(name, image, secret),
+        None => cic(name, image),
+    };
+    cic.metadata.namespace = Some(NS.into());
+    cic
+}
+
+/// The Events in [`NS`] about the object named `name`.
+async fn events_about(api: &KubeApiHandle, name: &str) -> Vec<Event> {
+    Api::<Event>::namespaced(api.client().unwrap(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect()
+}
+
+/// Waits until `name` has succeeded; its status.
+async fn wait_succeeded(
+    cics: &Api<CopyImageCancellation>,
+    name: &str,
+) -> CopyImageCancellationStatus {
+    within(async {
+        loop {
+            if let Some(s) = cics.get(name).await.unwrap().status
+                && s.phase == Some(Phase::Succeeded)
+            {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
 }
 
 #[cfg(unix)]
@@ -116,29 +158,10 @@ async fn run_with_rrsa_cancels_a_resource_without_a_secret_using_the_sts_key() {
 
     let client = api.client().unwrap();
     let cics: Api<CopyImageCancellation> = Api::namespaced(client, NS);
-    let mut cic = CopyImageCancellation::new(
-        "via-rrsa",
-        CopyImageCancellationSpec {
-            region_id: "cn-hangzhou".into(),
-            image_id: IMAGE.into(),
-            credentials_secret_ref: None,
-            backoff_limit: 6,
-            active_deadline_seconds: None,
-        },
-    );
-    cic.metadata.namespace = Some(NS.into());
-    cics.create(&PostParams::default(), &cic).await.unwrap();
-    let status = within(async {
-        loop {
-            if let Some(s) = cics.get("via-rrsa").await.unwrap().status
-                && s.phase == Some(Phase::Succeeded)
-            {
-                break s;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    cics.create(&PostParams::default(), &resource("via-rrsa", IMAGE, None))
+        .await
+        .unwrap();
+    let status = wait_succeeded(&cics, "via-rrsa").await;
     assert_eq!(status.attempts, 1);
     assert_eq!(ecs.image(IMAGE), None, "the copy was cancelled");
 
@@ -202,7 +225,6 @@ async fn a_failing_sts_blocks_only_resources_without_a_secret() {
     use copyimage_canceller::credentials::AccessKey;
     use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::Secret;
-    use k8s_openapi::api::events::v1::Event;
     use std::collections::BTreeMap;
 
     const OWN_IMAGE: &str = "m-bp1ownsecret001";
@@ -257,34 +279,11 @@ async fn a_failing_sts_blocks_only_resources_without_a_secret() {
         ("own-secret", OWN_IMAGE, Some("team-keys")),
         ("no-secret", IMAGE, None),
     ] {
-        let mut cic = CopyImageCancellation::new(
-            name,
-            CopyImageCancellationSpec {
-                region_id: "cn-hangzhou".into(),
-                image_id: image.into(),
-                credentials_secret_ref: secret.map(|name| {
-                    copyimage_canceller::resource::CredentialsSecretRef { name: name.into() }
-                }),
-                backoff_limit: 6,
-                active_deadline_seconds: None,
-            },
-        );
-        cic.metadata.namespace = Some(NS.into());
-        cics.create(&PostParams::default(), &cic).await.unwrap();
-    }
-    within(async {
-        while cics
-            .get("own-secret")
+        cics.create(&PostParams::default(), &resource(name, image, secret))
             .await
-            .unwrap()
-            .status
-            .and_then(|s| s.phase)
-            != Some(Phase::Succeeded)
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+            .unwrap();
+    }
+    wait_succeeded(&cics, "own-secret").await;
     let waiting =
         within(async {
             loop {
@@ -316,14 +315,7 @@ async fn a_failing_sts_blocks_only_resources_without_a_secret() {
         }
     })
     .await;
-    let events: Vec<Event> = Api::<Event>::namespaced(api.client().unwrap(), NS)
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("no-secret"))
-        .collect();
+    let events = events_about(&api, "no-secret").await;
     let warnings: Vec<&Event> = events
         .iter()
         .filter(|e| e.reason.as_deref() == Some("AwaitingCredentials"))
@@ -348,14 +340,7 @@ async fn a_failing_sts_blocks_only_resources_without_a_secret() {
         assert!(!note.contains(secret), "a secret reached the Event: {note}");
     }
     // The resource with its own Secret never waited.
-    let own: Vec<Event> = Api::<Event>::namespaced(api.client().unwrap(), NS)
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("own-secret"))
-        .collect();
+    let own = events_about(&api, "own-secret").await;
     assert!(
         own.iter()
             .all(|e| e.reason.as_deref() != Some("AwaitingCredentials")),
@@ -433,19 +418,7 @@ async fn a_failing_sts_blocks_only_resources_without_a_secret() {
     sts.set_persistent_fault(None);
     let recovered = pod_event("CredentialsRecovered").await;
     assert_eq!(recovered.type_.as_deref(), Some("Normal"));
-    within(async {
-        while cics
-            .get("no-secret")
-            .await
-            .unwrap()
-            .status
-            .and_then(|s| s.phase)
-            != Some(Phase::Succeeded)
-        {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    wait_succeeded(&cics, "no-secret").await;
     assert_eq!(ecs.image(IMAGE), None, "cancelled with the STS key");
     let failures: Vec<Event> = events
         .list(&Default::default())
