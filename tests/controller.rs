@@ -26,7 +26,6 @@ use copyimage_canceller::sandbox::ecs_simulator::{
     SimulatorHandle,
 };
 use copyimage_canceller::sandbox::kube_api::{Fault, KubeApi, KubeApiHandle, Verb};
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -129,24 +128,7 @@ impl Harness {
     }
 
     async fn create_secret(&self) {
-        let secret = Secret {
-            metadata: kube::api::ObjectMeta {
-                name: Some("alibaba-credentials".into()),
-                namespace: Some(NS.into()),
-                ..Default::default()
-            },
-            data: Some(BTreeMap::from([
-                (
-                    "accessKeyId".to_string(),
-                    ByteString(KEY_ID.as_bytes().to_vec()),
-                ),
-                (
-                    "accessKeySecret".to_string(),
-                    ByteString(KEY_SECRET.as_bytes().to_vec()),
-                ),
-            ])),
-            ..Default::default()
-        };
+        let secret = common::key_secret("alibaba-credentials", NS, &key());
         Api::<Secret>::namespaced(self.client.clone(), NS)
             .create(&PostParams::default(), &secret)
             .await

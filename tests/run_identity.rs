@@ -223,19 +223,18 @@ async fn run_with_rrsa_cancels_a_resource_without_a_secret_using_the_sts_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_sts_blocks_only_resources_without_a_secret() {
     use copyimage_canceller::credentials::AccessKey;
-    use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::Secret;
-    use std::collections::BTreeMap;
 
     const OWN_IMAGE: &str = "m-bp1ownsecret001";
     const TEAM_ID: &str = "LTAI5tTeamKeyId";
     const TEAM_SECRET: &str = "team-secret-never-shown";
+    let team = AccessKey::new(TEAM_ID, TEAM_SECRET, None);
     let api = KubeApi::start(vec![CopyImageCancellation::crd()])
         .await
         .unwrap();
     let ecs = Arc::new(
         EcsSimulator::start(
-            SimulatorConfig::new([AccessKey::new(TEAM_ID, TEAM_SECRET, None)])
+            SimulatorConfig::new([team.clone()])
                 .with_image(IMAGE, ImageState::Copying)
                 .with_image(OWN_IMAGE, ImageState::Copying),
         )
@@ -252,24 +251,7 @@ async fn a_failing_sts_blocks_only_resources_without_a_secret() {
     let (run, _dir) = start_rrsa_run(&api, &ecs.endpoint(), sts.endpoint(), &[]).await;
 
     let client = api.client().unwrap();
-    let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some("team-keys".into()),
-            namespace: Some(NS.into()),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([
-            (
-                "accessKeyId".to_string(),
-                ByteString(TEAM_ID.as_bytes().to_vec()),
-            ),
-            (
-                "accessKeySecret".to_string(),
-                ByteString(TEAM_SECRET.as_bytes().to_vec()),
-            ),
-        ])),
-        ..Default::default()
-    };
+    let secret = common::key_secret("team-keys", NS, &team);
     Api::<Secret>::namespaced(client.clone(), NS)
         .create(&PostParams::default(), &secret)
         .await

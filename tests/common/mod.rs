@@ -401,33 +401,13 @@ impl Env {
 
     /// Creates or replaces Secret `name` holding `key` in the test namespace.
     pub async fn put_secret(&self, name: &str, key: &AccessKey) {
-        let mut data = serde_json::json!({
-            "accessKeyId": key.id,
-            "accessKeySecret": key.secret(),
-        });
-        if let Some(token) = key.security_token() {
-            data["securityToken"] = token.into();
-        }
-        let secret = serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": name, "namespace": self.namespace},
-            "type": "Opaque",
-            "stringData": data,
-        });
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
         let exists = secrets
             .get_opt(name)
             .await
             .expect("look the Secret up")
             .is_some();
-        let mut secret: Secret = serde_json::from_value(secret).expect("a Secret");
-        // NB: the sandbox may not turn stringData into data; send data directly.
-        secret.data = secret.string_data.take().map(|m| {
-            m.into_iter()
-                .map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes())))
-                .collect()
-        });
+        let secret = key_secret(name, &self.namespace, key);
         if exists {
             secrets
                 .replace(name, &PostParams::default(), &secret)
@@ -703,6 +683,33 @@ async fn install_crd(client: &kube::Client) {
             "the CRD is not Established"
         );
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Secret `name` in `namespace` holding `key` the way resources reference keys
+/// (`accessKeyId`, `accessKeySecret`, and `securityToken` for an STS key).
+pub fn key_secret(name: &str, namespace: &str, key: &AccessKey) -> Secret {
+    let mut data = std::collections::BTreeMap::from([
+        ("accessKeyId".to_string(), key.id.clone()),
+        ("accessKeySecret".to_string(), key.secret().to_string()),
+    ]);
+    if let Some(token) = key.security_token() {
+        data.insert("securityToken".to_string(), token.to_string());
+    }
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        // NB: data, not stringData: the sandbox may not turn stringData into data.
+        data: Some(
+            data.into_iter()
+                .map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes())))
+                .collect(),
+        ),
+        ..Default::default()
     }
 }
 
