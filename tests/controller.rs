@@ -108,6 +108,21 @@ impl Harness {
         h
     }
 
+    /// [`Harness::start`] with [`IMAGE`]'s first answer 2 seconds late ([`slow_once`]), the
+    /// Secret and resource `stop-copy` created, once its attempt is recorded
+    /// (write-ahead) and in flight; that status.
+    async fn with_request_in_flight() -> (Self, CopyImageCancellationStatus) {
+        let h = Self::start(copying().with_fault(slow_once()), fast()).await;
+        h.create_secret().await;
+        h.create("stop-copy", 6).await;
+        let status = h
+            .wait_for("stop-copy", "the write-ahead", |s| {
+                s.attempts == 1 && s.phase == Some(Phase::Running)
+            })
+            .await;
+        (h, status)
+    }
+
     /// The real binary's `run` against this API (its kubeconfig written into `dir`)
     /// and the simulator, with no operator credentials in its environment.
     fn run_command(&self, dir: &std::path::Path) -> tokio::process::Command {
@@ -431,14 +446,7 @@ async fn a_terminal_error_fails_after_exactly_one_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_status_write_is_retried_without_sending_again() {
-    let h = Harness::start(copying().with_fault(slow_once()), fast()).await;
-    h.create_secret().await;
-    h.create("stop-copy", 6).await;
-    // The attempt is recorded (write-ahead) and now in flight.
-    h.wait_for("stop-copy", "the write-ahead", |s| {
-        s.attempts == 1 && s.phase == Some(Phase::Running)
-    })
-    .await;
+    let (h, _) = Harness::with_request_in_flight().await;
     h.api.inject_fault(
         Fault::internal_error(2)
             .verb(Verb::Patch)
@@ -471,13 +479,7 @@ async fn a_conflicting_status_write_sends_nothing_and_looks_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_the_request_in_flight_finish_and_be_recorded() {
-    let mut h = Harness::start(copying().with_fault(slow_once()), fast()).await;
-    h.create_secret().await;
-    h.create("stop-copy", 6).await;
-    h.wait_for("stop-copy", "the write-ahead", |s| {
-        s.attempts == 1 && s.phase == Some(Phase::Running)
-    })
-    .await;
+    let (mut h, _) = Harness::with_request_in_flight().await;
     assert_eq!(
         h.status("stop-copy").await.unwrap().attempt_history[0].outcome,
         "Unknown"
@@ -626,13 +628,7 @@ async fn only_the_watched_namespace_is_handled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_metadata_change_during_the_request_does_not_lose_the_outcome() {
-    let h = Harness::start(copying().with_fault(slow_once()), fast()).await;
-    h.create_secret().await;
-    h.create("stop-copy", 6).await;
-    h.wait_for("stop-copy", "the write-ahead", |s| {
-        s.attempts == 1 && s.phase == Some(Phase::Running)
-    })
-    .await;
+    let (h, _) = Harness::with_request_in_flight().await;
     // The resourceVersion moves while the request is in flight.
     h.touch("stop-copy", "mid-flight").await;
     let s = h.wait_for("stop-copy", "Succeeded", finished).await;
@@ -644,14 +640,7 @@ async fn a_metadata_change_during_the_request_does_not_lose_the_outcome() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resource_recreated_under_the_same_name_never_inherits_an_outcome() {
-    let h = Harness::start(copying().with_fault(slow_once()), fast()).await;
-    h.create_secret().await;
-    h.create("stop-copy", 6).await;
-    let first = h
-        .wait_for("stop-copy", "the write-ahead", |s| {
-            s.attempts == 1 && s.phase == Some(Phase::Running)
-        })
-        .await;
+    let (h, first) = Harness::with_request_in_flight().await;
     assert_eq!(first.attempt_history[0].outcome, "Unknown");
     let old_uid = h.cics().get("stop-copy").await.unwrap().uid();
     h.cics()
