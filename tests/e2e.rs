@@ -31,12 +31,7 @@ async fn success_is_recorded_with_the_request_id_after_one_request() {
         Some(OPERATOR_KEY_ID),
         "signed with the operator's key"
     );
-    assert_eq!(
-        phase(&done).as_deref(),
-        Some("Succeeded"),
-        "{}",
-        yaml(&done)
-    );
+    assert_phase(&done, "Succeeded");
     assert_eq!(status.request_id, requests[0].request_id);
     assert_eq!(status.attempts, 1);
     assert_eq!(status.error_code, None);
@@ -153,12 +148,7 @@ async fn two_internal_errors_then_success_takes_three_requests() {
     let requests = env.ecs_requests("m-e2eretry");
     let codes: Vec<&str> = requests.iter().map(|r| r.code.as_str()).collect();
     assert_eq!(codes, ["InternalError", "InternalError", "Success"]);
-    assert_eq!(
-        phase(&done).as_deref(),
-        Some("Succeeded"),
-        "{}",
-        yaml(&done)
-    );
+    assert_phase(&done, "Succeeded");
     assert_eq!(status.attempts, 3);
     assert_eq!(status.failed_attempts, 2);
     assert_eq!(
@@ -201,7 +191,7 @@ async fn internal_error_forever_ends_retries_exhausted_after_backoff_limit_plus_
 
     let done = env.wait_finished("forever").await;
     let status = done.status.clone().unwrap();
-    assert_eq!(phase(&done).as_deref(), Some("Failed"), "{}", yaml(&done));
+    assert_phase(&done, "Failed");
     assert_eq!(
         env.ecs_requests("m-e2eforever").len(),
         3,
@@ -259,7 +249,7 @@ async fn each_terminal_code_fails_at_once_after_exactly_one_request() {
         let requests = env.ecs_requests(image);
         assert_eq!(requests.len(), 1, "{name}: exactly one request");
         assert_eq!(requests[0].code, code);
-        assert_eq!(phase(&done).as_deref(), Some("Failed"), "{}", yaml(&done));
+        assert_phase(&done, "Failed");
         assert_eq!(status.attempts, 1, "{name}");
         assert_eq!(
             status.error_code.as_deref(),
@@ -314,12 +304,7 @@ async fn throttling_is_retried_without_counting_against_backoff_limit() {
 
     let done = env.wait_finished("throttled").await;
     let status = done.status.clone().unwrap();
-    assert_eq!(
-        phase(&done).as_deref(),
-        Some("Succeeded"),
-        "{}",
-        yaml(&done)
-    );
+    assert_phase(&done, "Succeeded");
     assert_eq!(env.ecs_requests("m-e2ethrottled").len(), 3);
     assert_eq!(status.attempts, 3);
     assert_eq!(status.failed_attempts, 0, "throttling is not counted");
@@ -362,12 +347,7 @@ async fn a_missing_secret_holds_the_request_until_it_is_created() {
 
     env.put_secret("team-keys", &team).await;
     let done = env.wait_finished("waiting").await;
-    assert_eq!(
-        phase(&done).as_deref(),
-        Some("Succeeded"),
-        "{}",
-        yaml(&done)
-    );
+    assert_phase(&done, "Succeeded");
     let requests = env.ecs_requests("m-e2ewaiting");
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].access_key_id.as_deref(), Some(team.id.as_str()));
@@ -387,12 +367,7 @@ async fn a_rotated_secret_is_used_without_a_restart() {
     env.create(&cic_with_secret("before", "m-e2ebefore", "team-keys"))
         .await;
     let before = env.wait_finished("before").await;
-    assert_eq!(
-        phase(&before).as_deref(),
-        Some("Succeeded"),
-        "{}",
-        yaml(&before)
-    );
+    assert_phase(&before, "Succeeded");
     assert_eq!(
         env.ecs_requests("m-e2ebefore")[0].access_key_id.as_deref(),
         Some(old.id.as_str())
@@ -408,12 +383,7 @@ async fn a_rotated_secret_is_used_without_a_restart() {
     env.create(&cic_with_secret("after", "m-e2eafter", "team-keys"))
         .await;
     let after = env.wait_finished("after").await;
-    assert_eq!(
-        phase(&after).as_deref(),
-        Some("Succeeded"),
-        "{}",
-        yaml(&after)
-    );
+    assert_phase(&after, "Succeeded");
     let requests = env.ecs_requests("m-e2eafter");
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].access_key_id.as_deref(), Some(new.id.as_str()));
@@ -451,12 +421,7 @@ async fn conflicts_on_status_writes_never_cause_a_second_request() {
     api.inject_fault(status_conflict());
 
     let done = env.wait_finished("conflicted").await;
-    assert_eq!(
-        phase(&done).as_deref(),
-        Some("Succeeded"),
-        "{}",
-        yaml(&done)
-    );
+    assert_phase(&done, "Succeeded");
     let conflicts = api
         .requests()
         .iter()
@@ -518,12 +483,7 @@ async fn sigkill_during_a_request_then_restart_explains_the_unknown_attempt() {
     env.start_controller();
 
     let still = env.wait_finished("still-copying").await;
-    assert_eq!(
-        phase(&still).as_deref(),
-        Some("Succeeded"),
-        "{}",
-        yaml(&still)
-    );
+    assert_phase(&still, "Succeeded");
     assert_eq!(outcomes(&still), ["Unknown", "Succeeded"]);
     assert_eq!(still.status.as_ref().unwrap().attempts, 2);
     assert_eq!(env.ecs_requests("m-e2ekill1").len(), 2);
@@ -538,7 +498,7 @@ async fn sigkill_during_a_request_then_restart_explains_the_unknown_attempt() {
     ] {
         let done = env.wait_finished(name).await;
         let status = done.status.clone().unwrap();
-        assert_eq!(phase(&done).as_deref(), Some("Failed"), "{}", yaml(&done));
+        assert_phase(&done, "Failed");
         assert_eq!(outcomes(&done), ["Unknown", code], "{name}");
         assert_eq!(status.attempts, 2);
         assert_eq!(status.ambiguous_attempts, 1);
@@ -585,12 +545,7 @@ async fn retries_go_on_while_the_watch_cannot_resume() {
     api.drop_watches();
 
     let done = env.wait_finished("retries-without-watch").await;
-    assert_eq!(
-        phase(&done).as_deref(),
-        Some("Succeeded"),
-        "{}",
-        yaml(&done)
-    );
+    assert_phase(&done, "Succeeded");
     assert_eq!(
         outcomes(&done),
         [
@@ -629,12 +584,7 @@ async fn a_failing_start_up_list_is_tried_again_not_fatal() {
     env.start_controller();
 
     let done = env.wait_finished("boots-through-500s").await;
-    assert_eq!(
-        phase(&done).as_deref(),
-        Some("Succeeded"),
-        "{}",
-        yaml(&done)
-    );
+    assert_phase(&done, "Succeeded");
     assert!(env.controller_alive(), "the controller still runs");
     let lists: Vec<u16> = env
         .controller_requests()
@@ -737,12 +687,7 @@ async fn deleting_a_resource_mid_retry_stops_it_cleanly() {
     env.copying("m-e2eafterdelete");
     env.create(&cic("next", "m-e2eafterdelete")).await;
     let next = env.wait_finished("next").await;
-    assert_eq!(
-        phase(&next).as_deref(),
-        Some("Succeeded"),
-        "{}",
-        yaml(&next)
-    );
+    assert_phase(&next, "Succeeded");
     assert!(env.controller_alive());
     let log = env.controller_log();
     let failures: Vec<&str> = log
@@ -946,7 +891,7 @@ async fn endless_throttling_ends_at_the_active_deadline() {
 
     let done = env.wait_finished("deadline").await;
     let status = done.status.clone().unwrap();
-    assert_eq!(phase(&done).as_deref(), Some("Failed"), "{}", yaml(&done));
+    assert_phase(&done, "Failed");
     assert_eq!(
         cond(&done, "Stalled"),
         Some(("True".into(), "DeadlineExceeded".into()))

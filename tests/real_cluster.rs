@@ -39,12 +39,7 @@ async fn outcomes_scenario(env: &mut Env) {
     env.create(&cic("too-late", "m-realcopied")).await;
 
     let success = env.wait_finished("success").await;
-    assert_eq!(
-        phase(&success).as_deref(),
-        Some("Succeeded"),
-        "{}",
-        yaml(&success)
-    );
+    assert_phase(&success, "Succeeded");
     assert_eq!(
         success.status.as_ref().unwrap().request_id,
         env.ecs_requests("m-realsuccess")[0].request_id
@@ -57,12 +52,7 @@ async fn outcomes_scenario(env: &mut Env) {
     env.wait_event("success", "Cancelled").await;
 
     let retried = env.wait_finished("retried").await;
-    assert_eq!(
-        phase(&retried).as_deref(),
-        Some("Succeeded"),
-        "{}",
-        yaml(&retried)
-    );
+    assert_phase(&retried, "Succeeded");
     assert_eq!(retried.status.as_ref().unwrap().attempts, 3);
     assert_eq!(env.ecs_requests("m-realretry").len(), 3);
     assert_eq!(
@@ -71,7 +61,7 @@ async fn outcomes_scenario(env: &mut Env) {
     );
 
     let late = env.wait_finished("too-late").await;
-    assert_eq!(phase(&late).as_deref(), Some("Failed"), "{}", yaml(&late));
+    assert_phase(&late, "Failed");
     assert_eq!(env.ecs_requests("m-realcopied").len(), 1);
     assert_eq!(
         late.status.as_ref().unwrap().error_code.as_deref(),
@@ -100,12 +90,7 @@ async fn missing_secret_scenario(env: &mut Env) {
     assert!(env.ecs_requests("m-realwaiting").is_empty());
     env.put_secret("team-keys", &team).await;
     let done = env.wait_finished("waiting").await;
-    assert_eq!(
-        phase(&done).as_deref(),
-        Some("Succeeded"),
-        "{}",
-        yaml(&done)
-    );
+    assert_phase(&done, "Succeeded");
     let requests = env.ecs_requests("m-realwaiting");
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].access_key_id.as_deref(), Some(team.id.as_str()));
@@ -150,7 +135,7 @@ async fn sigkill_scenario(env: &mut Env) {
     env.sim.remove_image("m-realkill");
     env.start_controller();
     let done = env.wait_finished("killed").await;
-    assert_eq!(phase(&done).as_deref(), Some("Failed"), "{}", yaml(&done));
+    assert_phase(&done, "Failed");
     assert_eq!(outcomes(&done), ["Unknown", "InvalidImageId.NotFound"]);
     assert_eq!(
         cond(&done, "Stalled"),

@@ -8,7 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    Env, OPERATOR_KEY_SECRET, OPERATOR_TOKEN, PATIENCE, cic, http_get, outcomes, phase, yaml,
+    Env, OPERATOR_KEY_SECRET, OPERATOR_TOKEN, PATIENCE, assert_phase, cic, http_get, outcomes,
+    phase, yaml,
 };
 use copyimage_canceller::sandbox::ecs_simulator::{FaultCount, FaultKind};
 use copyimage_canceller::sandbox::kube_api::{Fault, Verb};
@@ -34,12 +35,7 @@ async fn sigterm_lets_a_request_that_answers_within_the_timeout_be_recorded() {
     let exit = env.terminate_controller().await;
     assert!(exit.success(), "{exit:?}\n{}", env.controller_log());
     let done = env.get("drained").await;
-    assert_eq!(
-        phase(&done).as_deref(),
-        Some("Succeeded"),
-        "{}",
-        yaml(&done)
-    );
+    assert_phase(&done, "Succeeded");
     assert_eq!(outcomes(&done), ["Succeeded"]);
     assert_eq!(env.ecs_requests("m-drained").len(), 1);
 }
@@ -82,12 +78,7 @@ async fn sigterm_abandons_a_request_held_past_the_timeout_and_names_it() {
     // The next process sends the attempt again; the copy was still running.
     env.start_controller();
     let done = env.wait_finished("held").await;
-    assert_eq!(
-        phase(&done).as_deref(),
-        Some("Succeeded"),
-        "{}",
-        yaml(&done)
-    );
+    assert_phase(&done, "Succeeded");
     assert_eq!(outcomes(&done), ["Unknown", "Succeeded"]);
     assert_eq!(env.ecs_requests("m-held").len(), 2);
 }
@@ -164,12 +155,7 @@ async fn readyz_is_not_ready_while_the_kubernetes_api_fails_and_recovers_after()
     env.copying("m-afteroutage");
     env.create(&cic("after-outage", "m-afteroutage")).await;
     let done = env.wait_finished("after-outage").await;
-    assert_eq!(
-        phase(&done).as_deref(),
-        Some("Succeeded"),
-        "{}",
-        yaml(&done)
-    );
+    assert_phase(&done, "Succeeded");
     let log = env.controller_log();
     for secret in [OPERATOR_KEY_SECRET, OPERATOR_TOKEN] {
         assert!(!log.contains(secret), "a secret reached the log");

@@ -778,6 +778,12 @@ pub fn yaml(cic: &CopyImageCancellation) -> String {
     serde_yaml_ng::to_string(&cic).unwrap_or_else(|e| format!("(unprintable: {e})"))
 }
 
+/// Asserts that `status.phase` is `want`, showing the resource when it is not.
+#[track_caller]
+pub fn assert_phase(cic: &CopyImageCancellation, want: &str) {
+    assert_eq!(phase(cic).as_deref(), Some(want), "{}", yaml(cic));
+}
+
 /// Asserts the common shape of a finished resource: every condition carries
 /// the current generation, and exactly one of Ready / Stalled is True.
 pub fn assert_final_conditions(cic: &CopyImageCancellation) {
