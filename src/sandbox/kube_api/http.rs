@@ -504,19 +504,16 @@ async fn serve(
         ),
         Verb::Create => {
             let object = parse_object_body(content_type, body)?;
-            Ok(written_response(
-                201,
-                &shared.store().create(ty, &namespace, object, &ctx)?,
-            ))
+            // Bound first so the store's lock is released before the answer is serialized.
+            let created = shared.store().create(ty, &namespace, object, &ctx)?;
+            Ok(written_response(201, &created))
         }
         Verb::Update => {
             let object = parse_object_body(content_type, body)?;
-            Ok(written_response(
-                200,
-                &shared
-                    .store()
-                    .update(ty, &namespace, &name, object, status, &ctx)?,
-            ))
+            let updated = shared
+                .store()
+                .update(ty, &namespace, &name, object, status, &ctx)?;
+            Ok(written_response(200, &updated))
         }
         Verb::Patch => {
             let media = content_type.split(';').next().unwrap_or_default().trim();
@@ -544,11 +541,16 @@ async fn serve(
                 }
                 other => return Err(ApiError::unsupported_media_type(other)),
             };
-            let created = matches!(patch, PatchBody::Apply { .. })
-                && shared.store().get(ty, &namespace, &name).is_err();
-            let object = shared
-                .store()
-                .patch(ty, &namespace, &name, patch, status, &ctx)?;
+            // One lock for both: whether an apply creates, and the patch itself.
+            let (created, object) = {
+                let mut store = shared.store();
+                let created = matches!(patch, PatchBody::Apply { .. })
+                    && !store.contains(ty, &namespace, &name);
+                (
+                    created,
+                    store.patch(ty, &namespace, &name, patch, status, &ctx)?,
+                )
+            };
             Ok(written_response(if created { 201 } else { 200 }, &object))
         }
         Verb::Delete => {
@@ -628,23 +630,24 @@ fn list(
         ),
         None => None,
     };
-    let store = shared.store();
     let after = token
         .as_ref()
         .map(|t| (t.namespace.clone(), t.name.clone()));
-    let mut items = store.list(ty, filter, after.as_ref());
-    let rv = token.as_ref().map_or(store.rv, |t| t.rv);
     let limit = query
         .get("limit")
         .and_then(|l| l.parse::<usize>().ok())
         .filter(|l| *l > 0);
+    // The page is copied out under the lock and rendered after it is released.
+    let (items, remaining, current_rv) = {
+        let store = shared.store();
+        let (items, remaining) = store.list_page(ty, filter, after.as_ref(), limit);
+        (items, remaining, store.rv)
+    };
+    let rv = token.as_ref().map_or(current_rv, |t| t.rv);
     let mut metadata = json!({"resourceVersion": rv.to_string()});
-    if let Some(limit) = limit
-        && items.len() > limit
+    if remaining > 0
+        && let Some(last) = items.last()
     {
-        let remaining = items.len() - limit;
-        items.truncate(limit);
-        let last = &items[limit - 1];
         let next = ContinueToken {
             rv,
             namespace: last
@@ -666,8 +669,11 @@ fn list(
         rendered["metadata"] = metadata;
         return Ok(json_response(200, &rendered));
     }
-    Ok(json_response(
-        200,
-        &json!({"kind": format!("{}List", t.kind), "apiVersion": t.api_version(), "metadata": metadata, "items": items}),
-    ))
+    // NB: built by hand, not with `json!`, which would copy every item.
+    let mut list = serde_json::Map::new();
+    list.insert("kind".into(), json!(format!("{}List", t.kind)));
+    list.insert("apiVersion".into(), json!(t.api_version()));
+    list.insert("metadata".into(), metadata);
+    list.insert("items".into(), Value::Array(items));
+    Ok(json_response(200, &Value::Object(list)))
 }

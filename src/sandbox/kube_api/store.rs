@@ -42,6 +42,8 @@ pub(crate) struct ResourceType {
     pub categories: Vec<String>,
     /// The version's `openAPIV3Schema` (custom resources only).
     pub schema: Option<Value>,
+    /// Its CEL rules, compiled once (custom resources only).
+    pub rules: Option<Arc<kube::core::cel::CompiledSchema>>,
     /// CRD `selectableFields`, as dotted paths.
     pub selectable_fields: Vec<String>,
     /// CRD `additionalPrinterColumns`, for Table output.
@@ -71,6 +73,7 @@ impl ResourceType {
             short_names: Vec::new(),
             categories: Vec::new(),
             schema: None,
+            rules: None,
             selectable_fields: Vec::new(),
             printer_columns: Vec::new(),
             view_of: None,
@@ -170,46 +173,50 @@ pub(crate) fn crd_types(crd: &CustomResourceDefinition) -> Vec<ResourceType> {
     spec.versions
         .iter()
         .filter(|v| v.served)
-        .map(|v| ResourceType {
-            group: spec.group.clone(),
-            version: v.name.clone(),
-            plural: spec.names.plural.clone(),
-            singular: spec
-                .names
-                .singular
-                .clone()
-                .unwrap_or_else(|| spec.names.kind.to_lowercase()),
-            kind: spec.names.kind.clone(),
-            namespaced: spec.scope == "Namespaced",
-            status_subresource: v.subresources.as_ref().is_some_and(|s| s.status.is_some()),
-            short_names: spec.names.short_names.clone().unwrap_or_default(),
-            categories: spec.names.categories.clone().unwrap_or_default(),
-            schema: v
+        .map(|v| {
+            let schema = v
                 .schema
                 .as_ref()
                 .and_then(|s| s.open_api_v3_schema.as_ref())
-                .and_then(|s| serde_json::to_value(s).ok()),
-            selectable_fields: v
-                .selectable_fields
-                .iter()
-                .flatten()
-                .map(|f| f.json_path.trim_start_matches('.').to_string())
-                .collect(),
-            printer_columns: v
-                .additional_printer_columns
-                .iter()
-                .flatten()
-                .map(|c| PrinterColumn {
-                    name: c.name.clone(),
-                    type_: c.type_.clone(),
-                    format: c.format.clone().unwrap_or_default(),
-                    description: c.description.clone().unwrap_or_default(),
-                    priority: c.priority.unwrap_or(0),
-                    json_path: c.json_path.clone(),
-                })
-                .collect(),
-            view_of: None,
-            builtin: Builtin::Custom,
+                .and_then(|s| serde_json::to_value(s).ok());
+            ResourceType {
+                group: spec.group.clone(),
+                version: v.name.clone(),
+                plural: spec.names.plural.clone(),
+                singular: spec
+                    .names
+                    .singular
+                    .clone()
+                    .unwrap_or_else(|| spec.names.kind.to_lowercase()),
+                kind: spec.names.kind.clone(),
+                namespaced: spec.scope == "Namespaced",
+                status_subresource: v.subresources.as_ref().is_some_and(|s| s.status.is_some()),
+                short_names: spec.names.short_names.clone().unwrap_or_default(),
+                categories: spec.names.categories.clone().unwrap_or_default(),
+                rules: schema.as_ref().map(validation::compile_rules),
+                schema,
+                selectable_fields: v
+                    .selectable_fields
+                    .iter()
+                    .flatten()
+                    .map(|f| f.json_path.trim_start_matches('.').to_string())
+                    .collect(),
+                printer_columns: v
+                    .additional_printer_columns
+                    .iter()
+                    .flatten()
+                    .map(|c| PrinterColumn {
+                        name: c.name.clone(),
+                        type_: c.type_.clone(),
+                        format: c.format.clone().unwrap_or_default(),
+                        description: c.description.clone().unwrap_or_default(),
+                        priority: c.priority.unwrap_or(0),
+                        json_path: c.json_path.clone(),
+                    })
+                    .collect(),
+                view_of: None,
+                builtin: Builtin::Custom,
+            }
         })
         .collect()
 }
@@ -231,6 +238,10 @@ pub(crate) struct Change {
     pub object: Value,
     /// The object before the write (for selector transitions).
     pub old: Option<Value>,
+    /// The watch lines for `object` as its own type presents it, by event type (ADDED,
+    /// MODIFIED, DELETED), each serialized once by the first watch that sends it: every
+    /// watch of the type would otherwise serialize the same object again.
+    pub lines: [std::sync::OnceLock<bytes::Bytes>; 3],
 }
 
 /// Who writes and when.
@@ -357,13 +368,19 @@ fn parse_rv(s: &str) -> Option<u64> {
     s.parse().ok()
 }
 
-/// Content outside `metadata`: a change there bumps `generation`.
-fn without_metadata(object: &Value) -> Value {
-    let mut copy = object.clone();
-    if let Some(map) = copy.as_object_mut() {
-        map.remove("metadata");
+/// Whether the content outside `metadata` differs: a change there bumps `generation`.
+/// (Compared in place: copying both objects without `metadata` cost two deep copies a write.)
+fn differs_outside_metadata(a: &Value, b: &Value) -> bool {
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => {
+            let outside = |m: &'_ Map<String, Value>| m.keys().filter(|k| *k != "metadata").count();
+            outside(a) != outside(b)
+                || a.iter()
+                    .filter(|(k, _)| *k != "metadata")
+                    .any(|(k, v)| b.get(k) != Some(v))
+        }
+        _ => a != b,
     }
-    copy
 }
 
 const NAME_RE: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
@@ -474,6 +491,12 @@ impl Store {
         Ok(self.present(ty, stored))
     }
 
+    /// Whether the object exists (without copying it, unlike [`Self::get`]).
+    pub(crate) fn contains(&self, ty: usize, namespace: &str, name: &str) -> bool {
+        let s = self.storage[ty];
+        self.objects[s].contains_key(&self.key(s, namespace, name))
+    }
+
     /// Objects matching the filter (applied to the presented form), in (namespace, name) order,
     /// starting after `after`.
     pub(crate) fn list(
@@ -482,12 +505,51 @@ impl Store {
         filter: &Filter,
         after: Option<&(String, String)>,
     ) -> Vec<Value> {
+        self.list_page(ty, filter, after, None).0
+    }
+
+    /// Like [`Self::list`], but only the first `limit` matches are copied out; the second
+    /// value counts the matches after them (`remainingItemCount`).
+    pub(crate) fn list_page(
+        &self,
+        ty: usize,
+        filter: &Filter,
+        after: Option<&(String, String)>,
+        limit: Option<usize>,
+    ) -> (Vec<Value>, usize) {
         let s = self.storage[ty];
-        self.list_stored(s, &Filter::default(), after)
-            .into_iter()
-            .map(|o| self.present(ty, o))
-            .filter(|o| filter.matches(o))
-            .collect()
+        let limit = limit.unwrap_or(usize::MAX);
+        let mut items = Vec::new();
+        let mut remaining = 0;
+        let candidates = self.objects[s]
+            .iter()
+            .filter(|(k, _)| after.is_none_or(|a| *k > a))
+            .map(|(_, v)| v);
+        for stored in candidates {
+            // A type serving its own storage matches on the stored object, copied only when
+            // it is returned; a view (core/v1 Event) must convert first.
+            if s == ty {
+                if !filter.matches(stored) {
+                    continue;
+                }
+                if items.len() < limit {
+                    items.push(stored.clone());
+                } else {
+                    remaining += 1;
+                }
+            } else {
+                let presented = self.present(ty, stored.clone());
+                if !filter.matches(&presented) {
+                    continue;
+                }
+                if items.len() < limit {
+                    items.push(presented);
+                } else {
+                    remaining += 1;
+                }
+            }
+        }
+        (items, remaining)
     }
 
     /// POST: create a new object.
@@ -606,6 +668,7 @@ impl Store {
             kind,
             object,
             old,
+            lines: Default::default(),
         });
         self.history.push_back(change.clone());
         while self.history.len() > self.history_window {
@@ -645,21 +708,6 @@ impl Store {
             .get(&self.key(ty, namespace, name))
             .cloned()
             .ok_or_else(|| ApiError::not_found(&self.types[ty], name))
-    }
-
-    /// Objects matching the filter, in (namespace, name) order, starting after `after`.
-    fn list_stored(
-        &self,
-        ty: usize,
-        filter: &Filter,
-        after: Option<&(String, String)>,
-    ) -> Vec<Value> {
-        self.objects[ty]
-            .iter()
-            .filter(|(k, _)| after.is_none_or(|a| *k > a))
-            .filter(|(_, v)| filter.matches(v))
-            .map(|(_, v)| v.clone())
-            .collect()
     }
 
     fn check_identity(
@@ -719,15 +767,15 @@ impl Store {
             Builtin::Secret => errors.extend(normalise_secret(object)),
             Builtin::Plain => {}
             Builtin::Custom => {
-                if let Some(schema) = &t.schema {
+                if let (Some(schema), Some(rules)) = (&t.schema, &t.rules) {
                     ctx.unknown_fields(validation::prune_object(object, schema))?;
-                    *object = validation::apply_defaults(object, schema);
+                    validation::apply_defaults(object, schema);
                     let root = kube::core::cel::RootContext {
                         api_version: t.api_version(),
                         api_group: t.group.clone(),
                         kind: t.kind.clone(),
                     };
-                    errors.extend(validation::validate(object, old, schema, &root));
+                    errors.extend(validation::validate(object, old, schema, rules, &root));
                 }
             }
         }
@@ -1150,11 +1198,7 @@ impl Store {
         }
         self.check_identity(ty, namespace, &mut new)?;
         {
-            let old_meta = old
-                .get("metadata")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default();
+            let old_meta = old.get("metadata").and_then(Value::as_object);
             if scope != Scope::Status
                 && let Some(uid) = meta(&new, "uid").filter(|u| !u.is_empty())
                 && Some(uid) != meta(&old, "uid")
@@ -1179,7 +1223,7 @@ impl Store {
                 "deletionGracePeriodSeconds",
                 "resourceVersion",
             ] {
-                match old_meta.get(server_owned) {
+                match old_meta.and_then(|m| m.get(server_owned)) {
                     Some(v) => m.insert(server_owned.into(), v.clone()),
                     None => m.remove(server_owned),
                 };
@@ -1187,10 +1231,7 @@ impl Store {
             m.remove("selfLink");
         }
         self.admit(ty, &mut new, Some(&old), ctx)?;
-        if t.is_custom()
-            && scope != Scope::Status
-            && without_metadata(&new) != without_metadata(&old)
-        {
+        if t.is_custom() && scope != Scope::Status && differs_outside_metadata(&new, &old) {
             let generation = old
                 .pointer("/metadata/generation")
                 .and_then(Value::as_i64)

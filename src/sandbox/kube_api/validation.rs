@@ -2,7 +2,9 @@
 //! structural `openAPIV3Schema`, then the CEL rules in `x-kubernetes-validations`.
 
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::sync::Arc;
+
+use kube::core::cel::CompiledSchema;
 
 use serde_json::{Map, Value, json};
 
@@ -131,9 +133,58 @@ fn prune(value: &mut Value, schema: &Value, path: &str, removed: &mut Vec<String
     }
 }
 
-/// Fills `default`s, the way the API server does after pruning.
-pub(crate) fn apply_defaults(object: &Value, schema: &Value) -> Value {
-    kube::core::cel::apply_defaults(schema, object)
+/// Fills `default`s, the way the API server does after pruning, in place.
+///
+/// NB: the same rules as `kube::core::cel::apply_defaults` (which builds a
+/// copy of the whole object on every write): a missing declared property gets
+/// its default, existing children are defaulted by their own schema (declared
+/// properties, else `additionalProperties` unless unknown fields are
+/// preserved), array items by `items`, and an inserted default is not itself
+/// defaulted further. A test checks both agree.
+pub(crate) fn apply_defaults(object: &mut Value, schema: &Value) {
+    default_in_place(object, schema, 0);
+}
+
+/// kube-cel's depth limit for defaulting.
+const MAX_DEFAULT_DEPTH: usize = 64;
+
+fn default_in_place(value: &mut Value, schema: &Value, depth: usize) {
+    if depth > MAX_DEFAULT_DEPTH {
+        return;
+    }
+    match value {
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let additional = if preserves_unknown(schema) {
+                None
+            } else {
+                schema.get("additionalProperties").filter(|a| a.is_object())
+            };
+            if props.is_none_or(Map::is_empty) && additional.is_none() {
+                return;
+            }
+            for (key, child) in map.iter_mut() {
+                if let Some(child_schema) = props.and_then(|p| p.get(key)).or(additional) {
+                    default_in_place(child, child_schema, depth + 1);
+                }
+            }
+            for (key, prop_schema) in props.into_iter().flatten() {
+                if !map.contains_key(key)
+                    && let Some(default) = prop_schema.get("default")
+                {
+                    map.insert(key.clone(), default.clone());
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(items_schema) = schema.get("items") {
+                for item in items {
+                    default_in_place(item, items_schema, depth + 1);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 fn join(path: &str, field: &str) -> String {
@@ -443,6 +494,9 @@ fn cached_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
             std::cell::RefCell::default();
     }
     COMPILED.with(|compiled| {
+        if let Some(found) = compiled.borrow().get(pattern) {
+            return found.clone();
+        }
         compiled
             .borrow_mut()
             .entry(pattern.to_string())
@@ -451,35 +505,142 @@ fn cached_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
     })
 }
 
+/// Whether a compiled schema node, or any node below it, carries CEL rules.
+fn has_rules(node: &CompiledSchema) -> bool {
+    !node.validations.is_empty()
+        || node.properties.values().any(has_rules)
+        || node.items.as_deref().is_some_and(has_rules)
+        || node.additional_properties.as_deref().is_some_and(has_rules)
+        || node
+            .all_of
+            .iter()
+            .chain(&node.one_of)
+            .chain(&node.any_of)
+            .any(has_rules)
+}
+
+/// `prefix` joined with a field path reported by a subtree validation, as the
+/// whole-object walk would have written it (`spec` + `.x` / `x` / `[0]` / ``).
+fn prefixed(prefix: &str, path: &str) -> String {
+    if prefix.is_empty() {
+        path.to_string()
+    } else if path.is_empty() {
+        prefix.to_string()
+    } else if path.starts_with('.') || path.starts_with('[') {
+        format!("{prefix}{path}")
+    } else {
+        format!("{prefix}.{path}")
+    }
+}
+
+/// How deep [`rule_subtrees`] follows plain properties before handing a node
+/// over whole (far below kube-cel's own depth limit, so that limit still
+/// reports the same errors).
+const SUBTREE_DEPTH: usize = 16;
+
+/// The nodes the CEL validator must see: descends through plain properties
+/// (nodes without rules of their own, no `allOf`/`oneOf`/`anyOf`) and collects
+/// each rule-bearing subtree with its value, old value and path. Subtrees
+/// without rules are left out: kube-cel converts every node it walks (new and
+/// old) to CEL values, which for a status write meant converting the whole
+/// object twice per level only to evaluate the one rule on `spec`.
+///
+/// NB: the same rules see the same values as a walk from the root: missing
+/// fields are skipped by both, and a missing field with a `default` (which the
+/// validator fills in before walking) hands its parent over whole.
+#[allow(clippy::type_complexity)]
+fn rule_subtrees<'a>(
+    node: &'a CompiledSchema,
+    value: &'a Value,
+    old: Option<&'a Value>,
+    path: String,
+    depth: usize,
+    out: &mut Vec<(&'a CompiledSchema, &'a Value, Option<&'a Value>, String)>,
+) {
+    let plain = node.validations.is_empty()
+        && node.all_of.is_empty()
+        && node.one_of.is_empty()
+        && node.any_of.is_empty()
+        && node.items.as_deref().is_none_or(|i| !has_rules(i))
+        && node
+            .additional_properties
+            .as_deref()
+            .is_none_or(|a| !has_rules(a));
+    let Some(map) = value.as_object() else {
+        if has_rules(node) {
+            out.push((node, value, old, path));
+        }
+        return;
+    };
+    let defaults_missing = node
+        .properties
+        .iter()
+        .any(|(k, c)| c.default.is_some() && !map.contains_key(k));
+    if !plain || defaults_missing || depth >= SUBTREE_DEPTH {
+        if has_rules(node) {
+            out.push((node, value, old, path));
+        }
+        return;
+    }
+    for (name, child) in &node.properties {
+        if let Some(child_value) = map.get(name)
+            && has_rules(child)
+        {
+            let child_old = old.and_then(|o| o.get(name));
+            let child_path = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            rule_subtrees(child, child_value, child_old, child_path, depth + 1, out);
+        }
+    }
+}
+
+/// A CRD version's rules, compiled once when the API starts serving it.
+pub(crate) fn compile_rules(schema: &Value) -> Arc<CompiledSchema> {
+    Arc::new(kube::core::cel::compile_schema(schema))
+}
+
+/// What a walk of the whole object with `validator` reports, found by
+/// validating only the subtrees that carry rules (see [`rule_subtrees`]).
+fn cel_errors(
+    validator: &kube::core::cel::Validator,
+    object: &Value,
+    old: Option<&Value>,
+    compiled: &CompiledSchema,
+    root: &kube::core::cel::RootContext,
+) -> Vec<kube::core::cel::ValidationError> {
+    let mut subtrees = Vec::new();
+    rule_subtrees(compiled, object, old, String::new(), 0, &mut subtrees);
+    let mut found = Vec::new();
+    for (node, value, old_value, path) in subtrees {
+        // Only the object's root binds apiVersion / apiGroup / kind.
+        let root = path.is_empty().then_some(root);
+        if let Err(errors) = validator.validate_compiled_with_context(node, value, old_value, root)
+        {
+            found.extend(errors.into_vec().into_iter().map(|mut e| {
+                e.field_path = prefixed(&path, &e.field_path);
+                e
+            }));
+        }
+    }
+    found
+}
+
 /// Evaluates the CEL rules (`x-kubernetes-validations`), with `oldSelf` on updates.
 pub(crate) fn validate_cel(
     object: &Value,
     old: Option<&Value>,
-    schema: &Value,
+    compiled: &CompiledSchema,
     root: &kube::core::cel::RootContext,
 ) -> Vec<FieldError> {
     thread_local! {
         // Registering every Kubernetes CEL function is not free; do it once per thread.
         static VALIDATOR: kube::core::cel::Validator = kube::core::cel::Validator::new();
-        // Compiling every rule of a schema on every write was the sandbox's
-        // largest cost under load (the e2e bench); an API serves few schemas.
-        static COMPILED: std::cell::RefCell<HashMap<String, Rc<kube::core::cel::CompiledSchema>>> =
-            std::cell::RefCell::default();
     }
-    let compiled = COMPILED.with(|compiled| {
-        compiled
-            .borrow_mut()
-            .entry(schema.to_string())
-            .or_insert_with(|| Rc::new(kube::core::cel::compile_schema(schema)))
-            .clone()
-    });
-    let result =
-        VALIDATOR.with(|v| v.validate_compiled_with_context(&compiled, object, old, Some(root)));
-    let Err(errors) = result else {
-        return Vec::new();
-    };
-    errors
-        .into_vec()
+    let found = VALIDATOR.with(|v| cel_errors(v, object, old, compiled, root));
+    found
         .into_iter()
         .filter(|e| {
             // Ratcheting: rules without oldSelf are skipped for unchanged values.
@@ -563,6 +724,7 @@ pub(crate) fn validate(
     object: &Value,
     old: Option<&Value>,
     schema: &Value,
+    rules: &CompiledSchema,
     root: &kube::core::cel::RootContext,
 ) -> Vec<FieldError> {
     let mut errors = validate_schema(object, schema);
@@ -582,7 +744,7 @@ pub(crate) fn validate(
         });
         return errors;
     }
-    errors.extend(validate_cel(object, old, schema, root));
+    errors.extend(validate_cel(object, old, rules, root));
     errors
 }
 
@@ -649,10 +811,11 @@ mod tests {
             ),
         ];
         for (object, expected) in cases {
-            let got: Vec<String> = validate(&object, None, &schema(), &root())
-                .iter()
-                .map(FieldError::message)
-                .collect();
+            let got: Vec<String> =
+                validate(&object, None, &schema(), &compile_rules(&schema()), &root())
+                    .iter()
+                    .map(FieldError::message)
+                    .collect();
             assert_eq!(got, expected, "for {object}");
         }
     }
@@ -661,12 +824,27 @@ mod tests {
     fn ratcheting_spares_unchanged_invalid_values() {
         let old = json!({"spec": {"regionId": "BAD", "backoffLimit": 50}});
         let status_only = json!({"spec": {"regionId": "BAD", "backoffLimit": 50}, "status": {}});
-        assert!(validate(&status_only, Some(&old), &schema(), &root()).is_empty());
+        assert!(
+            validate(
+                &status_only,
+                Some(&old),
+                &schema(),
+                &compile_rules(&schema()),
+                &root()
+            )
+            .is_empty()
+        );
         let touched = json!({"spec": {"regionId": "BAD", "backoffLimit": 40}});
-        let got: Vec<String> = validate(&touched, Some(&old), &schema(), &root())
-            .iter()
-            .map(FieldError::message)
-            .collect();
+        let got: Vec<String> = validate(
+            &touched,
+            Some(&old),
+            &schema(),
+            &compile_rules(&schema()),
+            &root(),
+        )
+        .iter()
+        .map(FieldError::message)
+        .collect();
         assert_eq!(
             got,
             vec![
@@ -684,10 +862,16 @@ mod tests {
     fn transition_rule_sees_old_self() {
         let old = json!({"spec": {"regionId": "cn-hangzhou"}});
         let new = json!({"spec": {"regionId": "cn-beijing"}});
-        let got: Vec<String> = validate(&new, Some(&old), &schema(), &root())
-            .iter()
-            .map(FieldError::message)
-            .collect();
+        let got: Vec<String> = validate(
+            &new,
+            Some(&old),
+            &schema(),
+            &compile_rules(&schema()),
+            &root(),
+        )
+        .iter()
+        .map(FieldError::message)
+        .collect();
         assert_eq!(
             got,
             vec!["spec: Invalid value: \"object\": spec is immutable"]
@@ -704,7 +888,92 @@ mod tests {
             object,
             json!({"apiVersion": "x/v1", "kind": "T", "metadata": {"name": "a"}, "spec": {"regionId": "cn-hangzhou"}})
         );
-        let defaulted = apply_defaults(&object, &schema());
-        assert_eq!(defaulted["spec"]["backoffLimit"], json!(6));
+        apply_defaults(&mut object, &schema());
+        assert_eq!(object["spec"]["backoffLimit"], json!(6));
+    }
+
+    /// Schemas with defaults and rules at several depths: under plain
+    /// properties, in a list's items, in a map's values, at the root, and
+    /// with `fieldPath`.
+    fn nested_schema() -> Value {
+        json!({"type": "object", "properties": {
+            "spec": {"type": "object",
+                "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "spec is immutable"}],
+                "properties": {
+                    "n": {"type": "integer", "default": 3},
+                    "inner": {"type": "object", "default": {}, "properties": {
+                        "a": {"type": "string", "default": "x"},
+                        "b": {"type": "integer",
+                            "x-kubernetes-validations": [{"rule": "self < 10", "message": "b below 10"}]}}}}},
+            "status": {"type": "object", "properties": {
+                "items": {"type": "array", "items": {"type": "object",
+                    "x-kubernetes-validations": [{"rule": "self.v >= 0", "message": "v not negative", "fieldPath": ".v"}],
+                    "properties": {"v": {"type": "integer"}, "w": {"type": "string", "default": "w"}}}},
+                "byName": {"type": "object", "additionalProperties": {"type": "object",
+                    "properties": {"c": {"type": "integer", "default": 1}},
+                    "x-kubernetes-validations": [{"rule": "self.c != 2", "message": "c is not 2"}]}},
+                "plain": {"type": "object", "properties": {"deep": {"type": "object", "properties": {
+                    "d": {"type": "integer", "x-kubernetes-validations": [{"rule": "self != 7", "message": "d is not 7"}]}}}}}}}}
+        })
+    }
+
+    fn objects() -> Vec<Value> {
+        vec![
+            json!({"metadata": {"name": "a"}}),
+            json!({"spec": {}}),
+            json!({"spec": {"n": 1, "inner": {"b": 12}}}),
+            json!({"spec": {"n": 1, "inner": {"a": "y", "b": 3}}, "status": {}}),
+            json!({"spec": {"n": 1}, "status": {"items": [{"v": -1}, {"v": 2, "w": "q"}], "byName": {"k": {"c": 2}, "l": {}},
+                "plain": {"deep": {"d": 7}}}}),
+            json!({"spec": {"n": 2}, "status": {"items": [], "byName": {}, "plain": {"deep": {}}}}),
+            json!({"status": {"plain": {"deep": {"d": 6}}, "items": [{}]}}),
+        ]
+    }
+
+    #[test]
+    fn in_place_defaults_match_kube_cel() {
+        let schema = nested_schema();
+        for object in objects() {
+            let expected = kube::core::cel::apply_defaults(&schema, &object);
+            let mut got = object.clone();
+            apply_defaults(&mut got, &schema);
+            assert_eq!(got, expected, "defaulting {object}");
+        }
+    }
+
+    #[test]
+    fn subtree_validation_reports_what_the_whole_walk_reports() {
+        let schema = nested_schema();
+        let compiled = compile_rules(&schema);
+        let validator = kube::core::cel::Validator::new();
+        let key = |e: &kube::core::cel::ValidationError| {
+            (e.field_path.clone(), e.message.clone(), e.rule.clone())
+        };
+        let mut compared = 0;
+        for object in objects() {
+            for old in std::iter::once(None).chain(objects().into_iter().map(Some)) {
+                let mut whole: Vec<_> = validator
+                    .validate_compiled_with_context(&compiled, &object, old.as_ref(), Some(&root()))
+                    .err()
+                    .map(|e| e.into_vec())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(key)
+                    .collect();
+                let mut subtrees: Vec<_> =
+                    cel_errors(&validator, &object, old.as_ref(), &compiled, &root())
+                        .iter()
+                        .map(key)
+                        .collect();
+                whole.sort();
+                subtrees.sort();
+                assert_eq!(subtrees, whole, "object {object}, old {old:?}");
+                compared += usize::from(!whole.is_empty());
+            }
+        }
+        assert!(
+            compared > 10,
+            "the cases must produce errors to compare ({compared})"
+        );
     }
 }

@@ -19,9 +19,13 @@ use super::store::{Change, ChangeKind, Filter, ResourceType, present};
 use super::table;
 
 fn line(kind: &str, object: &Value) -> Bytes {
-    let mut bytes =
-        serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
-    bytes.push(b'\n');
+    // `{"type":KIND,"object":OBJECT}` written directly: `json!` would copy the object first.
+    let mut bytes = Vec::with_capacity(256);
+    bytes.extend_from_slice(b"{\"type\":");
+    serde_json::to_writer(&mut bytes, kind).unwrap_or_default();
+    bytes.extend_from_slice(b",\"object\":");
+    serde_json::to_writer(&mut bytes, object).unwrap_or_default();
+    bytes.extend_from_slice(b"}\n");
     Bytes::from(bytes)
 }
 
@@ -39,23 +43,40 @@ fn bookmark(t: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
 /// The event a watch with `filter` sees for a change, if any: objects moving into or out of
 /// the selection appear as ADDED or DELETED, like the API server's watch cache does.
 fn event_for(change: &Change, view: &View) -> Option<Bytes> {
-    let object = present(&view.t, change.object.clone());
-    let now = view.filter.matches(&object);
-    let before = change
-        .old
-        .as_ref()
-        .is_some_and(|o| view.filter.matches(&present(&view.t, o.clone())));
+    // A view (core/v1 Event) converts before matching; a type serving its own storage
+    // matches the stored objects as they are, without copying them.
+    let converted = view.t.view_of.is_some();
+    let object = converted.then(|| present(&view.t, change.object.clone()));
+    let now = view
+        .filter
+        .matches(object.as_ref().unwrap_or(&change.object));
+    let before = change.old.as_ref().is_some_and(|o| {
+        if converted {
+            view.filter.matches(&present(&view.t, o.clone()))
+        } else {
+            view.filter.matches(o)
+        }
+    });
     let kind = match change.kind {
-        ChangeKind::Added => now.then_some("ADDED"),
+        ChangeKind::Added => now.then_some(0),
         ChangeKind::Modified => match (before, now) {
-            (true, true) => Some("MODIFIED"),
-            (false, true) => Some("ADDED"),
-            (true, false) => Some("DELETED"),
+            (true, true) => Some(1),
+            (false, true) => Some(0),
+            (true, false) => Some(2),
             (false, false) => None,
         },
-        ChangeKind::Deleted => (now || before).then_some("DELETED"),
+        ChangeKind::Deleted => (now || before).then_some(2),
     }?;
-    Some(view.line(kind, object))
+    let name = ["ADDED", "MODIFIED", "DELETED"][kind];
+    match object {
+        Some(object) => Some(view.line(name, &object)),
+        None if view.as_table => Some(view.line(name, &change.object)),
+        None => Some(
+            change.lines[kind]
+                .get_or_init(|| line(name, &change.object))
+                .clone(),
+        ),
+    }
 }
 
 /// How one watch presents objects: its type (views convert), filter, and Table rendering.
@@ -66,11 +87,14 @@ struct View {
 }
 
 impl View {
-    fn line(&self, kind: &str, object: Value) -> Bytes {
+    fn line(&self, kind: &str, object: &Value) -> Bytes {
         if self.as_table {
-            line(kind, &table::table(&self.t, &[object], None))
+            line(
+                kind,
+                &table::table(&self.t, std::slice::from_ref(object), None),
+            )
         } else {
-            line(kind, &object)
+            line(kind, object)
         }
     }
 }
@@ -101,7 +125,9 @@ pub(crate) fn watch(
         None => None,
     };
 
-    let (t, mut first, start, mut rx, view, storage) = {
+    // What the watch starts with is gathered under the store's lock (the history holds
+    // shared changes; a list is copied out) and serialized after it is released.
+    let (t, backlog, initial, start, mut rx, view, storage) = {
         let store = shared.store();
         let t = store.types[ty].clone();
         let storage = store.storage_of(ty);
@@ -111,17 +137,14 @@ pub(crate) fn watch(
             filter,
             as_table,
         };
-        let mut first = Vec::new();
+        let mut backlog = Vec::new();
+        let mut initial = Vec::new();
         let start = match from {
             Some(from) if !send_initial => match store.changes_since(from) {
                 Ok(changes) => {
-                    first.extend(
-                        changes
-                            .iter()
-                            .filter(|c| c.ty == storage)
-                            .filter_map(|c| event_for(c, &view)),
-                    );
-                    from.max(changes.last().map_or(0, |c| c.rv))
+                    let start = from.max(changes.last().map_or(0, |c| c.rv));
+                    backlog = changes;
+                    start
                 }
                 Err(gone) => {
                     // The real server answers 200 and reports expiry as an ERROR event.
@@ -130,14 +153,18 @@ pub(crate) fn watch(
                 }
             },
             _ => {
-                for object in store.list(ty, &view.filter, None) {
-                    first.push(view.line("ADDED", object));
-                }
+                initial = store.list(ty, &view.filter, None);
                 store.rv
             }
         };
-        (t, first, start, rx, view, storage)
+        (t, backlog, initial, start, rx, view, storage)
     };
+    let mut first: Vec<Bytes> = backlog
+        .iter()
+        .filter(|c| c.ty == storage)
+        .filter_map(|c| event_for(c, &view))
+        .collect();
+    first.extend(initial.iter().map(|object| view.line("ADDED", object)));
     if send_initial && bookmarks {
         first.push(bookmark(&t, start, true));
     }
