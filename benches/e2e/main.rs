@@ -16,6 +16,13 @@
 
 mod harness;
 
+/// The bench process hosts the in-process API server and the ECS simulator:
+/// glibc's malloc (and its `malloc_consolidate`) was about a fifth of this
+/// process's CPU in `perf`, time the stand-in spent, not the controller (the
+/// controller child keeps the allocator it ships with).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

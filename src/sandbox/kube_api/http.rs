@@ -589,7 +589,13 @@ async fn serve(
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_string();
-                deleted.push(store.delete(ty, &ns, &n, (None, None), &ctx.now)?);
+                deleted.push(Arc::unwrap_or_clone(store.delete(
+                    ty,
+                    &ns,
+                    &n,
+                    (None, None),
+                    &ctx.now,
+                )?));
             }
             let rv = store.rv;
             Ok(json_response(

@@ -235,9 +235,9 @@ pub(crate) struct Change {
     pub rv: u64,
     pub ty: usize,
     pub kind: ChangeKind,
-    pub object: Value,
+    pub object: Stored,
     /// The object before the write (for selector transitions).
-    pub old: Option<Value>,
+    pub old: Option<Stored>,
     /// The watch lines for `object` as its own type presents it, by event type (ADDED,
     /// MODIFIED, DELETED), each serialized once by the first watch that sends it: every
     /// watch of the type would otherwise serialize the same object again.
@@ -333,12 +333,16 @@ pub(crate) fn parse_field_selector(ty: &ResourceType, s: &str) -> Result<FieldSe
 
 type Key = (String, String);
 
+/// A stored object, shared by the store, the change history and the answer to the write
+/// that made it: writes and watches pass it on instead of copying it.
+pub(crate) type Stored = Arc<Value>;
+
 /// All state behind the API.
 pub(crate) struct Store {
     pub types: Vec<Arc<ResourceType>>,
     /// Where each type's objects live (itself, or the type it is a view of).
     storage: Vec<usize>,
-    objects: Vec<BTreeMap<Key, Value>>,
+    objects: Vec<BTreeMap<Key, Stored>>,
     /// The last resourceVersion handed out.
     pub rv: u64,
     history: VecDeque<Arc<Change>>,
@@ -467,6 +471,15 @@ impl Store {
         present(&self.types[ty], stored)
     }
 
+    /// [`Self::present`] for a shared object: copied only when a view converts it.
+    fn present_shared(&self, ty: usize, stored: Stored) -> Stored {
+        if self.types[ty].view_of.is_some() {
+            Arc::new(self.present(ty, Arc::unwrap_or_clone(stored)))
+        } else {
+            stored
+        }
+    }
+
     fn to_storage(&self, ty: usize, object: Value) -> Value {
         if self.storage[ty] == ty {
             object
@@ -488,7 +501,7 @@ impl Store {
         let stored = self
             .get_stored(s, namespace, name)
             .map_err(|e| self.not_found_as(ty, name, e))?;
-        Ok(self.present(ty, stored))
+        Ok(self.present(ty, Arc::unwrap_or_clone(stored)))
     }
 
     /// Whether the object exists (without copying it, unlike [`Self::get`]).
@@ -533,12 +546,12 @@ impl Store {
                     continue;
                 }
                 if items.len() < limit {
-                    items.push(stored.clone());
+                    items.push(Value::clone(stored));
                 } else {
                     remaining += 1;
                 }
             } else {
-                let presented = self.present(ty, stored.clone());
+                let presented = self.present(ty, Value::clone(stored));
                 if !filter.matches(&presented) {
                     continue;
                 }
@@ -559,10 +572,10 @@ impl Store {
         namespace: &str,
         body: Value,
         ctx: &WriteCtx,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Stored, ApiError> {
         let body = self.to_storage(ty, body);
         let created = self.create_stored(self.storage[ty], namespace, body, ctx)?;
-        Ok(self.present(ty, created))
+        Ok(self.present_shared(ty, created))
     }
 
     /// PUT on the main resource or `/status`.
@@ -574,12 +587,12 @@ impl Store {
         body: Value,
         status: bool,
         ctx: &WriteCtx,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Stored, ApiError> {
         let body = self.to_storage(ty, body);
         let updated = self
             .update_stored(self.storage[ty], namespace, name, body, status, ctx)
             .map_err(|e| self.not_found_as(ty, name, e))?;
-        Ok(self.present(ty, updated))
+        Ok(self.present_shared(ty, updated))
     }
 
     /// PATCH (merge, JSON, strategic or apply) on the main resource or `/status`.
@@ -591,7 +604,7 @@ impl Store {
         patch: PatchBody,
         status: bool,
         ctx: &WriteCtx,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Stored, ApiError> {
         let s = self.storage[ty];
         if s == ty {
             return self.patch_stored(ty, namespace, name, patch, status, ctx);
@@ -627,7 +640,7 @@ impl Store {
             }
         }
         .map_err(|e| self.not_found_as(ty, name, e))?;
-        Ok(self.present(ty, patched))
+        Ok(self.present_shared(ty, patched))
     }
 
     /// DELETE, see [`Self::delete_stored`].
@@ -638,11 +651,11 @@ impl Store {
         name: &str,
         preconditions: (Option<String>, Option<String>),
         now: &str,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Stored, ApiError> {
         let deleted = self
             .delete_stored(self.storage[ty], namespace, name, preconditions, now)
             .map_err(|e| self.not_found_as(ty, name, e))?;
-        Ok(self.present(ty, deleted))
+        Ok(self.present_shared(ty, deleted))
     }
 
     /// Finds a hosted type by group, version and plural.
@@ -661,7 +674,7 @@ impl Store {
         (ns, name.to_string())
     }
 
-    fn record(&mut self, ty: usize, kind: ChangeKind, object: Value, old: Option<Value>) {
+    fn record(&mut self, ty: usize, kind: ChangeKind, object: Stored, old: Option<Stored>) {
         let change = Arc::new(Change {
             rv: self.rv,
             ty,
@@ -703,7 +716,7 @@ impl Store {
             .collect())
     }
 
-    fn get_stored(&self, ty: usize, namespace: &str, name: &str) -> Result<Value, ApiError> {
+    fn get_stored(&self, ty: usize, namespace: &str, name: &str) -> Result<Stored, ApiError> {
         self.objects[ty]
             .get(&self.key(ty, namespace, name))
             .cloned()
@@ -816,7 +829,7 @@ impl Store {
         namespace: &str,
         body: Value,
         ctx: &WriteCtx,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Stored, ApiError> {
         self.create_owned(
             ty,
             namespace,
@@ -833,7 +846,7 @@ impl Store {
         mut object: Value,
         ctx: &WriteCtx,
         ownership: Ownership,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Stored, ApiError> {
         if !object.is_object() {
             return Err(ApiError::bad_request(
                 "the body of the request is not a JSON object",
@@ -914,6 +927,7 @@ impl Store {
         fields::write_managed(&mut object, &entries);
         self.rv += 1;
         meta_mut(&mut object).insert("resourceVersion".into(), json!(self.rv.to_string()));
+        let object = Arc::new(object);
         self.objects[ty].insert(key, object.clone());
         self.record(ty, ChangeKind::Added, object.clone(), None);
         Ok(object)
@@ -951,7 +965,7 @@ impl Store {
         mut body: Value,
         status: bool,
         ctx: &WriteCtx,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Stored, ApiError> {
         let t = self.types[ty].clone();
         if !body.is_object() {
             return Err(ApiError::bad_request(
@@ -1007,7 +1021,7 @@ impl Store {
         patch: PatchBody,
         status: bool,
         ctx: &WriteCtx,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Stored, ApiError> {
         let t = self.types[ty].clone();
         let scope = if status {
             Scope::Status
@@ -1116,7 +1130,7 @@ impl Store {
             }
             PatchBody::Merge(p) | PatchBody::Strategic(p) => {
                 let old = existing?;
-                let mut new = old.clone();
+                let mut new = Value::clone(&old);
                 json_patch::merge(&mut new, &p);
                 self.check_precondition(ty, name, &old, &new)?;
                 self.commit_update(
@@ -1132,7 +1146,7 @@ impl Store {
             }
             PatchBody::Json(p) => {
                 let old = existing?;
-                let mut new = old.clone();
+                let mut new = Value::clone(&old);
                 json_patch::patch(&mut new, &p).map_err(|e| {
                     ApiError::invalid(
                         &t,
@@ -1161,25 +1175,38 @@ impl Store {
         ty: usize,
         namespace: &str,
         name: &str,
-        old: Value,
+        old: Stored,
         mut new: Value,
         scope: Scope,
         ctx: &WriteCtx,
         ownership: Ownership,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Stored, ApiError> {
         let t = self.types[ty].clone();
         // Strategy: which parts of the submitted object survive.
         match scope {
             Scope::Status => {
-                let status = new.get("status").cloned();
-                new = old.clone();
-                match status {
-                    Some(s) => new["status"] = s,
-                    None => {
+                // Everything but `status` as stored. The submitted object is usually the
+                // stored one with a new status: its equal parts are kept rather than
+                // replaced by a deep copy of the old object.
+                let status = new.as_object_mut().and_then(|m| m.remove("status"));
+                match (new.as_object_mut(), old.as_object()) {
+                    (Some(submitted), Some(stored)) => {
+                        submitted.retain(|k, _| stored.contains_key(k));
+                        for (k, v) in stored {
+                            if k != "status" && submitted.get(k) != Some(v) {
+                                submitted.insert(k.clone(), v.clone());
+                            }
+                        }
+                    }
+                    _ => {
+                        new = Value::clone(&old);
                         if let Some(map) = new.as_object_mut() {
                             map.remove("status");
                         }
                     }
+                }
+                if let Some(s) = status {
+                    new["status"] = s;
                 }
             }
             Scope::Main {
@@ -1251,7 +1278,7 @@ impl Store {
             Ownership::Applied(entries) => entries,
         };
         fields::write_managed(&mut new, &entries);
-        if new == old {
+        if new == *old {
             // A no-op write is not persisted: no new resourceVersion, no watch event.
             return Ok(old);
         }
@@ -1263,6 +1290,7 @@ impl Store {
                 .pointer("/metadata/finalizers")
                 .and_then(Value::as_array)
                 .is_none_or(Vec::is_empty);
+        let new = Arc::new(new);
         if finalized {
             self.objects[ty].remove(&key);
             self.record(ty, ChangeKind::Deleted, new.clone(), Some(old));
@@ -1282,7 +1310,7 @@ impl Store {
         name: &str,
         preconditions: (Option<String>, Option<String>),
         now: &str,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Stored, ApiError> {
         let t = self.types[ty].clone();
         let old = self.get_stored(ty, namespace, name)?;
         let (rv, uid) = preconditions;
@@ -1302,7 +1330,7 @@ impl Store {
             .and_then(Value::as_array)
             .is_some_and(|f| !f.is_empty());
         self.rv += 1;
-        let mut object = old.clone();
+        let mut object = Value::clone(&old);
         let m = meta_mut(&mut object);
         m.insert("resourceVersion".into(), json!(self.rv.to_string()));
         if has_finalizers {
@@ -1319,13 +1347,16 @@ impl Store {
                     .unwrap_or(1);
                 m.insert("generation".into(), json!(generation + 1));
             }
+            let object = Arc::new(object);
             self.objects[ty].insert(key, object.clone());
             self.record(ty, ChangeKind::Modified, object.clone(), Some(old));
+            Ok(object)
         } else {
+            let object = Arc::new(object);
             self.objects[ty].remove(&key);
             self.record(ty, ChangeKind::Deleted, object.clone(), Some(old));
+            Ok(object)
         }
-        Ok(object)
     }
 }
 

@@ -46,13 +46,13 @@ fn event_for(change: &Change, view: &View) -> Option<Bytes> {
     // A view (core/v1 Event) converts before matching; a type serving its own storage
     // matches the stored objects as they are, without copying them.
     let converted = view.t.view_of.is_some();
-    let object = converted.then(|| present(&view.t, change.object.clone()));
+    let object = converted.then(|| present(&view.t, Value::clone(&change.object)));
     let now = view
         .filter
         .matches(object.as_ref().unwrap_or(&change.object));
     let before = change.old.as_ref().is_some_and(|o| {
         if converted {
-            view.filter.matches(&present(&view.t, o.clone()))
+            view.filter.matches(&present(&view.t, Value::clone(o)))
         } else {
             view.filter.matches(o)
         }
