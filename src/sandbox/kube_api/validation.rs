@@ -774,6 +774,14 @@ mod tests {
         }
     }
 
+    /// What validating `object` (an update of `old`, if any) against [`schema`] reports.
+    fn messages(object: &Value, old: Option<&Value>) -> Vec<String> {
+        validate(object, old, &schema(), &compile_rules(&schema()), &root())
+            .iter()
+            .map(FieldError::message)
+            .collect()
+    }
+
     #[test]
     fn table_of_schema_errors() {
         let cases = [
@@ -811,12 +819,7 @@ mod tests {
             ),
         ];
         for (object, expected) in cases {
-            let got: Vec<String> =
-                validate(&object, None, &schema(), &compile_rules(&schema()), &root())
-                    .iter()
-                    .map(FieldError::message)
-                    .collect();
-            assert_eq!(got, expected, "for {object}");
+            assert_eq!(messages(&object, None), expected, "for {object}");
         }
     }
 
@@ -824,29 +827,10 @@ mod tests {
     fn ratcheting_spares_unchanged_invalid_values() {
         let old = json!({"spec": {"regionId": "BAD", "backoffLimit": 50}});
         let status_only = json!({"spec": {"regionId": "BAD", "backoffLimit": 50}, "status": {}});
-        assert!(
-            validate(
-                &status_only,
-                Some(&old),
-                &schema(),
-                &compile_rules(&schema()),
-                &root()
-            )
-            .is_empty()
-        );
+        assert!(messages(&status_only, Some(&old)).is_empty());
         let touched = json!({"spec": {"regionId": "BAD", "backoffLimit": 40}});
-        let got: Vec<String> = validate(
-            &touched,
-            Some(&old),
-            &schema(),
-            &compile_rules(&schema()),
-            &root(),
-        )
-        .iter()
-        .map(FieldError::message)
-        .collect();
         assert_eq!(
-            got,
+            messages(&touched, Some(&old)),
             vec![
                 "spec.backoffLimit: Invalid value: 40: spec.backoffLimit in body should be less than or equal to 20",
                 "spec: Invalid value: \"object\": spec is immutable",
@@ -862,18 +846,8 @@ mod tests {
     fn transition_rule_sees_old_self() {
         let old = json!({"spec": {"regionId": "cn-hangzhou"}});
         let new = json!({"spec": {"regionId": "cn-beijing"}});
-        let got: Vec<String> = validate(
-            &new,
-            Some(&old),
-            &schema(),
-            &compile_rules(&schema()),
-            &root(),
-        )
-        .iter()
-        .map(FieldError::message)
-        .collect();
         assert_eq!(
-            got,
+            messages(&new, Some(&old)),
             vec!["spec: Invalid value: \"object\": spec is immutable"]
         );
     }
