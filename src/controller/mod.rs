@@ -240,16 +240,7 @@ impl Context {
     /// resources finishing at once that cache was most of the memory beyond
     /// the resource cache. Events that may repeat go through the Recorder.
     async fn publish(&self, obj: &CopyImageCancellation, note: &decide::EventNote) {
-        let event = Event {
-            type_: match note.kind {
-                EventKind::Normal => EventType::Normal,
-                EventKind::Warning => EventType::Warning,
-            },
-            reason: note.reason.to_string(),
-            note: Some(note.note.clone()),
-            action: EVENT_ACTION.to_string(),
-            secondary: None,
-        };
+        let event = to_event(note, EVENT_ACTION);
         // NB: the client waits out 429s (Retry-After) itself; the limit keeps a
         // long wait from holding the reconcile. An Event is a courtesy; status
         // holds the record.
@@ -411,19 +402,24 @@ impl OperatorEvents {
 
     /// Publishes `note` about the Pod; a failure is only logged.
     pub async fn publish(&self, note: &decide::EventNote) {
-        let event = Event {
-            type_: match note.kind {
-                EventKind::Normal => EventType::Normal,
-                EventKind::Warning => EventType::Warning,
-            },
-            reason: note.reason.to_string(),
-            note: Some(note.note.clone()),
-            action: OPERATOR_EVENT_ACTION.to_string(),
-            secondary: None,
-        };
+        let event = to_event(note, OPERATOR_EVENT_ACTION);
         if let Err(err) = self.recorder.publish(&event, &self.pod).await {
             warn!(reason = note.reason, error = %err, "could not publish an Event about the operator Pod (needs create/patch on events.k8s.io events in its namespace)");
         }
+    }
+}
+
+/// The Kubernetes Event of a decided `note`, recorded as `action`.
+fn to_event(note: &decide::EventNote, action: &str) -> Event {
+    Event {
+        type_: match note.kind {
+            EventKind::Normal => EventType::Normal,
+            EventKind::Warning => EventType::Warning,
+        },
+        reason: note.reason.to_string(),
+        note: Some(note.note.clone()),
+        action: action.to_string(),
+        secondary: None,
     }
 }
 
