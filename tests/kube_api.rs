@@ -985,6 +985,41 @@ async fn kube_runtime_watcher_sees_changes_and_recovers_from_drops_and_410() {
     wait_for(&mut events, applied("d")).await;
 }
 
+/// A lagging watch (`set_watch_lag`) delivers each event no sooner than the lag after
+/// its write, in order, on a watch that was already open.
+#[tokio::test]
+async fn a_lagging_watch_delivers_late_and_in_order() {
+    let api = start().await;
+    let widgets = widgets(&api);
+    let mut events = watcher(widgets.clone(), watcher::Config::default()).boxed();
+    wait_for(&mut events, |e| matches!(e, watcher::Event::InitDone)).await;
+    let lag = Duration::from_millis(700);
+    api.set_watch_lag(Some(lag));
+    let before = tokio::time::Instant::now();
+    for name in ["first", "second"] {
+        widgets
+            .create(&PostParams::default(), &widget(name, "cn-hangzhou"))
+            .await
+            .unwrap();
+    }
+    let created = |e: &watcher::Event<Widget>| matches!(e, watcher::Event::Apply(_));
+    let first = wait_for(&mut events, created).await;
+    assert!(
+        before.elapsed() >= lag,
+        "delivered after {:?}",
+        before.elapsed()
+    );
+    let second = wait_for(&mut events, created).await;
+    let names: Vec<String> = [first, second]
+        .iter()
+        .map(|e| match e {
+            watcher::Event::Apply(w) => w.name_any(),
+            _ => unreachable!("only Apply events are waited for"),
+        })
+        .collect();
+    assert_eq!(names, ["first", "second"]);
+}
+
 #[tokio::test]
 async fn raw_watch_delivers_bookmarks_410_and_selector_transitions() {
     let api = start().await;

@@ -149,6 +149,30 @@ async fn metrics_count_requests_by_code_retries_phases_and_leadership() {
     assert_eq!(env.sim.image("m-obsflaky"), None);
 }
 
+/// The JSON log lines logged in `resource`'s reconcile span, once the final
+/// outcome (`outcome recorded`) is among them.
+async fn json_span_lines(env: &Env, resource: &str) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let lines: Vec<serde_json::Value> = env
+            .controller_log()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|l: &serde_json::Value| l["span"]["resource"] == resource)
+            .collect();
+        if lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "outcome recorded")
+        {
+            return lines;
+        }
+        if tokio::time::Instant::now() > deadline {
+            env.fail("no 'outcome recorded' line in the reconcile span");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// With `--log-format json`, each line logged while reconciling a resource
 /// carries the `reconcile` span: namespace, resource, attempt, and once ECS
 /// answered, the request ID the simulator sent.
@@ -163,25 +187,7 @@ async fn json_log_lines_carry_the_reconcile_span() {
     assert_eq!(requests.len(), 2, "one InternalError, one success");
     let last_id = requests[1].request_id.clone().expect("a request ID");
 
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let lines: Vec<serde_json::Value> = loop {
-        let lines: Vec<serde_json::Value> = env
-            .controller_log()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .filter(|l: &serde_json::Value| l["span"]["resource"] == "spanned")
-            .collect();
-        if lines
-            .iter()
-            .any(|l| l["fields"]["message"] == "outcome recorded")
-        {
-            break lines;
-        }
-        if tokio::time::Instant::now() > deadline {
-            env.fail("no 'outcome recorded' line in the reconcile span");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let lines = json_span_lines(&env, "spanned").await;
     let last = lines
         .iter()
         .rev()
@@ -213,6 +219,56 @@ async fn json_log_lines_carry_the_reconcile_span() {
             assert_eq!(line["span"]["request_id"], first_id.as_str(), "{line}");
         }
     }
+}
+
+/// A retry falls due before the watch has delivered the failure it follows
+/// (the in-process API delivers each event 1.5 s late): the controller decides
+/// on its own last write, and the span names the attempt it sends, not the one
+/// the stale cached copy shows. (A CI run once logged attempt 2's success under
+/// `attempt=1` this way.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_span_names_the_attempt_sent_while_the_watch_lags() {
+    let env = Env::sandbox_with_args(&["--log-format", "json"]).await;
+    env.sandbox_api()
+        .set_watch_lag(Some(Duration::from_millis(1500)));
+    env.copying("m-obslag");
+    env.fault("m-obslag", FaultKind::InternalError, FaultCount::Times(1));
+    env.create(&cic("lagged", "m-obslag")).await;
+    env.wait_finished("lagged").await;
+    let requests = env.ecs_requests("m-obslag");
+    assert_eq!(requests.len(), 2, "one InternalError, one success");
+
+    let lines = json_span_lines(&env, "lagged").await;
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("the cache has not seen our last status write"))),
+        "the retry was not decided on a lagging cache, so this proves nothing: {lines:#?}"
+    );
+    let sends: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "sending CancelCopyImage")
+        .collect();
+    let attempts: Vec<_> = sends.iter().map(|l| l["span"]["attempt"].clone()).collect();
+    assert_eq!(attempts, [1, 2], "{sends:#?}");
+    for line in sends {
+        assert_eq!(line["span"]["attempt"], line["fields"]["attempt"], "{line}");
+    }
+    let last = lines
+        .iter()
+        .rev()
+        .find(|l| l["fields"]["message"] == "outcome recorded")
+        .unwrap();
+    assert_eq!(last["span"]["attempt"], 2, "{last}");
+    assert_eq!(
+        last["span"]["request_id"],
+        requests[1]
+            .request_id
+            .clone()
+            .expect("a request ID")
+            .as_str(),
+        "{last}"
+    );
 }
 
 /// The text format shows the same span in front of each line.

@@ -524,10 +524,20 @@ fn requeue(action: NextAction) -> Action {
 /// Each field is set once (the text format appends a recorded field again).
 ///
 /// NB: not `name`: the JSON log format writes the span's own name under that key.
+/// NB: the attempt is read from the status the reconcile decides on, which is
+/// our own last write when the cache has not seen it yet (a retry due before
+/// the watch delivered the failure it follows would otherwise be logged under
+/// the failed attempt's number).
 pub async fn reconcile(
-    obj: Arc<CopyImageCancellation>,
+    cached: Arc<CopyImageCancellation>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    let latest = cached.uid().and_then(|uid| {
+        ctx.own_writes
+            .newer_than_cache(&uid, cached.resource_version().as_deref())
+    });
+    let behind = latest.is_some();
+    let obj = latest.map_or(cached, Arc::new);
     let span = tracing::info_span!(
         "reconcile",
         namespace = obj.namespace().unwrap_or_default(),
@@ -535,6 +545,9 @@ pub async fn reconcile(
         attempt = decide::current_attempt(obj.status.as_ref()),
         request_id = tracing::field::Empty,
     );
+    if behind {
+        span.in_scope(|| debug!(resource = %describe(&obj), "the cache has not seen our last status write yet; deciding on what it returned"));
+    }
     reconcile_in_span(obj, ctx).instrument(span).await
 }
 
@@ -553,16 +566,6 @@ async fn reconcile_in_span(
     };
     let api: Api<CopyImageCancellation> = Api::namespaced(ctx.client.clone(), &namespace);
 
-    let obj = match ctx
-        .own_writes
-        .newer_than_cache(&uid, obj.resource_version().as_deref())
-    {
-        Some(latest) => {
-            debug!(resource = %describe(&obj), "the cache has not seen our last status write yet; deciding on what it returned");
-            Arc::new(latest)
-        }
-        None => obj,
-    };
     if let Some(action) = record_unrecorded(&ctx, &api, &obj, &uid).await? {
         return Ok(action);
     }

@@ -311,6 +311,8 @@ pub(crate) struct Shared {
     faults: Mutex<Vec<Fault>>,
     log: Mutex<Vec<RequestRecord>>,
     latency: Mutex<Option<Duration>>,
+    /// How long after its commit each watch event is delivered.
+    watch_lag: Mutex<Option<Duration>>,
     /// Cancelled (and replaced) to drop every open watch.
     watches: Mutex<CancellationToken>,
     shutdown: CancellationToken,
@@ -365,6 +367,7 @@ impl KubeApi {
             faults: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
             latency: Mutex::new(None),
+            watch_lag: Mutex::new(None),
             watches: Mutex::new(CancellationToken::new()),
             shutdown: CancellationToken::new(),
             config,
@@ -452,6 +455,13 @@ impl KubeApiHandle {
     /// Delays every request by `latency` (or stops delaying with `None`).
     pub fn set_latency(&self, latency: Option<Duration>) {
         *lock(&self.shared.latency) = latency;
+    }
+
+    /// Delivers each watch event `lag` after its write was committed (or at once with
+    /// `None`), on open watches too: a watch cache that lags behind the writes its own
+    /// client made, as under API-server load. Events keep their order.
+    pub fn set_watch_lag(&self, lag: Option<Duration>) {
+        *lock(&self.shared.watch_lag) = lag;
     }
 
     /// Every request answered so far, oldest first.

@@ -242,6 +242,8 @@ pub(crate) struct Change {
     /// MODIFIED, DELETED), each serialized once by the first watch that sends it: every
     /// watch of the type would otherwise serialize the same object again.
     pub lines: [std::sync::OnceLock<bytes::Bytes>; 3],
+    /// When the write was committed (a lagging watch delivers it a set time later).
+    pub at: tokio::time::Instant,
 }
 
 /// Who writes and when.
@@ -682,6 +684,7 @@ impl Store {
             object,
             old,
             lines: Default::default(),
+            at: tokio::time::Instant::now(),
         });
         self.history.push_back(change.clone());
         while self.history.len() > self.history_window {

@@ -12,6 +12,7 @@ use futures::channel::mpsc;
 use http::{StatusCode, header};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
 
 use super::Shared;
 use super::error::ApiError;
@@ -159,22 +160,49 @@ pub(crate) fn watch(
         };
         (t, backlog, initial, start, rx, view, storage)
     };
-    let mut first: Vec<Bytes> = backlog
+    // Each line with the commit time of its change (a lagging watch holds it until then
+    // plus the lag); the initial list is current state, sent at once.
+    let mut first: Vec<(Option<Instant>, Bytes)> = backlog
         .iter()
         .filter(|c| c.ty == storage)
-        .filter_map(|c| event_for(c, &view))
+        .filter_map(|c| Some((Some(c.at), event_for(c, &view)?)))
         .collect();
-    first.extend(initial.iter().map(|object| view.line("ADDED", object)));
+    first.extend(
+        initial
+            .iter()
+            .map(|object| (None, view.line("ADDED", object))),
+    );
     if send_initial && bookmarks {
-        first.push(bookmark(&t, start, true));
+        first.push((None, bookmark(&t, start, true)));
     }
 
     let (mut tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
     let dropped = shared.watch_token();
     let shutdown = shared.shutdown.clone();
     let interval = shared.config.bookmark_interval;
+    // Waits out the watch lag for a change committed `at`; false if the watch ended meanwhile.
+    let lagged = {
+        let (dropped, shutdown) = (dropped.clone(), shutdown.clone());
+        move |at: Instant| {
+            let lag = *super::lock(&shared.watch_lag);
+            let (dropped, shutdown) = (dropped.clone(), shutdown.clone());
+            async move {
+                let Some(lag) = lag else { return true };
+                tokio::select! {
+                    _ = dropped.cancelled() => false,
+                    _ = shutdown.cancelled() => false,
+                    _ = tokio::time::sleep_until(at + lag) => true,
+                }
+            }
+        }
+    };
     tokio::spawn(async move {
-        for bytes in first {
+        for (at, bytes) in first {
+            if let Some(at) = at
+                && !lagged(at).await
+            {
+                return;
+            }
             if tx.send(Ok(bytes)).await.is_err() {
                 return;
             }
@@ -198,10 +226,13 @@ pub(crate) fn watch(
                         if change.ty != storage {
                             continue;
                         }
-                        match event_for(&change, &view) {
-                            Some(bytes) => bytes,
-                            None => continue,
+                        let Some(bytes) = event_for(&change, &view) else {
+                            continue;
+                        };
+                        if !lagged(change.at).await {
+                            return;
                         }
+                        bytes
                     }
                     // A watcher too slow for the buffer is closed, as the real server does;
                     // the client resumes from its last resourceVersion.
