@@ -62,7 +62,8 @@ pub struct DemoArgs {
     /// Largest backoff ceiling of the controller (`run --retry-max-delay`).
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
     pub retry_max_delay: Duration,
-    /// How long the demo waits before creating the Secret a sample is waiting for.
+    /// How long the demo waits before creating the Secret a sample is waiting for
+    /// (and at least until that sample shows AwaitingCredentials).
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
     pub secret_delay: Duration,
     /// Give up (exit non-zero) if the resources are not all finished by then.
@@ -320,7 +321,14 @@ async fn play(
         {
             break;
         }
-        if !secret_created && started.elapsed() >= args.secret_delay {
+        // NB: only once the waiting sample says it awaits credentials, which the
+        // controller says after its Secret has been absent for a few seconds.
+        if !secret_created
+            && started.elapsed() >= args.secret_delay
+            && waiting_for_secret
+                .iter()
+                .all(|s| seen_awaiting.contains(&s.resource.name_any()))
+        {
             create_secret(&client, &waiting_for_secret, team_key).await?;
             secret_created = true;
         }

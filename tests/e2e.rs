@@ -354,6 +354,42 @@ async fn a_missing_secret_holds_the_request_until_it_is_created() {
     assert_eq!(done.status.unwrap().attempts, 1);
 }
 
+/// A Secret that reaches the controller a moment after its resource (applied
+/// in the same sync, through a separate watch) is waited for quietly: the
+/// first status says Pending, then the request goes with the Secret's key; no
+/// AwaitingCredentials and no Warning Event for a Secret that was on its way.
+/// (A CI run once showed that Warning for a Secret created before its resource.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_arriving_just_after_its_resource_raises_no_warning() {
+    let env = Env::sandbox().await;
+    let team = AccessKey::new("LTAI5tE2eLateKey", "e2eLateSecretDoNotLeak", None);
+    env.sim.add_key(team.clone());
+    env.copying("m-e2elate");
+    env.create(&cic_with_secret("late", "m-e2elate", "team-keys"))
+        .await;
+    // The controller has looked without the Secret: a quiet Pending.
+    env.wait_for(
+        "late",
+        "Pending while the Secret is not in the cache",
+        |c| cond(c, "Reconciling") == Some(("True".into(), "Pending".into())),
+    )
+    .await;
+    env.put_secret("team-keys", &team).await;
+
+    let done = env.wait_finished("late").await;
+    assert_phase(&done, "Succeeded");
+    let requests = env.ecs_requests("m-e2elate");
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].access_key_id.as_deref(), Some(team.id.as_str()));
+    let events = env.events_for("late").await;
+    assert!(
+        events
+            .iter()
+            .all(|e| e.reason.as_deref() != Some("AwaitingCredentials")),
+        "{events:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_secret_is_used_without_a_restart() {
     let env = Env::sandbox().await;

@@ -169,8 +169,10 @@ pub enum Trigger<'a> {
     /// A reconcile without usable credentials (the reason names the Secret
     /// or key, never a value).
     CredentialsMissing(&'a str),
-    /// A reconcile while the operator's own credentials are being fetched for
-    /// the first time: a short, expected wait, so no status change or Event.
+    /// A reconcile while the credentials are expected shortly (the operator's
+    /// own being fetched for the first time, or a Secret the cache has not
+    /// seen yet): a short, expected wait, so no status change or Event (a new
+    /// resource gets its first status, reason Pending).
     CredentialsPending,
     /// The attempt recorded by the last write-ahead came back; how it is
     /// treated is [`CancelOutcome::retry_class`]'s call.
@@ -256,7 +258,7 @@ pub fn decide(input: &Input<'_>, trigger: Trigger<'_>) -> Decision {
 enum NoKey<'a> {
     /// Missing or failing (the reason).
     Missing(&'a str),
-    /// Being fetched for the first time.
+    /// Expected shortly.
     Pending,
 }
 
@@ -332,8 +334,7 @@ impl Draft<'_, '_> {
     /// Waits for credentials, with a Warning Event when the wait begins (not
     /// on every recheck: the reason stays, only the message may change).
     fn awaiting_credentials(mut self, why: &str) -> Decision {
-        let already_waiting = conditions::get(&self.status.conditions, types::RECONCILING)
-            .is_some_and(|c| c.reason == reasons::AWAITING_CREDENTIALS);
+        let already_waiting = awaiting_credentials(Some(&self.status));
         let message = format!("Nothing is sent until credentials are available: {why}");
         self.in_progress(reasons::AWAITING_CREDENTIALS, &message);
         let event = (!already_waiting).then(|| EventNote {
@@ -702,6 +703,14 @@ pub fn current_attempt(status: Option<&CopyImageCancellationStatus>) -> i64 {
         }
         Some(s) => i64::from(s.attempts) + 1,
     }
+}
+
+/// Whether `status` says the resource awaits credentials.
+pub fn awaiting_credentials(status: Option<&CopyImageCancellationStatus>) -> bool {
+    status.is_some_and(|s| {
+        conditions::get(&s.conditions, types::RECONCILING)
+            .is_some_and(|c| c.reason == reasons::AWAITING_CREDENTIALS)
+    })
 }
 
 /// Whether `status` holds an attempt recorded before sending whose outcome

@@ -121,8 +121,69 @@ pub struct Settings {
 enum NoKey {
     /// Missing or failing: the reason, without secrets.
     Missing(String),
-    /// The operator's credentials are being fetched for the first time.
+    /// Expected shortly: the operator's credentials are being fetched for the
+    /// first time, or the resource's Secret is not in the cache yet but may
+    /// only be behind in its watch ([`SECRET_CACHE_GRACE`]).
     Pending,
+}
+
+/// How long a resource's Secret may be absent from the cache before the
+/// resource is said to await credentials (a Warning Event and
+/// `AwaitingCredentials`). The Secret and the resource come through separate
+/// watches, so a Secret created just before the resource (one `kubectl apply`,
+/// one GitOps sync) can reach the cache a moment after it; the Secret watch
+/// wakes the resource when it does.
+const SECRET_CACHE_GRACE: Duration = Duration::from_secs(5);
+
+/// When each resource (by UID) first found its Secret absent from the cache,
+/// while that is less than [`SECRET_CACHE_GRACE`] ago. An entry goes when the
+/// Secret is found or the resource is said to await credentials.
+/// NB: a resource deleted within the grace leaves its entry; that is one
+/// entry per such deletion.
+#[derive(Default)]
+struct SecretMisses(Mutex<HashMap<String, std::time::Instant>>);
+
+impl SecretMisses {
+    /// The wait left before resource `uid`, which found its Secret absent
+    /// from the cache at `now`, is said to await credentials; `None`: now.
+    fn wait_left(
+        &self,
+        uid: &str,
+        now: std::time::Instant,
+        already_awaiting: bool,
+    ) -> Option<Duration> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let first_miss = *map.entry(uid.to_string()).or_insert(now);
+        let left = grace_left(first_miss, now, already_awaiting);
+        if left.is_none() {
+            map.remove(uid);
+        }
+        left
+    }
+
+    /// Resource `uid` has its Secret at hand (or needs none).
+    fn found(&self, uid: &str) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !map.is_empty() {
+            map.remove(uid);
+        }
+    }
+}
+
+/// What is left of [`SECRET_CACHE_GRACE`] for a Secret first found absent at
+/// `first_miss`; `None` when it is over, or when the resource already awaits
+/// credentials (its status says so: nothing to be quiet about).
+fn grace_left(
+    first_miss: std::time::Instant,
+    now: std::time::Instant,
+    already_awaiting: bool,
+) -> Option<Duration> {
+    if already_awaiting {
+        return None;
+    }
+    SECRET_CACHE_GRACE
+        .checked_sub(now.saturating_duration_since(first_miss))
+        .filter(|left| !left.is_zero())
 }
 
 /// An outcome that came back but could not be written to status yet: kept
@@ -149,6 +210,8 @@ pub struct Context {
     unrecorded: Arc<Mutex<HashMap<String, Unrecorded>>>,
     /// Our own status writes the watch cache has not caught up with yet.
     own_writes: OwnWrites,
+    /// Secrets found absent from the cache within the grace.
+    secret_misses: SecretMisses,
     metrics: Arc<Metrics>,
 }
 
@@ -171,6 +234,7 @@ impl Context {
             permits,
             unrecorded: Arc::default(),
             own_writes: OwnWrites::default(),
+            secret_misses: SecretMisses::default(),
             metrics,
         }
     }
@@ -184,11 +248,7 @@ impl Context {
         namespace: &str,
     ) -> (Result<AccessKey, NoKey>, Option<Duration>) {
         match &obj.spec.credentials_secret_ref {
-            Some(secret_ref) => (
-                self.secret_credentials(&secret_ref.name, namespace)
-                    .map_err(NoKey::Missing),
-                None,
-            ),
+            Some(secret_ref) => self.secret_credentials(obj, &secret_ref.name, namespace),
             None => match self.settings.operator.try_current() {
                 Ok(key) => (Ok(key), None),
                 Err(CredentialError::NotConfigured) => (
@@ -206,23 +266,43 @@ impl Context {
         }
     }
 
-    /// The key in the Secret `secret_ref` names, or why there is none.
-    fn secret_credentials(&self, secret_name: &str, namespace: &str) -> Result<AccessKey, String> {
-        match &self.secrets {
-            Some(secrets) => {
-                let key = ObjectRef::<Secret>::new(secret_name).within(namespace);
-                secrets::access_key_from_secret(
-                    secrets.get(&key).as_deref(),
-                    namespace,
-                    secret_name,
-                )
-            }
-            None => Err(format!(
+    /// The key in Secret `secret_name` that `obj` names, or why there is none
+    /// (and when to look again). A Secret absent from the cache is
+    /// [`NoKey::Pending`] for the first [`SECRET_CACHE_GRACE`] of an
+    /// unfinished resource, then missing.
+    fn secret_credentials(
+        &self,
+        obj: &CopyImageCancellation,
+        secret_name: &str,
+        namespace: &str,
+    ) -> (Result<AccessKey, NoKey>, Option<Duration>) {
+        let Some(secrets) = &self.secrets else {
+            let why = format!(
                 "this operator runs with --per-resource-secrets=false and does not read Secret \
                  {namespace}/{secret_name}; remove credentialsSecretRef to use the operator's own credentials, \
                  or have the operator allowed to read Secrets"
-            )),
+            );
+            return (Err(NoKey::Missing(why)), None);
+        };
+        let secret = secrets.get(&ObjectRef::<Secret>::new(secret_name).within(namespace));
+        let uid = obj.uid().unwrap_or_default();
+        let unfinished = !obj
+            .status
+            .as_ref()
+            .is_some_and(|s| s.phase.is_some_and(crate::resource::Phase::is_finished));
+        if secret.is_none() && unfinished {
+            let awaiting = decide::awaiting_credentials(obj.status.as_ref());
+            if let Some(left) =
+                self.secret_misses
+                    .wait_left(&uid, std::time::Instant::now(), awaiting)
+            {
+                return (Err(NoKey::Pending), Some(left));
+            }
+        } else {
+            self.secret_misses.found(&uid);
         }
+        let key = secrets::access_key_from_secret(secret.as_deref(), namespace, secret_name);
+        (key.map_err(NoKey::Missing), None)
     }
 
     /// Sets the Events' `reportingInstance` (as given to the shared [`Recorder`]).
@@ -970,6 +1050,55 @@ mod tests {
             ..Default::default()
         });
         Arc::new(r)
+    }
+
+    #[test]
+    fn a_secret_absent_from_the_cache_is_waited_for_quietly_within_the_grace() {
+        let t0 = std::time::Instant::now();
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // (seconds since the first miss, already awaiting credentials, wait left)
+        let rows = [
+            (ms(0), false, Some(SECRET_CACHE_GRACE)),
+            (ms(1500), false, Some(SECRET_CACHE_GRACE - ms(1500))),
+            (SECRET_CACHE_GRACE - ms(1), false, Some(ms(1))),
+            (SECRET_CACHE_GRACE, false, None),
+            (SECRET_CACHE_GRACE + s(60), false, None),
+            // The status already says so: nothing to be quiet about.
+            (ms(0), true, None),
+            (ms(1500), true, None),
+        ];
+        for (since, awaiting, want) in rows {
+            assert_eq!(
+                grace_left(t0, t0 + since, awaiting),
+                want,
+                "{since:?} after the first miss, awaiting: {awaiting}"
+            );
+        }
+    }
+
+    #[test]
+    fn secret_misses_keep_the_first_miss_until_found_or_reported() {
+        let misses = SecretMisses::default();
+        let t0 = std::time::Instant::now();
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(misses.wait_left("a", t0, false), Some(SECRET_CACHE_GRACE));
+        // Counted from the first miss, not the latest.
+        assert_eq!(
+            misses.wait_left("a", later, false),
+            Some(SECRET_CACHE_GRACE - Duration::from_secs(1))
+        );
+        // Reported missing once the grace is over: the entry goes.
+        assert_eq!(misses.wait_left("a", t0 + SECRET_CACHE_GRACE, false), None);
+        assert!(misses.0.lock().unwrap().is_empty());
+        // Found: the next miss starts a new grace.
+        assert_eq!(misses.wait_left("b", t0, false), Some(SECRET_CACHE_GRACE));
+        misses.found("b");
+        assert!(misses.0.lock().unwrap().is_empty());
+        assert_eq!(
+            misses.wait_left("b", later, false),
+            Some(SECRET_CACHE_GRACE)
+        );
     }
 
     #[test]
