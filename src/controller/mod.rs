@@ -163,10 +163,7 @@ impl SecretMisses {
 
     /// Resource `uid` has its Secret at hand (or needs none).
     fn found(&self, uid: &str) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if !map.is_empty() {
-            map.remove(uid);
-        }
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
     }
 }
 
