@@ -173,26 +173,38 @@ async fn json_span_lines(env: &Env, resource: &str) -> Vec<serde_json::Value> {
     }
 }
 
+/// Takes resource `name` on `image` through one InternalError and a success
+/// (JSON logs): the two request IDs ECS sent, the lines of the resource's
+/// reconcile span, and the last of them saying `outcome recorded`.
+async fn retried_once(
+    env: &Env,
+    name: &str,
+    image: &str,
+) -> ([String; 2], Vec<serde_json::Value>, serde_json::Value) {
+    env.copying(image);
+    env.fault(image, FaultKind::InternalError, FaultCount::Times(1));
+    env.create(&cic(name, image)).await;
+    env.wait_finished(name).await;
+    let requests = env.ecs_requests(image);
+    assert_eq!(requests.len(), 2, "one InternalError, one success");
+    let id = |i: usize| requests[i].request_id.clone().expect("a request ID");
+    let lines = json_span_lines(env, name).await;
+    let last = lines
+        .iter()
+        .rev()
+        .find(|l| l["fields"]["message"] == "outcome recorded")
+        .cloned()
+        .expect("json_span_lines waits for it");
+    ([id(0), id(1)], lines, last)
+}
+
 /// With `--log-format json`, each line logged while reconciling a resource
 /// carries the `reconcile` span: namespace, resource, attempt, and once ECS
 /// answered, the request ID the simulator sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_log_lines_carry_the_reconcile_span() {
     let env = Env::sandbox_with_args(&["--log-format", "json"]).await;
-    env.copying("m-obsspan");
-    env.fault("m-obsspan", FaultKind::InternalError, FaultCount::Times(1));
-    env.create(&cic("spanned", "m-obsspan")).await;
-    env.wait_finished("spanned").await;
-    let requests = env.ecs_requests("m-obsspan");
-    assert_eq!(requests.len(), 2, "one InternalError, one success");
-    let last_id = requests[1].request_id.clone().expect("a request ID");
-
-    let lines = json_span_lines(&env, "spanned").await;
-    let last = lines
-        .iter()
-        .rev()
-        .find(|l| l["fields"]["message"] == "outcome recorded")
-        .unwrap();
+    let ([first_id, last_id], lines, last) = retried_once(&env, "spanned", "m-obsspan").await;
     let span = &last["span"];
     assert_eq!(span["name"], "reconcile", "{last}");
     assert_eq!(span["namespace"], "images", "{last}");
@@ -204,7 +216,6 @@ async fn json_log_lines_carry_the_reconcile_span() {
     assert_eq!(spans.last().unwrap()["name"], "reconcile", "{last}");
 
     // Each step of the first attempt is in the span as well.
-    let first_id = requests[0].request_id.clone().expect("a request ID");
     for message in [
         "sending CancelCopyImage",
         "CancelCopyImage answered",
@@ -231,14 +242,7 @@ async fn the_span_names_the_attempt_sent_while_the_watch_lags() {
     let env = Env::sandbox_with_args(&["--log-format", "json"]).await;
     env.sandbox_api()
         .set_watch_lag(Some(Duration::from_millis(1500)));
-    env.copying("m-obslag");
-    env.fault("m-obslag", FaultKind::InternalError, FaultCount::Times(1));
-    env.create(&cic("lagged", "m-obslag")).await;
-    env.wait_finished("lagged").await;
-    let requests = env.ecs_requests("m-obslag");
-    assert_eq!(requests.len(), 2, "one InternalError, one success");
-
-    let lines = json_span_lines(&env, "lagged").await;
+    let ([_, last_id], lines, last) = retried_once(&env, "lagged", "m-obslag").await;
     assert!(
         lines.iter().any(|l| l["fields"]["message"]
             .as_str()
@@ -254,21 +258,8 @@ async fn the_span_names_the_attempt_sent_while_the_watch_lags() {
     for line in sends {
         assert_eq!(line["span"]["attempt"], line["fields"]["attempt"], "{line}");
     }
-    let last = lines
-        .iter()
-        .rev()
-        .find(|l| l["fields"]["message"] == "outcome recorded")
-        .unwrap();
     assert_eq!(last["span"]["attempt"], 2, "{last}");
-    assert_eq!(
-        last["span"]["request_id"],
-        requests[1]
-            .request_id
-            .clone()
-            .expect("a request ID")
-            .as_str(),
-        "{last}"
-    );
+    assert_eq!(last["span"]["request_id"], last_id.as_str(), "{last}");
 }
 
 /// The text format shows the same span in front of each line.
