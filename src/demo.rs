@@ -198,7 +198,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         backoff: Backoff::new(args.retry_base_delay, args.retry_max_delay)
             .context("--retry-base-delay / --retry-max-delay")?,
         operator: OperatorCredentials::fixed(operator_key),
-        ecs_rate_limit: None,
+        pacer: crate::pacing::Pacer::new(crate::pacing::PacingConfig::default(), None),
     });
     let shutdown = CancellationToken::new();
     let controller = tokio::spawn(run_controllers(

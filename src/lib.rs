@@ -25,6 +25,7 @@ pub mod ecs;
 pub mod fuzzing;
 pub mod identity;
 pub mod metrics;
+pub mod pacing;
 pub mod resource;
 pub mod retry;
 pub mod sandbox;

@@ -6,6 +6,8 @@
 //! ECS code the operator does not know becomes `other`: cardinality stays
 //! fixed and nothing secret can leak.
 
+use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -123,6 +125,23 @@ pub struct RetryLabel {
     pub reason: &'static str,
 }
 
+/// `region` label of the pacing metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegionLabel {
+    /// The region ID, or `other` past [`MAX_REGION_LABELS`] regions.
+    pub region: String,
+}
+
+/// Most distinct `region` label values.
+pub const MAX_REGION_LABELS: usize = 64;
+
+/// A histogram of the seconds resources waited for a slot.
+fn pace_wait_histogram() -> Histogram {
+    Histogram::new([
+        0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+    ])
+}
+
 /// `phase` label of the resources gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabel {
@@ -154,6 +173,10 @@ pub struct Metrics {
     credential_refreshes: Counter,
     credential_refresh_failures: Counter,
     credential_state: Family<CredentialLabel, Gauge>,
+    ecs_pace: Family<RegionLabel, Gauge<f64, AtomicU64>>,
+    ecs_throttled: Family<RegionLabel, Counter>,
+    ecs_pace_wait: Family<RegionLabel, Histogram, fn() -> Histogram>,
+    regions_seen: Mutex<HashSet<String>>,
 }
 
 impl Default for Metrics {
@@ -193,11 +216,10 @@ impl Default for Metrics {
             retries_scheduled.clone(),
         );
         // NB: both reasons exist from the start, so rate() sees the first retry.
-        for reason in [
-            crate::controller::conditions::reasons::RETRY_SCHEDULED,
-            crate::controller::conditions::reasons::THROTTLED,
-        ] {
-            let _ = retries_scheduled.get_or_create(&RetryLabel { reason });
+        for class in [RetryClass::Retryable, RetryClass::Throttled] {
+            let _ = retries_scheduled.get_or_create(&RetryLabel {
+                reason: retry_reason_label(class),
+            });
         }
         let resources = ResourceStores::default();
         registry.register_collector(Box::new(resources.clone()));
@@ -238,7 +260,33 @@ impl Default for Metrics {
             "1 for the operator credentials' current state and source, 0 for the others",
             credential_state.clone(),
         );
+        let ecs_pace = Family::<RegionLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "ecs_pace_requests_per_second",
+            "Client-side pace of CancelCopyImage towards a region, summed over the access keys \
+             ECS has throttled there (absent: no key is paced in the region, nothing holds requests back)",
+            ecs_pace.clone(),
+        );
+        let ecs_throttled = Family::<RegionLabel, Counter>::default();
+        registry.register(
+            "ecs_throttled",
+            "Throttling answers (Throttling, Throttling.User, Throttling.Api ...) from ECS, by region",
+            ecs_throttled.clone(),
+        );
+        let ecs_pace_wait =
+            Family::<RegionLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                pace_wait_histogram,
+            );
+        registry.register(
+            "ecs_pace_wait_seconds",
+            "Time resources waited for the pace of their access key and region before sending",
+            ecs_pace_wait.clone(),
+        );
         Self {
+            ecs_pace,
+            ecs_throttled,
+            ecs_pace_wait,
+            regions_seen: Mutex::default(),
             registry,
             reconciles,
             reconcile_errors,
@@ -254,6 +302,14 @@ impl Default for Metrics {
             credential_refresh_failures,
             credential_state,
         }
+    }
+}
+
+/// The `reason` label of a scheduled retry: the condition reason it sets.
+fn retry_reason_label(class: RetryClass) -> &'static str {
+    match class {
+        RetryClass::Throttled => "Throttled",
+        _ => "RetryScheduled",
     }
 }
 
@@ -398,21 +454,60 @@ impl Metrics {
         self.request_duration.observe(seconds);
     }
 
-    /// Counts a retry scheduled with condition reason `reason`
-    /// (`RetryScheduled` or `Throttled`; anything else counts as `other`).
-    pub fn retry_scheduled(&self, reason: &str) {
-        let reason = match reason {
-            crate::controller::conditions::reasons::RETRY_SCHEDULED => {
-                crate::controller::conditions::reasons::RETRY_SCHEDULED
-            }
-            crate::controller::conditions::reasons::THROTTLED => {
-                crate::controller::conditions::reasons::THROTTLED
-            }
-            _ => OTHER_CODE,
-        };
+    /// Counts a retry scheduled after an outcome of class `class`
+    /// (`Retryable`: counted against backoffLimit; `Throttled`: not).
+    pub fn retry_scheduled(&self, class: RetryClass) {
         self.retries_scheduled
-            .get_or_create(&RetryLabel { reason })
+            .get_or_create(&RetryLabel {
+                reason: retry_reason_label(class),
+            })
             .inc();
+    }
+
+    /// Sets the client-side pace towards `region` (requests per second,
+    /// summed over its paced access keys); `None`: no key is paced there.
+    pub fn ecs_pace(&self, region: &str, per_second: Option<f64>) {
+        let label = self.region_label(region);
+        match per_second {
+            Some(rate) => {
+                self.ecs_pace.get_or_create(&label).set(rate);
+            }
+            None => {
+                self.ecs_pace.remove(&label);
+            }
+        }
+    }
+
+    /// Counts a `Throttling*` answer from `region`.
+    pub fn ecs_throttled(&self, region: &str) {
+        self.ecs_throttled
+            .get_or_create(&self.region_label(region))
+            .inc();
+    }
+
+    /// Observes how long a resource waited for a slot to send to `region`.
+    pub fn ecs_pace_wait(&self, region: &str, seconds: f64) {
+        self.ecs_pace_wait
+            .get_or_create(&self.region_label(region))
+            .observe(seconds);
+    }
+
+    /// The `region` label: the region ID for the first [`MAX_REGION_LABELS`]
+    /// regions seen, [`OTHER_CODE`] beyond (region IDs come from resources,
+    /// so their number is not ours to bound).
+    fn region_label(&self, region: &str) -> RegionLabel {
+        let mut seen = self.regions_seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(region)
+            || (seen.len() < MAX_REGION_LABELS && seen.insert(region.to_string()))
+        {
+            RegionLabel {
+                region: region.to_string(),
+            }
+        } else {
+            RegionLabel {
+                region: OTHER_CODE.to_string(),
+            }
+        }
     }
 
     /// Sets the leader gauge: whether this process runs the controllers.
@@ -590,10 +685,9 @@ mod tests {
         m.request(&service(500, "InternalError"), 0.1);
         m.request(&service(418, "Teapot.Secret"), 0.1);
         m.request(&transport(TransportKind::Timeout), 0.1);
-        m.retry_scheduled("RetryScheduled");
-        m.retry_scheduled("Throttled");
-        m.retry_scheduled("Throttled");
-        m.retry_scheduled("Something else");
+        m.retry_scheduled(RetryClass::Retryable);
+        m.retry_scheduled(RetryClass::Throttled);
+        m.retry_scheduled(RetryClass::Throttled);
         let text = m.encode();
         for line in [
             "copyimage_canceller_ecs_requests_total{code=\"InternalError\",outcome=\"retryable\"} 2",
@@ -601,16 +695,48 @@ mod tests {
             "copyimage_canceller_ecs_requests_total{code=\"TransportError.Timeout\",outcome=\"retryable\"} 1",
             "copyimage_canceller_retries_scheduled_total{reason=\"RetryScheduled\"} 1",
             "copyimage_canceller_retries_scheduled_total{reason=\"Throttled\"} 2",
-            "copyimage_canceller_retries_scheduled_total{reason=\"other\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
             );
         }
-        for leaked in ["Teapot", "secret message", "REQUEST-ID-1", "Something"] {
+        for leaked in ["Teapot", "secret message", "REQUEST-ID-1"] {
             assert!(!text.contains(leaked), "{leaked} in\n{text}");
         }
+    }
+
+    #[test]
+    fn pacing_metrics_by_region_with_a_bounded_label_set() {
+        let m = Metrics::default();
+        m.ecs_pace("cn-hangzhou", Some(35.5));
+        m.ecs_pace("eu-central-1", Some(2.0));
+        m.ecs_pace("eu-central-1", None);
+        m.ecs_throttled("cn-hangzhou");
+        m.ecs_throttled("cn-hangzhou");
+        m.ecs_pace_wait("cn-hangzhou", 0.3);
+        for i in 0..MAX_REGION_LABELS + 5 {
+            m.ecs_throttled(&format!("xx-test-{i}"));
+        }
+        let text = m.encode();
+        for line in [
+            "copyimage_canceller_ecs_pace_requests_per_second{region=\"cn-hangzhou\"} 35.5",
+            "copyimage_canceller_ecs_throttled_total{region=\"cn-hangzhou\"} 2",
+            "copyimage_canceller_ecs_pace_wait_seconds_count{region=\"cn-hangzhou\"} 1",
+            "copyimage_canceller_ecs_pace_wait_seconds_bucket{le=\"0.5\",region=\"cn-hangzhou\"} 1",
+            // cn-hangzhou and eu-central-1 took two of the labels.
+            "copyimage_canceller_ecs_throttled_total{region=\"other\"} 7",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        // A region no key is paced in has no pace at all (not a pace of 0).
+        assert!(
+            !text.contains("ecs_pace_requests_per_second{region=\"eu-central-1\"}"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -159,6 +159,11 @@ pub struct Input<'a> {
     pub backoff: Backoff,
     /// A uniform sample from `[0, 1]`, for full jitter.
     pub jitter: f64,
+    /// Whether sends are paced per access key and region (`--ecs-pacing
+    /// adaptive`): a throttled attempt is then retried as soon as that pace
+    /// allows (never before `x-acs-retry-after`), the pace being the backoff
+    /// shared by every resource of the scope; otherwise it backs off alone.
+    pub paced: bool,
 }
 
 /// What just happened.
@@ -174,6 +179,10 @@ pub enum Trigger<'a> {
     /// seen yet): a short, expected wait, so no status change or Event (a new
     /// resource gets its first status, reason Pending).
     CredentialsPending,
+    /// A send was due, but the pace of its access key and region has no slot
+    /// yet: the shell holds a place in the queue. No status change (a new
+    /// resource gets its first status, reason AwaitingPace).
+    AwaitingPace,
     /// The attempt recorded by the last write-ahead came back; how it is
     /// treated is [`CancelOutcome::retry_class`]'s call.
     Attempted(&'a CancelOutcome),
@@ -191,6 +200,9 @@ pub enum NextAction {
     /// Wait for the Secret to appear or change; with a deadline, look again
     /// no later than this (so `DeadlineExceeded` lands on time).
     AwaitCredentials(Option<Duration>),
+    /// Wait for the slot the pace will give, then decide again; with a
+    /// deadline, no longer than this.
+    AwaitSlot(Option<Duration>),
     /// Finished: nothing will ever be sent again.
     Done,
 }
@@ -248,18 +260,21 @@ pub fn decide(input: &Input<'_>, trigger: Trigger<'_>) -> Decision {
     match trigger {
         Trigger::Attempted(outcome) => d.attempted(outcome, outcome.retry_class()),
         Trigger::Observe => d.observe(None),
-        Trigger::CredentialsMissing(why) => d.observe(Some(NoKey::Missing(why))),
-        Trigger::CredentialsPending => d.observe(Some(NoKey::Pending)),
+        Trigger::CredentialsMissing(why) => d.observe(Some(Hold::Missing(why))),
+        Trigger::CredentialsPending => d.observe(Some(Hold::Pending)),
+        Trigger::AwaitingPace => d.observe(Some(Hold::Pace)),
     }
 }
 
-/// Why no key is at hand.
+/// Why nothing can be sent yet.
 #[derive(Clone, Copy)]
-enum NoKey<'a> {
-    /// Missing or failing (the reason).
+enum Hold<'a> {
+    /// No key: missing or failing (the reason).
     Missing(&'a str),
-    /// Expected shortly.
+    /// The key is expected shortly.
     Pending,
+    /// The pace of the key and region has no slot yet.
+    Pace,
 }
 
 /// A status being worked on.
@@ -270,7 +285,7 @@ struct Draft<'i, 'a> {
 }
 
 impl Draft<'_, '_> {
-    fn observe(mut self, credentials_missing: Option<NoKey<'_>>) -> Decision {
+    fn observe(mut self, hold: Option<Hold<'_>>) -> Decision {
         if self.status.phase.is_none() {
             // NB: with credentials at hand the first status written is the
             // write-ahead itself (Reconciling=True, observedGeneration, the
@@ -278,12 +293,12 @@ impl Draft<'_, '_> {
             // write fewer per resource than a separate Pending step.
             self.status.phase = Some(Phase::Pending);
             self.status.start_time = Some(Time(self.now));
-            return match credentials_missing {
-                Some(NoKey::Missing(why)) => self.awaiting_credentials(why),
-                Some(NoKey::Pending) => {
+            let spec = self.input.spec;
+            return match hold {
+                Some(Hold::Missing(why)) => self.awaiting_credentials(why),
+                Some(Hold::Pending) => {
                     // The operator's credentials are being fetched: say so
                     // now (kstatus sees Reconciling), send once they are here.
-                    let spec = self.input.spec;
                     let message = format!(
                         "Nothing sent yet: about to cancel the copy to {} in {}",
                         spec.image_id, spec.region_id
@@ -291,6 +306,16 @@ impl Draft<'_, '_> {
                     self.in_progress(reasons::PENDING, &message);
                     let by_deadline = self.deadline().map(|d| until(self.input.now, d));
                     self.finish(NextAction::AwaitCredentials(by_deadline), None)
+                }
+                Some(Hold::Pace) => {
+                    let message = format!(
+                        "Nothing sent yet: ECS throttled this access key in {}, so its requests \
+                         are paced; the cancellation of {} waits for its turn",
+                        spec.region_id, spec.image_id
+                    );
+                    self.in_progress(reasons::AWAITING_PACE, &message);
+                    let by_deadline = self.deadline().map(|d| until(self.input.now, d));
+                    self.finish(NextAction::AwaitSlot(by_deadline), None)
                 }
                 None => self.write_ahead(),
             };
@@ -321,12 +346,11 @@ impl Draft<'_, '_> {
             let wait = self.bounded_by_deadline(wait);
             return self.finish(NextAction::RequeueAfter(wait), None);
         }
-        match credentials_missing {
-            Some(NoKey::Missing(why)) => self.awaiting_credentials(why),
-            Some(NoKey::Pending) => {
-                let by_deadline = self.deadline().map(|d| until(self.input.now, d));
-                self.finish(NextAction::AwaitCredentials(by_deadline), None)
-            }
+        let by_deadline = self.deadline().map(|d| until(self.input.now, d));
+        match hold {
+            Some(Hold::Missing(why)) => self.awaiting_credentials(why),
+            Some(Hold::Pending) => self.finish(NextAction::AwaitCredentials(by_deadline), None),
+            Some(Hold::Pace) => self.finish(NextAction::AwaitSlot(by_deadline), None),
             None => self.write_ahead(),
         }
     }
@@ -521,6 +545,20 @@ impl Draft<'_, '_> {
         if let Some(decision) = self.deadline_check() {
             return decision;
         }
+        if self.input.paced {
+            // NB: no backoff of its own: the pace of the key and region slows
+            // every resource of the scope, and this one keeps its place in it.
+            let delay = f
+                .retry_after
+                .unwrap_or_default()
+                .min(self.input.backoff.cap());
+            let remark = format!(
+                "as soon as the pace of this access key in {} allows; throttling does not count \
+                 against backoffLimit",
+                self.input.spec.region_id
+            );
+            return self.schedule_retry_after(reasons::THROTTLED, &f, delay, &remark);
+        }
         self.schedule_retry(
             reasons::THROTTLED,
             &f,
@@ -528,9 +566,19 @@ impl Draft<'_, '_> {
         )
     }
 
-    fn schedule_retry(mut self, reason: &str, f: &Failure, remark: &str) -> Decision {
+    fn schedule_retry(self, reason: &str, f: &Failure, remark: &str) -> Decision {
         let retry = u32::try_from(self.status.attempts.saturating_sub(1)).unwrap_or(0);
         let delay = retry_delay(&self.input.backoff, retry, f.retry_after, self.input.jitter);
+        self.schedule_retry_after(reason, f, delay, remark)
+    }
+
+    fn schedule_retry_after(
+        mut self,
+        reason: &str,
+        f: &Failure,
+        delay: Duration,
+        remark: &str,
+    ) -> Decision {
         let next = ceil_seconds(self.input.now + delay);
         let wait = until(self.input.now, next);
         self.status.phase = Some(Phase::Running);

@@ -37,13 +37,14 @@ use tracing::{Instrument as _, debug, info, warn};
 
 use crate::credentials::AccessKey;
 use crate::ecs::CancelOutcome;
+use crate::ecs::RetryClass;
 use crate::ecs::client::EcsClient;
 use crate::identity::{CredentialError, OperatorCredentials};
 use crate::metrics::Metrics;
+use crate::pacing::{Grant, Pacer, Slot, pace};
 use crate::resource::{CopyImageCancellation, CopyImageCancellationStatus};
 use crate::retry::Backoff;
 use decide::{Decision, EventKind, Input, NextAction, Trigger};
-use governor::DefaultDirectRateLimiter;
 
 /// Field manager of every status write (server-side apply).
 pub const FIELD_MANAGER: &str = "copyimage-canceller";
@@ -111,9 +112,16 @@ pub struct Settings {
     /// The operator's own credentials (environment keys, RRSA or the instance
     /// role), for resources without `credentialsSecretRef`.
     pub operator: OperatorCredentials,
-    /// The global CancelCopyImage rate limit (`--ecs-qps`, `--ecs-burst`),
-    /// shared by every reconcile; `None`: unlimited.
-    pub ecs_rate_limit: Option<Arc<DefaultDirectRateLimiter>>,
+    /// Paces CancelCopyImage per access key and region (`--ecs-pacing`,
+    /// `--ecs-qps`, `--ecs-burst`), shared by every reconcile.
+    pub pacer: Arc<Pacer>,
+}
+
+impl Settings {
+    /// Whether throttled attempts wait for the pace rather than back off alone.
+    fn paced(&self) -> bool {
+        self.pacer.adaptive()
+    }
 }
 
 /// Why a reconcile has no key at hand.
@@ -588,8 +596,20 @@ fn requeue(action: NextAction) -> Action {
             Action::requeue(by_deadline.map_or(CREDENTIALS_RECHECK, |d| d.min(CREDENTIALS_RECHECK)))
         }
         NextAction::Done => Action::await_change(),
-        // NB: only reached when the write-ahead could not be applied.
-        NextAction::WriteAheadThenSend => Action::requeue(CONFLICT_REQUEUE),
+        // NB: only reached when the write-ahead could not be applied, or the
+        // wait for a slot could not be held.
+        NextAction::WriteAheadThenSend | NextAction::AwaitSlot(_) => {
+            Action::requeue(CONFLICT_REQUEUE)
+        }
+    }
+}
+
+/// The retries metric's class of a retry scheduled with condition `reason`.
+fn retry_class_of(reason: &str) -> RetryClass {
+    if reason == conditions::reasons::THROTTLED {
+        RetryClass::Throttled
+    } else {
+        RetryClass::Retryable
     }
 }
 
@@ -632,11 +652,7 @@ async fn reconcile_in_span(
     obj: Arc<CopyImageCancellation>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let _permit = ctx
-        .permits
-        .acquire()
-        .await
-        .expect("the semaphore is never closed");
+    let mut permit = Some(acquire(&ctx.permits).await);
     let _timer = ctx.metrics.reconcile();
     let (Some(namespace), Some(uid)) = (obj.namespace(), obj.uid()) else {
         return Err(Error::Incomplete(describe(&obj)));
@@ -649,9 +665,14 @@ async fn reconcile_in_span(
 
     let settings = &ctx.settings;
     let mut current: CopyImageCancellation = (*obj).clone();
+    // The pace's slot for the next send, once given, and the place in its
+    // queue while waiting for one.
+    let mut grant: Option<Grant> = None;
+    let mut queued = None;
     // A decision to look again at once is followed here, from what the API
-    // server returned, rather than through the (maybe stale) cache.
-    for _ in 0..3 {
+    // server returned, rather than through the (maybe stale) cache; so is the
+    // wait for a slot (queued, waiting, sending: three turns).
+    for _ in 0..4 {
         if current.spec.credentials_secret_ref.is_some()
             && let Some(secrets) = &ctx.secrets
             && !cache_ready(secrets, Some(SECRETS_READY_TIMEOUT)).await
@@ -660,6 +681,7 @@ async fn reconcile_in_span(
         }
         let (credentials, recheck) = ctx.credentials(&current, &namespace);
         let trigger = match &credentials {
+            Ok(_) if queued.is_some() => Trigger::AwaitingPace,
             Ok(_) => Trigger::Observe,
             Err(NoKey::Missing(why)) => Trigger::CredentialsMissing(why),
             Err(NoKey::Pending) => Trigger::CredentialsPending,
@@ -672,6 +694,7 @@ async fn reconcile_in_span(
                 now: Timestamp::now(),
                 backoff: settings.backoff,
                 jitter: rand::random::<f64>(),
+                paced: settings.paced(),
             },
             trigger,
         );
@@ -680,42 +703,89 @@ async fn reconcile_in_span(
             action,
             event,
         } = decision;
-        if status_unchanged(&current, &status) {
+        if action == NextAction::WriteAheadThenSend && grant.is_none() {
+            // NB: the slot comes before the write-ahead, so that a wait for it
+            // is never recorded as an attempt in flight.
+            let key = credentials
+                .as_ref()
+                .expect("decide sends only with credentials at hand");
+            match settings.pacer.slot(&key.id, &current.spec.region_id, &uid) {
+                Slot::Now(now) => grant = Some(now),
+                Slot::Queued(ticket) => {
+                    queued = Some(ticket);
+                    continue;
+                }
+            }
+        }
+        let written = if status_unchanged(&current, &status) {
             if let Some(note) = &event {
                 ctx.publish(&current, note).await;
             }
-            return Ok(requeue_within(action, recheck));
-        }
-        let rv = current.resource_version();
-        let written = match apply_status(&ctx.metrics, &api, &current, &status, rv.as_deref())
-            .await?
-        {
-            Written::Applied(written) => {
-                ctx.own_writes.replaced(&uid, rv, &written);
-                *written
+            None
+        } else {
+            let rv = current.resource_version();
+            let written = match apply_status(&ctx.metrics, &api, &current, &status, rv.as_deref())
+                .await?
+            {
+                Written::Applied(written) => {
+                    ctx.own_writes.replaced(&uid, rv, &written);
+                    *written
+                }
+                Written::Conflict => {
+                    debug!(resource = %describe(&current), "status moved under us; looking again, nothing sent");
+                    return Ok(Action::requeue(CONFLICT_REQUEUE));
+                }
+                Written::Gone => return Ok(Action::await_change()),
+            };
+            if let Some(reason) = decide::retry_reason(&status, event.as_ref()) {
+                ctx.metrics.retry_scheduled(retry_class_of(reason));
             }
-            Written::Conflict => {
-                debug!(resource = %describe(&current), "status moved under us; looking again, nothing sent");
-                return Ok(Action::requeue(CONFLICT_REQUEUE));
+            if let Some(note) = &event {
+                ctx.publish(&written, note).await;
             }
-            Written::Gone => return Ok(Action::await_change()),
+            Some(written)
         };
-        if let Some(reason) = decide::retry_reason(&status, event.as_ref()) {
-            ctx.metrics.retry_scheduled(reason);
-        }
-        if let Some(note) = &event {
-            ctx.publish(&written, note).await;
-        }
-        match action {
-            NextAction::WriteAheadThenSend => {
+        match (action, written) {
+            (NextAction::WriteAheadThenSend, Some(written)) => {
                 let key = credentials.expect("decide sends only with credentials at hand");
-                return send_and_record(&ctx, &api, written, &key, &uid).await;
+                let grant = grant
+                    .take()
+                    .expect("a slot is taken before the write-ahead");
+                return send_and_record(&ctx, &api, written, &key, &uid, grant).await;
             }
-            NextAction::RequeueAfter(wait) if wait.is_zero() => current = written,
-            other => return Ok(requeue_within(other, recheck)),
+            (NextAction::AwaitSlot(limit), written) => {
+                let Some(ticket) = queued.take() else {
+                    return Ok(requeue(NextAction::AwaitSlot(limit)));
+                };
+                if let Some(written) = written {
+                    current = written;
+                }
+                // NB: the wait holds no reconcile permit: resources queued
+                // behind a pace must not keep others (other keys, other
+                // regions, status-only reconciles) from running.
+                drop(permit.take());
+                let waited = match limit {
+                    Some(limit) => tokio::time::timeout(limit, ticket.granted()).await.ok(),
+                    None => Some(ticket.granted().await),
+                };
+                permit = Some(acquire(&ctx.permits).await);
+                // Past the deadline, the next decision says so.
+                grant = waited;
+            }
+            (NextAction::RequeueAfter(wait), Some(written)) if wait.is_zero() => current = written,
+            (other, _) => return Ok(requeue_within(other, recheck)),
         }
     }
     Ok(Action::requeue(CONFLICT_REQUEUE))
+}
+
+/// A reconcile permit (`--max-concurrent-reconciles`).
+async fn acquire(permits: &Arc<Semaphore>) -> tokio::sync::OwnedSemaphorePermit {
+    permits
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the semaphore is never closed")
 }
 
 /// Waits until `store` has its first list (at most `limit`); whether it has.
@@ -750,21 +820,18 @@ async fn send_and_record(
     written: CopyImageCancellation,
     key: &AccessKey,
     uid: &str,
+    grant: Grant,
 ) -> Result<Action, Error> {
     let attempt = written.status.as_ref().map_or(0, |s| s.attempts);
     let span = tracing::Span::current();
     info!(resource = %describe(&written), attempt, "sending CancelCopyImage");
-    if let Some(limit) = &ctx.settings.ecs_rate_limit {
-        // NB: after the write-ahead, so a wait here is recorded as "sending";
-        // it is bounded by the queue ahead divided by --ecs-qps.
-        limit.until_ready().await;
-    }
     let started = std::time::Instant::now();
     let outcome = ctx
         .settings
         .ecs
         .cancel_copy_image(key, &written.spec.region_id, &written.spec.image_id)
         .await;
+    ctx.settings.pacer.answered(grant, pace_answer(&outcome));
     ctx.metrics
         .request(&outcome, started.elapsed().as_secs_f64());
     if let Some(request_id) = outcome.request_id() {
@@ -778,6 +845,18 @@ async fn send_and_record(
         "CancelCopyImage answered"
     );
     record(ctx, api, Unrecorded { written, outcome }, uid).await
+}
+
+/// What an outcome tells the pace: throttled, counted against the quota, or
+/// nothing (no usable answer).
+fn pace_answer(outcome: &CancelOutcome) -> pace::Answer {
+    match (outcome.retry_class(), outcome) {
+        (RetryClass::Throttled, _) => pace::Answer::Throttled {
+            retry_after: outcome.retry_after(),
+        },
+        (_, CancelOutcome::Transport(_)) => pace::Answer::Unknown,
+        _ => pace::Answer::Accepted,
+    }
 }
 
 fn outcome_label(outcome: &CancelOutcome) -> &str {
@@ -813,6 +892,7 @@ async fn record(
                 now: Timestamp::now(),
                 backoff: ctx.settings.backoff,
                 jitter: rand::random::<f64>(),
+                paced: ctx.settings.paced(),
             },
             Trigger::Attempted(&unrecorded.outcome),
         );
@@ -849,7 +929,7 @@ async fn record(
                 if let Some(reason) =
                     decide::retry_reason(&decision.status, decision.event.as_ref())
                 {
-                    ctx.metrics.retry_scheduled(reason);
+                    ctx.metrics.retry_scheduled(retry_class_of(reason));
                     info!(
                         reason,
                         next_attempt_time = recorded

@@ -2,13 +2,11 @@
 //! wiring of watches, caches and controllers around [`super::reconcile`].
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::{FutureExt, StreamExt};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
@@ -30,6 +28,8 @@ use crate::ecs::client::{DEFAULT_ENDPOINT_TEMPLATE, EcsClient, EcsClientConfig, 
 use crate::identity::cli::IdentityArgs;
 use crate::identity::{CredentialState, OperatorCredentials};
 use crate::metrics::Metrics;
+use crate::pacing::pace::Ceiling;
+use crate::pacing::{Pacer, PacingConfig};
 use crate::resource::CopyImageCancellation;
 use crate::retry::Backoff;
 
@@ -109,13 +109,20 @@ pub struct RunArgs {
     /// Log level or filter directives (`info`, `debug`, `copyimage_canceller=debug,kube=warn`).
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
-    /// Most CancelCopyImage requests per second, across all resources (a token bucket; ECS
-    /// throttles per account, so keep the sum over all replicas and tools under the account's quota).
-    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
-    pub ecs_qps: u32,
-    /// Requests that may go at once after a quiet spell, before --ecs-qps paces them.
-    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
-    pub ecs_burst: u32,
+    /// How CancelCopyImage requests are paced. `adaptive`: no client-side limit for an access
+    /// key in a region until ECS throttles it there, then a pace that learns the account's quota
+    /// (cut on throttling, grown back over time), one per access key and region, fair to the
+    /// resources waiting on it. `off`: never paced; throttled resources back off one by one.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = PacingMode::Adaptive)]
+    pub ecs_pacing: PacingMode,
+    /// An optional hard ceiling: most CancelCopyImage requests per second for each access key
+    /// and region, whatever the adaptive pace allows. Default: none (the service's throttling
+    /// answers set the pace).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub ecs_qps: Option<u32>,
+    /// With --ecs-qps: requests that may go at once after a quiet spell. Default: 1.
+    #[arg(long, value_name = "N", requires = "ecs_qps", value_parser = clap::value_parser!(u32).range(1..))]
+    pub ecs_burst: Option<u32>,
     /// Run the controllers only while holding the Lease `copyimage-canceller` (for several
     /// replicas): followers wait; a leader that loses the Lease exits (status 1) and is
     /// restarted as a follower; SIGTERM releases it. Needs get/create/patch on
@@ -282,7 +289,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ecs,
         backoff,
         operator,
-        ecs_rate_limit: Some(Arc::new(ecs_rate_limit(args.ecs_qps, args.ecs_burst)?)),
+        pacer: Pacer::new(
+            pacing_config(args.ecs_pacing, args.ecs_qps, args.ecs_burst),
+            Some(metrics.clone()),
+        ),
     });
     // Followers serve /livez (the admin server is up) but start no controller until they lead.
     let leadership = match &election {
@@ -319,16 +329,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     result
 }
 
-/// The token bucket of `--ecs-qps` and `--ecs-burst`.
-pub fn ecs_rate_limit(qps: u32, burst: u32) -> anyhow::Result<DefaultDirectRateLimiter> {
-    Ok(RateLimiter::direct(ecs_quota(qps, burst)?))
+/// `--ecs-pacing`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PacingMode {
+    /// Paced per access key and region once ECS throttles.
+    Adaptive,
+    /// Never paced (but for --ecs-qps).
+    Off,
 }
 
-/// The quota of `--ecs-qps` and `--ecs-burst`.
-fn ecs_quota(qps: u32, burst: u32) -> anyhow::Result<Quota> {
-    let qps = NonZeroU32::new(qps).context("--ecs-qps must be at least 1")?;
-    let burst = NonZeroU32::new(burst).context("--ecs-burst must be at least 1")?;
-    Ok(Quota::per_second(qps).allow_burst(burst))
+/// The pacing `--ecs-pacing`, `--ecs-qps` and `--ecs-burst` ask for.
+pub fn pacing_config(mode: PacingMode, qps: Option<u32>, burst: Option<u32>) -> PacingConfig {
+    PacingConfig {
+        adaptive: mode == PacingMode::Adaptive,
+        ceiling: qps.map(|qps| Ceiling {
+            rate: f64::from(qps),
+            burst: burst.unwrap_or(1),
+        }),
+    }
 }
 
 /// Follows the operator credentials' refreshes into `metrics`, with a
@@ -876,7 +894,6 @@ pub fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use governor::clock::FakeRelativeClock;
 
     #[test]
     fn cached_objects_keep_what_reconciles_read_and_nothing_else() {
@@ -957,36 +974,6 @@ mod tests {
         assert_eq!(
             cic, expected,
             "spec, status, name, uid, version, labels kept"
-        );
-    }
-
-    #[test]
-    fn the_ecs_quota_allows_the_burst_then_paces_at_qps() {
-        for (qps, burst) in [(10, 20), (5, 2), (1, 1)] {
-            let clock = FakeRelativeClock::default();
-            let limit =
-                RateLimiter::direct_with_clock(ecs_quota(qps, burst).unwrap(), clock.clone());
-            for _ in 0..burst {
-                assert!(limit.check().is_ok(), "qps {qps} burst {burst}");
-            }
-            assert!(limit.check().is_err(), "the burst is spent");
-            clock.advance(Duration::from_secs(1) / qps - Duration::from_micros(1));
-            assert!(limit.check().is_err(), "not yet one interval");
-            clock.advance(Duration::from_micros(1));
-            assert!(limit.check().is_ok(), "one more after 1/qps");
-            assert!(limit.check().is_err());
-        }
-        assert!(
-            ecs_quota(0, 1)
-                .unwrap_err()
-                .to_string()
-                .contains("--ecs-qps")
-        );
-        assert!(
-            ecs_quota(1, 0)
-                .unwrap_err()
-                .to_string()
-                .contains("--ecs-burst")
         );
     }
 
@@ -1083,23 +1070,62 @@ mod tests {
     }
 
     #[test]
-    fn rate_limit_flags_have_safe_defaults_and_refuse_zero() {
+    fn pacing_flags_default_to_adaptive_without_a_ceiling_and_refuse_nonsense() {
         use clap::Parser;
         #[derive(Parser)]
         struct Cli {
             #[command(flatten)]
             args: RunArgs,
         }
-        let cli = Cli::try_parse_from(["x"]).unwrap();
-        assert_eq!((cli.args.ecs_qps, cli.args.ecs_burst), (10, 20));
-        let cli = Cli::try_parse_from(["x", "--ecs-qps", "3", "--ecs-burst", "4"]).unwrap();
-        assert_eq!((cli.args.ecs_qps, cli.args.ecs_burst), (3, 4));
-        for flag in ["--ecs-qps", "--ecs-burst"] {
-            let err = Cli::try_parse_from(["x", flag, "0"])
+        let adaptive = |ceiling| PacingConfig {
+            adaptive: true,
+            ceiling,
+        };
+        let rows: [(&[&str], PacingConfig); 4] = [
+            (&[], adaptive(None)),
+            (
+                &["--ecs-qps", "3"],
+                adaptive(Some(Ceiling {
+                    rate: 3.0,
+                    burst: 1,
+                })),
+            ),
+            (
+                &["--ecs-qps", "3", "--ecs-burst", "4"],
+                adaptive(Some(Ceiling {
+                    rate: 3.0,
+                    burst: 4,
+                })),
+            ),
+            (
+                &["--ecs-pacing", "off"],
+                PacingConfig {
+                    adaptive: false,
+                    ceiling: None,
+                },
+            ),
+        ];
+        for (flags, want) in rows {
+            let cli = Cli::try_parse_from(["x"].iter().chain(flags)).unwrap();
+            let a = cli.args;
+            assert_eq!(
+                pacing_config(a.ecs_pacing, a.ecs_qps, a.ecs_burst),
+                want,
+                "{flags:?}"
+            );
+        }
+        for (flags, named) in [
+            (&["--ecs-qps", "0"][..], "--ecs-qps"),
+            (&["--ecs-qps", "5", "--ecs-burst", "0"], "--ecs-burst"),
+            // A burst without a ceiling means nothing: refused, not ignored.
+            (&["--ecs-burst", "5"], "--ecs-qps"),
+            (&["--ecs-pacing", "fixed"], "adaptive"),
+        ] {
+            let err = Cli::try_parse_from(["x"].iter().chain(flags))
                 .err()
                 .unwrap()
                 .to_string();
-            assert!(err.contains(flag), "{err}");
+            assert!(err.contains(named), "{flags:?}: {err}");
         }
     }
 }

@@ -189,6 +189,7 @@ fn run(row: &Row) {
         now: ts(row.now),
         backoff: Backoff::default(),
         jitter: row.jitter,
+        paced: false,
     };
     let trigger = match &row.trigger {
         Trig::Observe => Trigger::Observe,
@@ -974,6 +975,7 @@ fn previous_attempt_may_have_succeeded_survives_history_rotation() {
         now: ts(T10),
         backoff: Backoff::default(),
         jitter: 0.0,
+        paced: false,
     };
     let outcome = service(
         400,
@@ -1009,6 +1011,7 @@ fn image_gone_without_ambiguity_is_a_plain_terminal_error() {
         now: ts(T10),
         backoff: Backoff::default(),
         jitter: 0.0,
+        paced: false,
     };
     let outcome = service(
         404,
@@ -1035,6 +1038,7 @@ fn history_keeps_the_last_ten() {
             now,
             backoff: Backoff::default(),
             jitter: 0.0,
+            paced: false,
         };
         let d = decide(&input, Trigger::Observe);
         let d = if d.action == NextAction::WriteAheadThenSend {
@@ -1068,6 +1072,7 @@ fn messages_are_bounded() {
         now: ts(T2),
         backoff: Backoff::default(),
         jitter: 0.0,
+        paced: false,
     };
     let long = "x".repeat(10_000);
     let outcome = service(400, "InvalidParameter", &long, "REQ-1");
@@ -1206,4 +1211,112 @@ fn credential_events_on_transitions_only() {
             "{previous:?} -> {state:?}"
         );
     }
+}
+
+/// Decides `trigger` on `before` at T2 with pacing on.
+fn decide_paced(
+    spec: &CopyImageCancellationSpec,
+    before: Option<Value>,
+    trigger: Trigger<'_>,
+) -> Decision {
+    let before: Option<CopyImageCancellationStatus> =
+        before.map(|v| serde_json::from_value(v).unwrap());
+    let input = Input {
+        spec,
+        generation: Some(1),
+        status: before.as_ref(),
+        now: ts(T2),
+        backoff: Backoff::default(),
+        jitter: 0.75,
+        paced: true,
+    };
+    decide(&input, trigger)
+}
+
+#[test]
+fn paced_throttling_retries_as_the_pace_allows_never_before_retry_after() {
+    let plain = "Request was denied due to user flow control.";
+    // (x-acs-retry-after, nextAttemptTime, wait)
+    for (retry_after, next, wait) in [(None, T2, 0), (Some(3), T5, 3)] {
+        let outcome = CancelOutcome::Service(ServiceError {
+            retry_after: retry_after.map(Duration::from_secs),
+            ..match service(400, "Throttling.User", plain, "REQ-T") {
+                CancelOutcome::Service(e) => e,
+                _ => unreachable!(),
+            }
+        });
+        let d = decide_paced(
+            &spec(json!({})),
+            Some(in_flight_1()),
+            Trigger::Attempted(&outcome),
+        );
+        let message = format!(
+            "Attempt 1 failed: Throttling.User: {plain} (HTTP 400, request ID REQ-T); next attempt in {wait}s \
+             (as soon as the pace of this access key in cn-hangzhou allows; throttling does not count against backoffLimit)"
+        );
+        assert_eq!(
+            serde_json::to_value(&d.status).unwrap(),
+            json!({
+                "phase": "Running", "attempts": 1, "requestId": "REQ-T",
+                "errorCode": "Throttling.User", "httpStatus": 400, "errorMessage": plain,
+                "startTime": T0, "lastAttemptTime": T1, "nextAttemptTime": next,
+                "attemptHistory": [{"number": 1, "time": T1, "outcome": "Throttling.User", "requestId": "REQ-T"}],
+                "observedGeneration": 1,
+                "conditions": conds(IN_PROGRESS, "Throttled", &message, [T0; 3]),
+            }),
+            "retry-after {retry_after:?}"
+        );
+        assert_eq!(
+            d.action,
+            NextAction::RequeueAfter(Duration::from_secs(wait))
+        );
+        assert_eq!(retry_reason(&d.status, d.event.as_ref()), Some("Throttled"));
+        // The jitter draw (0.75 of a 1 s window) played no part.
+    }
+}
+
+#[test]
+fn awaiting_the_pace_writes_a_first_status_and_nothing_else() {
+    let message = "Nothing sent yet: ECS throttled this access key in cn-hangzhou, so its requests are \
+                   paced; the cancellation of m-bp1caf3yicx5jlfl waits for its turn";
+    // A new resource: its first status says why nothing is sent (kstatus
+    // reads it as in progress); the wait is bounded by the deadline.
+    for (extra, limit) in [
+        (json!({}), None),
+        (
+            json!({"activeDeadlineSeconds": 60}),
+            Some(Duration::from_secs(60)),
+        ),
+    ] {
+        let d = decide_paced(&spec(extra), None, Trigger::AwaitingPace);
+        assert_eq!(
+            serde_json::to_value(&d.status).unwrap(),
+            json!({
+                "phase": "Pending", "attempts": 0, "startTime": T2, "observedGeneration": 1,
+                "conditions": conds(IN_PROGRESS, "AwaitingPace", message, [T2; 3]),
+            })
+        );
+        assert_eq!((d.action, d.event), (NextAction::AwaitSlot(limit), None));
+    }
+    // A resource with a status (a throttled attempt due again) keeps it: no
+    // write while it waits its turn.
+    let outcome = service(
+        400,
+        "Throttling",
+        "Request was denied due to request throttling.",
+        "REQ-T",
+    );
+    let throttled = decide_paced(
+        &spec(json!({})),
+        Some(in_flight_1()),
+        Trigger::Attempted(&outcome),
+    );
+    let before = serde_json::to_value(&throttled.status).unwrap();
+    let d = decide_paced(
+        &spec(json!({})),
+        Some(before.clone()),
+        Trigger::AwaitingPace,
+    );
+    assert_eq!(serde_json::to_value(&d.status).unwrap(), before);
+    assert_eq!((d.action, d.event), (NextAction::AwaitSlot(None), None));
 }
