@@ -91,20 +91,11 @@ impl Load {
 /// requests from start-up on.
 async fn load(n: usize) -> Load {
     assert!(n >= 10, "the mix needs at least 10 resources");
-    // NB: the ECS rate limit is lifted so the run is short; it is not what is
-    // measured. The admin server is on as deployed (its readiness probe lists
+    // NB: the admin server is on as deployed (its readiness probe lists
     // one resource every --api-probe-interval: here once, at start-up).
-    let env = Env::sandbox_with_args(&[
-        "--ecs-qps",
-        "1000",
-        "--ecs-burst",
-        "1000",
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--api-probe-interval",
-        "1h",
-    ])
-    .await;
+    let env =
+        Env::sandbox_with_args(&["--admin-addr", "127.0.0.1:0", "--api-probe-interval", "1h"])
+            .await;
     let old = AccessKey::new("LTAI5tLoadOldKey", "loadOldSecret", None);
     let new = AccessKey::new("LTAI5tLoadNewKey", "loadNewSecret", None);
     env.sim.add_key(old.clone());

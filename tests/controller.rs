@@ -16,6 +16,7 @@ use copyimage_canceller::controller::run::{WatchOptions, run_controllers};
 use copyimage_canceller::credentials::AccessKey;
 use copyimage_canceller::ecs::client::{EcsClient, EcsClientConfig};
 use copyimage_canceller::identity::OperatorCredentials;
+use copyimage_canceller::pacing::{Pacer, PacingConfig};
 use copyimage_canceller::resource::{
     CopyImageCancellation, CopyImageCancellationSpec, CopyImageCancellationStatus,
     CredentialsSecretRef, Phase,
@@ -97,7 +98,7 @@ impl Harness {
             .unwrap(),
             backoff,
             operator,
-            ecs_rate_limit: None,
+            pacer: Pacer::new(PacingConfig::default(), None),
         });
         h.run = Some(tokio::spawn(run_controllers(
             h.client.clone(),

@@ -171,10 +171,6 @@ async fn chaos_soak_loses_no_outcome_and_sends_nothing_after_the_end() {
         "200ms",
         "--log-level",
         "info",
-        "--ecs-qps",
-        "100000",
-        "--ecs-burst",
-        "100000",
         "--max-concurrent-reconciles",
         "32",
     ];

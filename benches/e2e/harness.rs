@@ -91,11 +91,6 @@ pub fn controller_args(settings: &Settings, endpoint: &str, admin_port: u16) -> 
         endpoint.into(),
         "--max-concurrent-reconciles".into(),
         settings.concurrency.to_string(),
-        // The rate limit off: the bench measures the controller, not the bucket.
-        "--ecs-qps".into(),
-        "1000000".into(),
-        "--ecs-burst".into(),
-        "1000000".into(),
         "--admin-addr".into(),
         format!("127.0.0.1:{admin_port}"),
     ];

@@ -32,7 +32,11 @@ const AFTER_HELP_TAIL: &str = concat!(
     "CONTROL (no authentication: keep the listener on loopback):\n",
     "  GET|DELETE /_simulator/requests   the request log (JSON; no secrets, no signatures)\n",
     "  GET /_simulator/images, PUT|DELETE /_simulator/images/{id}\n",
-    "  GET|DELETE /_simulator/faults, POST /_simulator/faults {\"fault\":\"m-abc=drop*2\"}",
+    "  GET|DELETE /_simulator/faults, POST /_simulator/faults {\"fault\":\"m-abc=drop*2\"}\n",
+    "  GET|PUT /_simulator/quota {\"perSecond\":50,\"perMinute\":null}\n\n",
+    "QUOTA MODE (--quota-per-second, --quota-per-minute): like ECS flow control, calls are counted\n",
+    "  per access key and region in windows aligned to the clock; past a limit a call gets HTTP 400\n",
+    "  Throttling.User and does not count. A minute's quota clears at the next minute.",
 );
 
 fn after_help() -> String {
@@ -64,6 +68,12 @@ pub struct SimulatorArgs {
     /// Largest accepted distance between a request's Timestamp and the clock.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     pub max_skew: Duration,
+    /// Quota mode: calls accepted per second for each access key and region (see below).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub quota_per_second: Option<u32>,
+    /// Quota mode: calls accepted per minute for each access key and region.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub quota_per_minute: Option<u32>,
 }
 
 /// The key pair from the environment, or an error naming the variables to set.
@@ -86,6 +96,10 @@ impl SimulatorArgs {
         config.faults = self.faults.clone();
         config.latency = self.latency;
         config.max_skew = self.max_skew;
+        config.quota = super::QuotaLimits {
+            per_second: self.quota_per_second,
+            per_minute: self.quota_per_minute,
+        };
         if self.only_listed_regions {
             config.regions.clear();
         }
@@ -163,6 +177,10 @@ mod tests {
             "20ms",
             "--region",
             "xx-test-1",
+            "--quota-per-second",
+            "50",
+            "--quota-per-minute",
+            "2000",
         ])
         .unwrap();
         let config = w.args.config(AccessKey::new("id", "secret", None));
@@ -171,6 +189,13 @@ mod tests {
         assert_eq!(config.latency, Duration::from_millis(20));
         assert!(config.regions.contains("xx-test-1"));
         assert!(config.regions.contains("cn-hangzhou"));
+        assert_eq!(
+            config.quota,
+            super::super::QuotaLimits {
+                per_second: Some(50),
+                per_minute: Some(2000),
+            }
+        );
     }
 
     #[test]

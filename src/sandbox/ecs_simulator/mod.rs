@@ -10,6 +10,7 @@
 //!              state::SimulatorState::decide (pure)
 //!                    ├─ verify::check      signature, timestamp, key, STS, params
 //!                    ├─ verify::NonceCache replay refusal
+//!                    ├─ quota::QuotaMeter  flow control per key and region (quota mode)
 //!                    ├─ faults::FaultPlan  scripted faults, in order
 //!                    └─ images             copying → cancelled (gone)
 //!                    ▼
@@ -21,6 +22,7 @@
 
 pub mod cli;
 pub mod faults;
+pub mod quota;
 pub mod render;
 mod server;
 pub mod state;
@@ -39,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::credentials::AccessKey;
 
 pub use faults::{FaultCount, FaultKind, FaultSpec, FaultTarget};
+pub use quota::QuotaLimits;
 pub use state::{ConnectionFate, ImageState, RequestRecord};
 
 /// Region IDs the simulator knows unless told otherwise: Alibaba Cloud's public regions.
@@ -154,6 +157,8 @@ pub struct SimulatorConfig {
     pub nonce_capacity: usize,
     /// How many requests the log keeps.
     pub request_log_capacity: usize,
+    /// Flow control per access key and region (default: none).
+    pub quota: QuotaLimits,
 }
 
 impl SimulatorConfig {
@@ -171,6 +176,7 @@ impl SimulatorConfig {
             host_id: DEFAULT_HOST_ID.to_owned(),
             nonce_capacity: 100_000,
             request_log_capacity: 10_000,
+            quota: QuotaLimits::default(),
         }
     }
 
@@ -244,6 +250,7 @@ impl EcsSimulator {
                 nonces: verify::NonceCache::new(config.nonce_capacity, config.max_skew),
                 requests: VecDeque::new(),
                 request_log_capacity: config.request_log_capacity,
+                quota: quota::QuotaMeter::new(config.quota),
             }),
             clock: config.clock,
             latency: config.latency,
@@ -316,6 +323,11 @@ impl SimulatorHandle {
     /// Faults not yet spent, in order.
     pub fn pending_faults(&self) -> Vec<FaultSpec> {
         self.shared.state().faults.pending().to_vec()
+    }
+
+    /// Replaces the quota limits (what the current windows counted stays).
+    pub fn set_quota(&self, limits: QuotaLimits) {
+        self.shared.state().quota.set_limits(limits);
     }
 
     /// Accepts another key (or replaces the one with the same ID).

@@ -7,6 +7,7 @@
 //!   `DELETE /_simulator/images/{id}`.
 //! - `GET /_simulator/faults`; `POST /_simulator/faults` with `{"fault":"m-abc=internal-error*2"}`;
 //!   `DELETE /_simulator/faults`.
+//! - `GET /_simulator/quota`; `PUT /_simulator/quota` with `{"perSecond":50,"perMinute":null}`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -422,13 +423,25 @@ async fn control(shared: &Shared, rest: String, req: Request<Incoming>) -> Respo
             shared.state().faults.clear();
             control_json(StatusCode::OK, &serde_json::json!([]))
         }
-        (_, ["requests"] | ["images"] | ["images", _] | ["faults"]) => control_error(
+        (Method::GET, ["quota"]) => control_json(StatusCode::OK, &shared.state().quota.limits()),
+        (Method::PUT, ["quota"]) => match serde_json::from_slice::<super::QuotaLimits>(&body) {
+            Ok(limits) => {
+                shared.state().quota.set_limits(limits);
+                control_json(StatusCode::OK, &limits)
+            }
+            Err(e) => control_error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"perSecond\": N|null, \"perMinute\": N|null}}: {e}"),
+            ),
+        },
+        (_, ["requests"] | ["images"] | ["images", _] | ["faults"] | ["quota"]) => control_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed on this control route",
         ),
         _ => control_error(
             StatusCode::NOT_FOUND,
-            "unknown control route; see /_simulator/requests, /_simulator/images, /_simulator/faults",
+            "unknown control route; see /_simulator/requests, /_simulator/images, /_simulator/faults, \
+             /_simulator/quota",
         ),
     }
 }

@@ -11,6 +11,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::faults::{FaultKind, FaultPlan};
+use super::quota::{self, QuotaMeter};
 use super::verify::{self, ApiError, Checks, KeyRing, NonceCache, ResponseFormat};
 
 /// State of an image in the simulated account.
@@ -171,6 +172,8 @@ pub struct SimulatorState {
     pub requests: VecDeque<RequestRecord>,
     /// How many requests the log keeps.
     pub request_log_capacity: usize,
+    /// Flow control per access key and region.
+    pub quota: QuotaMeter,
 }
 
 impl SimulatorState {
@@ -257,19 +260,31 @@ impl SimulatorState {
                         },
                         Duration::ZERO,
                     ),
-                    Ok(()) => {
-                        let met = self.faults.meet(&auth.image_id);
-                        let faulted = met.answer.and_then(|kind| {
-                            let answer = fault_answer(&kind)?;
-                            record.fault = Some(kind.to_string());
-                            Some(answer)
-                        });
-                        let answer = match faulted {
-                            Some(answer) => answer,
-                            None => self.image_answer(&auth.image_id),
-                        };
-                        (answer, met.delay)
-                    }
+                    Ok(()) => match self.quota.admit(&auth.access_key_id, &auth.region_id, now) {
+                        Err(refusal) => {
+                            record.fault = Some(refusal.as_str().to_owned());
+                            (
+                                Answer::Error {
+                                    error: quota::throttled(),
+                                    retry_after: None,
+                                },
+                                Duration::ZERO,
+                            )
+                        }
+                        Ok(()) => {
+                            let met = self.faults.meet(&auth.image_id);
+                            let faulted = met.answer.and_then(|kind| {
+                                let answer = fault_answer(&kind)?;
+                                record.fault = Some(kind.to_string());
+                                Some(answer)
+                            });
+                            let answer = match faulted {
+                                Some(answer) => answer,
+                                None => self.image_answer(&auth.image_id),
+                            };
+                            (answer, met.delay)
+                        }
+                    },
                 }
             }
         };
@@ -410,6 +425,7 @@ mod tests {
             nonces: NonceCache::new(1000, verify::DEFAULT_MAX_SKEW),
             requests: VecDeque::new(),
             request_log_capacity: 3,
+            quota: QuotaMeter::default(),
         }
     }
 
@@ -484,6 +500,37 @@ mod tests {
         assert_eq!(d.record.signature_valid, Some(false));
         assert!(s.nonces.is_empty());
         assert_eq!(s.faults.pending().len(), 1);
+    }
+
+    #[test]
+    fn quota_mode_throttles_past_the_limit_before_faults_and_images() {
+        let mut s = state();
+        s.quota = QuotaMeter::new(super::super::QuotaLimits {
+            per_second: Some(1),
+            per_minute: None,
+        });
+        s.faults.push("*=internal-error*1".parse().unwrap());
+        let first = s.decide("GET", &request("m-copying", "q1"), now());
+        assert_eq!(code(&first), "InternalError");
+        let second = s.decide("GET", &request("m-copying", "q2"), now());
+        assert_eq!(
+            (code(&second), second.record.http_status),
+            ("Throttling.User", Some(400))
+        );
+        assert_eq!(second.record.fault.as_deref(), Some("quota-per-second"));
+        let Answer::Error { error, retry_after } = &second.answer else {
+            panic!("{:?}", second.answer)
+        };
+        assert_eq!(
+            error.message,
+            "Request was denied due to user flow control."
+        );
+        assert_eq!(*retry_after, None);
+        // The throttled call met no fault and left the image as it was.
+        assert_eq!(s.images.get("m-copying"), Some(&ImageState::Copying));
+        let next_second = now() + std::time::Duration::from_secs(1);
+        let third = s.decide("GET", &request("m-copying", "q3"), next_second);
+        assert_eq!(code(&third), "Success");
     }
 
     #[test]
