@@ -649,7 +649,7 @@ fn decoded_lines(data: &[u8]) -> Vec<String> {
 /// equals the simulator's.
 pub fn check_signer(data: &[u8]) {
     use crate::ecs::{signature, signature_v3};
-    use crate::sandbox::ecs_simulator::{verify, verify_v3};
+    use copyimage_stand_ins::ecs_simulator::{verify, verify_v3};
 
     let lines = decoded_lines(data);
     let whole = String::from_utf8_lossy(data).into_owned();
@@ -823,10 +823,10 @@ pub fn check_simulator_request(data: &[u8]) {
     }
 }
 
-fn simulator_keys() -> crate::sandbox::ecs_simulator::verify::KeyRing {
-    crate::sandbox::ecs_simulator::verify::KeyRing::new([
-        AccessKey::new(FUZZ_KEY_ID, SECRET_MARKER, None),
-        AccessKey::new(
+fn simulator_keys() -> copyimage_stand_ins::ecs_simulator::verify::KeyRing {
+    copyimage_stand_ins::ecs_simulator::verify::KeyRing::new([
+        copyimage_stand_ins::AccessKey::new(FUZZ_KEY_ID, SECRET_MARKER, None),
+        copyimage_stand_ins::AccessKey::new(
             FUZZ_STS_KEY_ID,
             SECRET_MARKER,
             Some(TOKEN_MARKER.to_owned()),
@@ -836,10 +836,10 @@ fn simulator_keys() -> crate::sandbox::ecs_simulator::verify::KeyRing {
 
 type Checked = Result<
     (
-        crate::sandbox::ecs_simulator::verify::Authenticated,
+        copyimage_stand_ins::ecs_simulator::verify::Authenticated,
         std::collections::BTreeMap<String, String>,
     ),
-    crate::sandbox::ecs_simulator::verify::ApiError,
+    copyimage_stand_ins::ecs_simulator::verify::ApiError,
 >;
 
 fn check_raw_request(framed: &Framed, method: &str, target: &str) {
@@ -861,7 +861,7 @@ fn check_raw_request(framed: &Framed, method: &str, target: &str) {
 
 /// Reads and checks a request as the simulator's server does.
 fn read_and_check(framed: &Framed, method: &str, target: &str) -> Checked {
-    use crate::sandbox::ecs_simulator::{verify, verify_v3};
+    use copyimage_stand_ins::ecs_simulator::{verify, verify_v3};
 
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let headers = framed.headers();
@@ -977,15 +977,19 @@ impl SigningInput {
         nonce: &str,
         expected: Option<String>,
         check: impl FnOnce(
-            crate::sandbox::ecs_simulator::verify::Checks<'_>,
+            copyimage_stand_ins::ecs_simulator::verify::Checks<'_>,
         ) -> Result<
-            crate::sandbox::ecs_simulator::verify::Authenticated,
-            crate::sandbox::ecs_simulator::verify::ApiError,
+            copyimage_stand_ins::ecs_simulator::verify::Authenticated,
+            copyimage_stand_ins::ecs_simulator::verify::ApiError,
         >,
     ) {
-        use crate::sandbox::ecs_simulator::verify;
+        use copyimage_stand_ins::ecs_simulator::verify;
 
-        let keys = verify::KeyRing::new([self.key.clone()]);
+        let keys = verify::KeyRing::new([copyimage_stand_ins::AccessKey::new(
+            self.key.id.clone(),
+            self.key.secret(),
+            self.key.security_token().map(str::to_owned),
+        )]);
         let regions = [self.region.clone()].into_iter().collect();
         let checks = verify::Checks {
             keys: &keys,
@@ -1017,7 +1021,7 @@ impl SigningInput {
 
 fn round_trip_v1(input: &SigningInput, method: crate::ecs::signature::Method) {
     use crate::ecs::signature::{Method, sign_cancel_copy_image};
-    use crate::sandbox::ecs_simulator::verify;
+    use copyimage_stand_ins::ecs_simulator::verify;
 
     let signed = sign_cancel_copy_image(
         method,
@@ -1048,7 +1052,7 @@ fn round_trip_v1(input: &SigningInput, method: crate::ecs::signature::Method) {
 
 fn round_trip_v3(input: &SigningInput) {
     use crate::ecs::signature_v3::sign_cancel_copy_image_v3;
-    use crate::sandbox::ecs_simulator::verify_v3;
+    use copyimage_stand_ins::ecs_simulator::verify_v3;
 
     // NB: the Authorization header cannot carry an AccessKey ID with a
     // comma, and header values arrive trimmed, so an ID or token with

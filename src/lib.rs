@@ -27,4 +27,3 @@ pub mod identity;
 pub mod metrics;
 pub mod resource;
 pub mod retry;
-pub mod sandbox;

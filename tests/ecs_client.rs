@@ -13,7 +13,7 @@ use common::ecs::{assert_nonce_reuse_and_clock_skew_refused, capture_one_request
 use copyimage_canceller::credentials::AccessKey;
 use copyimage_canceller::ecs::client::{EcsClient, EcsClientConfig};
 use copyimage_canceller::ecs::{CancelOutcome, RetryClass, TransportError, TransportKind};
-use copyimage_canceller::sandbox::ecs_simulator::{
+use copyimage_stand_ins::ecs_simulator::{
     ConnectionFate, EcsSimulator, FaultSpec, ImageState, SimulatorConfig, SimulatorHandle,
 };
 
@@ -34,7 +34,11 @@ fn sts_key() -> AccessKey {
 }
 
 async fn simulator() -> SimulatorHandle {
-    let config = SimulatorConfig::new([key(), sts_key()]).with_image(IMAGE, ImageState::Copying);
+    let config = SimulatorConfig::new([
+        copyimage_stand_ins::AccessKey::new(KEY_ID, SECRET, None),
+        copyimage_stand_ins::AccessKey::new(STS_KEY_ID, STS_SECRET, Some(TOKEN.to_owned())),
+    ])
+    .with_image(IMAGE, ImageState::Copying);
     EcsSimulator::start(config).await.expect("simulator starts")
 }
 

@@ -6,7 +6,7 @@
 use copyimage_canceller::credentials::AccessKey;
 use copyimage_canceller::ecs::client::EcsClient;
 use copyimage_canceller::ecs::{CancelOutcome, ServiceError};
-use copyimage_canceller::sandbox::ecs_simulator::{ImageState, SimulatorHandle};
+use copyimage_stand_ins::ecs_simulator::{ImageState, SimulatorHandle};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// The service error in `outcome`; panics on any other outcome.

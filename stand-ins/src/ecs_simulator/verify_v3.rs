@@ -278,7 +278,7 @@ mod tests {
     fn official_sdk_vectors_verify() {
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/testdata/signature-v3.json"
+            "/../testdata/signature-v3.json"
         ))
         .expect("testdata/signature-v3.json");
         let vectors: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
