@@ -21,8 +21,6 @@ pub mod controller;
 pub mod credentials;
 pub mod demo;
 pub mod ecs;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod identity;
 pub mod metrics;
 pub mod resource;
