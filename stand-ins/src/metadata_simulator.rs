@@ -17,7 +17,7 @@ use jiff::Timestamp;
 
 use super::serve::{Served, SharedState};
 use super::sts_simulator::{KeySink, mint_key};
-use crate::AccessKey;
+use crate::access_key::AccessKey;
 
 /// The IMDSv2 request header asking for a token's lifetime (seconds).
 pub const TOKEN_TTL_HEADER: &str = "X-aliyun-ecs-metadata-token-ttl-seconds";

@@ -22,7 +22,7 @@ use rand::distr::Alphanumeric;
 use sha2::Digest as _;
 
 use super::serve::{Served, SharedState};
-use crate::AccessKey;
+use crate::access_key::AccessKey;
 
 /// `HostId` in error bodies.
 pub const HOST_ID: &str = "sts.aliyuncs.com";

@@ -385,7 +385,7 @@ fn fault_answer(kind: &FaultKind) -> Option<Answer> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::AccessKey;
+    use crate::access_key::AccessKey;
     use crate::ecs_simulator::verify::{signature, string_to_sign};
 
     const ID: &str = "LTAI5tStateTest";

@@ -16,7 +16,7 @@ use hmac::{Hmac, Mac};
 use jiff::Timestamp;
 use sha1::Sha1;
 
-use crate::AccessKey;
+use crate::access_key::AccessKey;
 
 /// The API version the simulator serves.
 pub const API_VERSION: &str = "2014-05-26";
