@@ -22,6 +22,12 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::{CustomResourceExt, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
+use copyimage_stand_ins::ecs_simulator::{
+    EcsSimulator, FaultCount, FaultKind, FaultSpec, FaultTarget, ImageState, SimulatorConfig,
+    SimulatorHandle,
+};
+use copyimage_stand_ins::kube_api::{KubeApi, KubeApiHandle};
+
 use crate::controller::Settings;
 use crate::controller::conditions::{reasons, types};
 use crate::controller::run::{LogFormat, WatchOptions, init_logging, run_controllers};
@@ -30,11 +36,6 @@ use crate::ecs::client::{EcsClient, EcsClientConfig};
 use crate::identity::OperatorCredentials;
 use crate::resource::{CopyImageCancellation, Phase};
 use crate::retry::Backoff;
-use crate::sandbox::ecs_simulator::{
-    EcsSimulator, FaultCount, FaultKind, FaultSpec, FaultTarget, ImageState, SimulatorConfig,
-    SimulatorHandle,
-};
-use crate::sandbox::kube_api::{KubeApi, KubeApiHandle};
 
 /// How often the demo looks at the resources.
 const POLL: Duration = Duration::from_millis(100);
@@ -238,7 +239,11 @@ async fn start_simulator(
     samples: &[Sample],
     keys: [AccessKey; 2],
 ) -> anyhow::Result<SimulatorHandle> {
-    let mut config = SimulatorConfig::new(keys);
+    // The simulator holds its own copy of each key: it checks our signatures
+    // with its own code.
+    let mut config = SimulatorConfig::new(
+        keys.map(|k| copyimage_stand_ins::AccessKey::new(k.id.clone(), k.secret(), None)),
+    );
     for sample in samples {
         let image = sample.resource.spec.image_id.clone();
         config = config.with_image(image.clone(), sample.story.image_state());

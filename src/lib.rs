@@ -21,11 +21,8 @@ pub mod controller;
 pub mod credentials;
 pub mod demo;
 pub mod ecs;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod identity;
 pub mod metrics;
 pub mod pacing;
 pub mod resource;
 pub mod retry;
-pub mod sandbox;

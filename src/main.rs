@@ -18,7 +18,7 @@ enum Command {
     /// Send one signed CancelCopyImage from the shell, with the controller's retry policy.
     Cancel(copyimage_canceller::cancel::CancelArgs),
     /// A local CancelCopyImage endpoint that checks signatures like ECS, with scriptable faults.
-    EcsSimulator(copyimage_canceller::sandbox::ecs_simulator::cli::SimulatorArgs),
+    EcsSimulator(copyimage_stand_ins::ecs_simulator::cli::SimulatorArgs),
     /// Run the controller: watch CopyImageCancellations and send CancelCopyImage for them.
     Run(copyimage_canceller::controller::run::RunArgs),
     /// Print the CopyImageCancellation CustomResourceDefinition as YAML.

@@ -13,9 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::*;
-use copyimage_canceller::credentials::AccessKey;
-use copyimage_canceller::sandbox::ecs_simulator::{FaultCount, FaultKind};
-use copyimage_canceller::sandbox::kube_api::{Fault, RequestRecord, Verb};
+use copyimage_stand_ins::AccessKey;
+use copyimage_stand_ins::ecs_simulator::{FaultCount, FaultKind};
+use copyimage_stand_ins::kube_api::{Fault, RequestRecord, Verb};
 use kube::ResourceExt;
 use kube::api::ListParams;
 

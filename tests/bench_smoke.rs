@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use copyimage_canceller::sandbox::ecs_simulator::{FaultCount, FaultKind, FaultSpec, FaultTarget};
-use copyimage_canceller::sandbox::kube_api::Verb;
+use copyimage_stand_ins::ecs_simulator::{FaultCount, FaultKind, FaultSpec, FaultTarget};
+use copyimage_stand_ins::kube_api::Verb;
 use harness::{Report, Settings, World, image_id};
 
 const N: usize = 20;

@@ -5,11 +5,11 @@ use std::collections::BTreeSet;
 use std::process::Output;
 use std::time::Duration;
 
-use copyimage_canceller::credentials::AccessKey;
 use copyimage_canceller::credentials::{
     ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET, ENV_SECURITY_TOKEN,
 };
-use copyimage_canceller::sandbox::ecs_simulator::{
+use copyimage_stand_ins::AccessKey;
+use copyimage_stand_ins::ecs_simulator::{
     EcsSimulator, ImageState, RequestRecord, SimulatorConfig, SimulatorHandle,
 };
 

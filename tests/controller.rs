@@ -13,7 +13,6 @@ use common::{FollowedRun, PATIENCE, within};
 use copyimage_canceller::admin::Health;
 use copyimage_canceller::controller::Settings;
 use copyimage_canceller::controller::run::{WatchOptions, run_controllers};
-use copyimage_canceller::credentials::AccessKey;
 use copyimage_canceller::ecs::client::{EcsClient, EcsClientConfig};
 use copyimage_canceller::identity::OperatorCredentials;
 use copyimage_canceller::pacing::{Pacer, PacingConfig};
@@ -22,11 +21,12 @@ use copyimage_canceller::resource::{
     CredentialsSecretRef, Phase,
 };
 use copyimage_canceller::retry::Backoff;
-use copyimage_canceller::sandbox::ecs_simulator::{
+use copyimage_stand_ins::AccessKey;
+use copyimage_stand_ins::ecs_simulator::{
     EcsSimulator, FaultCount, FaultKind, FaultSpec, FaultTarget, ImageState, SimulatorConfig,
     SimulatorHandle,
 };
-use copyimage_canceller::sandbox::kube_api::{Fault, KubeApi, KubeApiHandle, Verb};
+use copyimage_stand_ins::kube_api::{Fault, KubeApi, KubeApiHandle, Verb};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -552,7 +552,7 @@ async fn only_the_watched_namespace_is_handled() {
     let h = Harness::start_with(
         copying(),
         fast(),
-        OperatorCredentials::fixed(key()),
+        OperatorCredentials::fixed(common::operator_side(&key())),
         options,
     )
     .await;
@@ -737,7 +737,7 @@ async fn without_secret_access_resources_naming_a_secret_wait_and_say_why() {
     let h = Harness::start_with(
         copying(),
         fast(),
-        OperatorCredentials::fixed(key()),
+        OperatorCredentials::fixed(common::operator_side(&key())),
         options,
     )
     .await;

@@ -7,10 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use copyimage_canceller::credentials::AccessKey;
 use copyimage_canceller::resource::SPEC_IMMUTABLE_MESSAGE;
-use copyimage_canceller::sandbox::ecs_simulator::{FaultCount, FaultKind, ImageState};
-use copyimage_canceller::sandbox::kube_api::{Fault, Verb};
+use copyimage_stand_ins::AccessKey;
+use copyimage_stand_ins::ecs_simulator::{FaultCount, FaultKind, ImageState};
+use copyimage_stand_ins::kube_api::{Fault, Verb};
 use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::watcher;

@@ -9,34 +9,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::ecs::{assert_nonce_reuse_and_clock_skew_refused, capture_one_request, service_error};
+use common::ecs::{
+    IMAGE, REGION, STS_KEY_ID, STS_SECRET, TOKEN, assert_nonce_reuse_and_clock_skew_refused,
+    capture_one_request, key, service_error, simulator, sts_key,
+};
 use copyimage_canceller::credentials::AccessKey;
 use copyimage_canceller::ecs::client::{EcsClient, EcsClientConfig};
 use copyimage_canceller::ecs::{CancelOutcome, RetryClass, TransportError, TransportKind};
-use copyimage_canceller::sandbox::ecs_simulator::{
-    ConnectionFate, EcsSimulator, FaultSpec, ImageState, SimulatorConfig, SimulatorHandle,
-};
-
-const KEY_ID: &str = "LTAI5tClientTest0001";
-const SECRET: &str = "client-test-secret/+&=0001";
-const STS_KEY_ID: &str = "STS.ClientTest0001";
-const STS_SECRET: &str = "client-sts-secret-0001";
-const TOKEN: &str = "CAIS8AF1q6Ft5B2yfSjIr5bkKtL+ha1C1aiMOVPciFkbXdZ5/clienttest/token==";
-const REGION: &str = "cn-hangzhou";
-const IMAGE: &str = "m-bp1clienttest0001";
-
-fn key() -> AccessKey {
-    AccessKey::new(KEY_ID, SECRET, None)
-}
-
-fn sts_key() -> AccessKey {
-    AccessKey::new(STS_KEY_ID, STS_SECRET, Some(TOKEN.to_owned()))
-}
-
-async fn simulator() -> SimulatorHandle {
-    let config = SimulatorConfig::new([key(), sts_key()]).with_image(IMAGE, ImageState::Copying);
-    EcsSimulator::start(config).await.expect("simulator starts")
-}
+use copyimage_stand_ins::ecs_simulator::{ConnectionFate, FaultSpec, ImageState};
 
 /// A client with room for a loaded machine.
 fn client_for(endpoint: &str) -> EcsClient {

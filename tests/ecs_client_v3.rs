@@ -1,6 +1,6 @@
 //! The ECS client with `SignatureVersion::V3` over real HTTP against the
 //! in-process simulator, whose V3 check is an independent implementation
-//! (`sandbox::ecs_simulator::verify_v3`): success with plain and STS keys,
+//! (`copyimage_stand_ins::ecs_simulator::verify_v3`): success with plain and STS keys,
 //! wrong secret (redacted echo), nonce reuse, clock skew, and what goes on
 //! the wire.
 
@@ -8,34 +8,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::ecs::{assert_nonce_reuse_and_clock_skew_refused, capture_one_request, service_error};
+use common::ecs::{
+    IMAGE, KEY_ID, REGION, STS_KEY_ID, STS_SECRET, TOKEN,
+    assert_nonce_reuse_and_clock_skew_refused, capture_one_request, key, service_error, simulator,
+    sts_key,
+};
 use copyimage_canceller::credentials::AccessKey;
 use copyimage_canceller::ecs::client::{EcsClient, EcsClientConfig, SignatureVersion};
 use copyimage_canceller::ecs::{CancelOutcome, RetryClass};
-use copyimage_canceller::sandbox::ecs_simulator::{
-    EcsSimulator, ImageState, SimulatorConfig, SimulatorHandle,
-};
-
-const KEY_ID: &str = "LTAI5tClientV3Test01";
-const SECRET: &str = "client-v3-secret/+&=0001";
-const STS_KEY_ID: &str = "STS.ClientV3Test01";
-const STS_SECRET: &str = "client-v3-sts-secret-0001";
-const TOKEN: &str = "CAIS8AF1q6Ft5B2yfSjIr5bkKtL+ha1C1aiMOVPciFkbXdZ5/clientv3/token==";
-const REGION: &str = "cn-hangzhou";
-const IMAGE: &str = "m-bp1clientv3test01";
-
-fn key() -> AccessKey {
-    AccessKey::new(KEY_ID, SECRET, None)
-}
-
-fn sts_key() -> AccessKey {
-    AccessKey::new(STS_KEY_ID, STS_SECRET, Some(TOKEN.to_owned()))
-}
-
-async fn simulator() -> SimulatorHandle {
-    let config = SimulatorConfig::new([key(), sts_key()]).with_image(IMAGE, ImageState::Copying);
-    EcsSimulator::start(config).await.expect("simulator starts")
-}
+use copyimage_stand_ins::ecs_simulator::ImageState;
 
 fn v3_client(endpoint: &str) -> EcsClient {
     EcsClient::new(EcsClientConfig {
@@ -142,7 +123,7 @@ async fn v3_request_shape_on_the_wire() {
         "x-acs-signature-nonce: ",
         "x-acs-content-sha256: ",
         "content-type: application/x-www-form-urlencoded",
-        "authorization: acs3-hmac-sha256 credential=sts.clientv3test01,signedheaders=content-type;host;x-acs-action;x-acs-content-sha256;x-acs-date;x-acs-security-token;x-acs-signature-nonce;x-acs-version,signature=",
+        "authorization: acs3-hmac-sha256 credential=sts.clienttest0001,signedheaders=content-type;host;x-acs-action;x-acs-content-sha256;x-acs-date;x-acs-security-token;x-acs-signature-nonce;x-acs-version,signature=",
     ] {
         assert!(lower.contains(want), "{want:?} missing in {head}");
     }

@@ -8,11 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use copyimage_canceller::credentials::AccessKey;
-use copyimage_canceller::sandbox::ecs_simulator::verify::{
-    percent_encode, signature, string_to_sign,
-};
-use copyimage_canceller::sandbox::ecs_simulator::{
+use copyimage_stand_ins::AccessKey;
+use copyimage_stand_ins::ecs_simulator::verify::{percent_encode, signature, string_to_sign};
+use copyimage_stand_ins::ecs_simulator::{
     ConnectionFate, EcsSimulator, ImageState, ManualClock, SimulatorConfig, SimulatorHandle,
 };
 use jiff::Timestamp;
@@ -725,7 +723,7 @@ fn help_documents_the_fault_syntax() {
     }
 }
 
-fn fault(spec: &str) -> copyimage_canceller::sandbox::ecs_simulator::FaultSpec {
+fn fault(spec: &str) -> copyimage_stand_ins::ecs_simulator::FaultSpec {
     spec.parse().unwrap_or_else(|e| panic!("{spec}: {e}"))
 }
 

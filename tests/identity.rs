@@ -20,11 +20,11 @@ use copyimage_canceller::identity::{
     SourceKind,
 };
 use copyimage_canceller::retry::Backoff;
-use copyimage_canceller::sandbox::ecs_simulator::{EcsSimulator, ImageState, SimulatorConfig};
-use copyimage_canceller::sandbox::metadata_simulator::{
+use copyimage_stand_ins::ecs_simulator::{EcsSimulator, ImageState, SimulatorConfig};
+use copyimage_stand_ins::metadata_simulator::{
     MetadataMode, MetadataSimulator, MetadataSimulatorConfig,
 };
-use copyimage_canceller::sandbox::sts_simulator::{
+use copyimage_stand_ins::sts_simulator::{
     KeySink, StsFault, StsSimulator, StsSimulatorConfig, StsSimulatorHandle, token_sha256,
 };
 
@@ -620,11 +620,9 @@ async fn no_role_attached_says_so() {
 async fn rrsa_to_sts_to_ecs_cancel_succeeds_with_the_sts_token() {
     const IMAGE: &str = "m-bp1rrsaflow0001";
     let ecs = Arc::new(
-        EcsSimulator::start(
-            SimulatorConfig::new(Vec::<AccessKey>::new()).with_image(IMAGE, ImageState::Copying),
-        )
-        .await
-        .unwrap(),
+        EcsSimulator::start(SimulatorConfig::new([]).with_image(IMAGE, ImageState::Copying))
+            .await
+            .unwrap(),
     );
     let rrsa = Rrsa::start(StsSimulatorConfig {
         sink: Some(KeySink::ecs(ecs.clone())),

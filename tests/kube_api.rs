@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use copyimage_canceller::sandbox::kube_api::{
+use copyimage_stand_ins::kube_api::{
     Fault, FaultKind, KubeApi, KubeApiConfig, KubeApiHandle, Verb,
 };
 use futures::{StreamExt, TryStreamExt};

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use copyimage_canceller::credentials::AccessKey;
-use copyimage_canceller::sandbox::ecs_simulator::{
+use copyimage_stand_ins::AccessKey;
+use copyimage_stand_ins::ecs_simulator::{
     EcsSimulator, ImageState, SimulatorConfig, SimulatorHandle,
 };
 use serde_json::Value;

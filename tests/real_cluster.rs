@@ -19,9 +19,9 @@
 mod common;
 
 use common::*;
-use copyimage_canceller::credentials::AccessKey;
 use copyimage_canceller::resource::SPEC_IMMUTABLE_MESSAGE;
-use copyimage_canceller::sandbox::ecs_simulator::{FaultCount, FaultKind, ImageState};
+use copyimage_stand_ins::AccessKey;
+use copyimage_stand_ins::ecs_simulator::{FaultCount, FaultKind, ImageState};
 use kube::api::{Patch, PatchParams};
 
 /// Success, two InternalErrors then success, and a terminal code.

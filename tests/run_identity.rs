@@ -12,11 +12,9 @@ use copyimage_canceller::identity::chain::{
     ENV_OIDC_PROVIDER_ARN, ENV_OIDC_TOKEN_FILE, ENV_ROLE_ARN, ENV_STS_ENDPOINT,
 };
 use copyimage_canceller::resource::{CopyImageCancellation, CopyImageCancellationStatus, Phase};
-use copyimage_canceller::sandbox::ecs_simulator::{EcsSimulator, ImageState, SimulatorConfig};
-use copyimage_canceller::sandbox::kube_api::{KubeApi, KubeApiHandle};
-use copyimage_canceller::sandbox::sts_simulator::{
-    KeySink, StsFault, StsSimulator, StsSimulatorConfig,
-};
+use copyimage_stand_ins::ecs_simulator::{EcsSimulator, ImageState, SimulatorConfig};
+use copyimage_stand_ins::kube_api::{KubeApi, KubeApiHandle};
+use copyimage_stand_ins::sts_simulator::{KeySink, StsFault, StsSimulator, StsSimulatorConfig};
 use k8s_openapi::api::events::v1::Event;
 use kube::CustomResourceExt;
 use kube::api::{Api, PostParams};
@@ -132,12 +130,9 @@ async fn run_with_rrsa_cancels_a_resource_without_a_secret_using_the_sts_key() {
         .await
         .unwrap();
     let ecs = Arc::new(
-        EcsSimulator::start(
-            SimulatorConfig::new(Vec::<copyimage_canceller::credentials::AccessKey>::new())
-                .with_image(IMAGE, ImageState::Copying),
-        )
-        .await
-        .unwrap(),
+        EcsSimulator::start(SimulatorConfig::new([]).with_image(IMAGE, ImageState::Copying))
+            .await
+            .unwrap(),
     );
     let sts = StsSimulator::start(StsSimulatorConfig {
         expected_token: Some(TOKEN.to_owned()),
@@ -222,7 +217,7 @@ async fn run_with_rrsa_cancels_a_resource_without_a_secret_using_the_sts_key() {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_sts_blocks_only_resources_without_a_secret() {
-    use copyimage_canceller::credentials::AccessKey;
+    use copyimage_stand_ins::AccessKey;
     use k8s_openapi::api::core::v1::Secret;
 
     const OWN_IMAGE: &str = "m-bp1ownsecret001";

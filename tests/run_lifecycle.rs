@@ -11,8 +11,8 @@ use common::{
     Env, OPERATOR_KEY_SECRET, OPERATOR_TOKEN, PATIENCE, assert_phase, cic, http_get, outcomes,
     phase, yaml,
 };
-use copyimage_canceller::sandbox::ecs_simulator::{FaultCount, FaultKind};
-use copyimage_canceller::sandbox::kube_api::{Fault, Verb};
+use copyimage_stand_ins::ecs_simulator::{FaultCount, FaultKind};
+use copyimage_stand_ins::kube_api::{Fault, Verb};
 
 /// SIGTERM while ECS answers within the timeout: the answer is recorded, exit 0.
 #[cfg(unix)]

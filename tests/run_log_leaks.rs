@@ -15,16 +15,16 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::{PATIENCE, cic, cic_with_secret};
-use copyimage_canceller::credentials::AccessKey;
 use copyimage_canceller::identity::chain::{
     ENV_OIDC_PROVIDER_ARN, ENV_OIDC_TOKEN_FILE, ENV_ROLE_ARN, ENV_STS_ENDPOINT,
 };
 use copyimage_canceller::resource::{CopyImageCancellation, Phase};
-use copyimage_canceller::sandbox::ecs_simulator::{
+use copyimage_stand_ins::AccessKey;
+use copyimage_stand_ins::ecs_simulator::{
     EcsSimulator, FaultCount, FaultKind, FaultSpec, FaultTarget, ImageState, SimulatorConfig,
 };
-use copyimage_canceller::sandbox::kube_api::KubeApi;
-use copyimage_canceller::sandbox::sts_simulator::{KeySink, StsSimulator, StsSimulatorConfig};
+use copyimage_stand_ins::kube_api::KubeApi;
+use copyimage_stand_ins::sts_simulator::{KeySink, StsSimulator, StsSimulatorConfig};
 use k8s_openapi::api::core::v1::Secret;
 use kube::CustomResourceExt;
 use kube::api::{Api, PostParams};

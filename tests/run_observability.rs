@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use copyimage_canceller::sandbox::ecs_simulator::{FaultCount, FaultKind};
+use copyimage_stand_ins::ecs_simulator::{FaultCount, FaultKind};
 
 const ELECTION_ARGS: [&str; 7] = [
     "--leader-elect",

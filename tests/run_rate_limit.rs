@@ -7,12 +7,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use copyimage_canceller::credentials::AccessKey;
 use copyimage_canceller::resource::{CopyImageCancellation, CopyImageCancellationSpec, Phase};
-use copyimage_canceller::sandbox::ecs_simulator::{
+use copyimage_stand_ins::AccessKey;
+use copyimage_stand_ins::ecs_simulator::{
     EcsSimulator, ImageState, RequestRecord, SimulatorConfig,
 };
-use copyimage_canceller::sandbox::kube_api::KubeApi;
+use copyimage_stand_ins::kube_api::KubeApi;
 use futures::StreamExt;
 use kube::CustomResourceExt;
 use kube::api::{Api, ListParams, PostParams};

@@ -26,13 +26,11 @@ use std::time::Duration;
 use common::{Env, HARNESS_USER_AGENT, SandboxOptions, operator_key, phase, yaml};
 use copyimage_canceller::controller::decide::{OUTCOME_TRANSPORT_ERROR, OUTCOME_UNKNOWN};
 use copyimage_canceller::resource::{CopyImageCancellation, CopyImageCancellationStatus, Phase};
-use copyimage_canceller::sandbox::ecs_simulator::{
+use copyimage_stand_ins::ecs_simulator::{
     ConnectionFate, FaultCount, FaultKind, FaultSpec, FaultTarget, ImageState, RequestRecord,
     SimulatorConfig,
 };
-use copyimage_canceller::sandbox::kube_api::{
-    Fault, KubeApiConfig, RequestRecord as ApiRecord, Verb,
-};
+use copyimage_stand_ins::kube_api::{Fault, KubeApiConfig, RequestRecord as ApiRecord, Verb};
 use futures::StreamExt;
 use jiff::Timestamp;
 use kube::ResourceExt;

@@ -31,10 +31,10 @@ use copyimage_canceller::credentials::AccessKey;
 use copyimage_canceller::ecs::CancelOutcome;
 use copyimage_canceller::ecs::client::{EcsClient, EcsClientConfig};
 use copyimage_canceller::resource::{CopyImageCancellation, CopyImageCancellationSpec, Phase};
-use copyimage_canceller::sandbox::ecs_simulator::{
+use copyimage_stand_ins::ecs_simulator::{
     EcsSimulator, ImageState, SimulatorConfig, SimulatorHandle,
 };
-use copyimage_canceller::sandbox::kube_api::{KubeApi, KubeApiConfig, KubeApiHandle, Verb};
+use copyimage_stand_ins::kube_api::{KubeApi, KubeApiConfig, KubeApiHandle, Verb};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
@@ -139,7 +139,9 @@ impl World {
         let kubeconfig = dir.path().join("kubeconfig");
         api.write_kubeconfig(&kubeconfig)?;
         let client = api.client()?;
-        let mut sim_config = SimulatorConfig::new([AccessKey::new(KEY_ID, KEY_SECRET, None)]);
+        let mut sim_config = SimulatorConfig::new([copyimage_stand_ins::AccessKey::new(
+            KEY_ID, KEY_SECRET, None,
+        )]);
         sim_config.latency = settings.ecs_latency;
         sim_config.request_log_capacity = SIMULATOR_LOG;
         sim_config.nonce_capacity = 4 * SIMULATOR_LOG;

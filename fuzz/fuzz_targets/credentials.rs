@@ -1,7 +1,7 @@
 //! Secret, environment, metadata-service and STS answers through the
-//! credential parsers: see `copyimage_canceller::fuzzing::check_credentials`.
+//! credential parsers: see `copyimage_fuzz_support::check_credentials`.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    copyimage_canceller::fuzzing::check_credentials(data);
+    copyimage_fuzz_support::check_credentials(data);
 });

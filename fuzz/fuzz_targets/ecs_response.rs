@@ -1,7 +1,7 @@
 //! An ECS answer (status, headers, body) through the client's response
-//! parser: see `copyimage_canceller::fuzzing::check_ecs_response`.
+//! parser: see `copyimage_fuzz_support::check_ecs_response`.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    copyimage_canceller::fuzzing::check_ecs_response(data);
+    copyimage_fuzz_support::check_ecs_response(data);
 });

@@ -1,7 +1,7 @@
 //! The signers' percent-encoding and canonicalization against the reference
-//! model and the simulator: see `copyimage_canceller::fuzzing::check_signer`.
+//! model and the simulator: see `copyimage_fuzz_support::check_signer`.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    copyimage_canceller::fuzzing::check_signer(data);
+    copyimage_fuzz_support::check_signer(data);
 });

@@ -1,7 +1,7 @@
 //! The ECS simulator's reading of requests, and the sign-then-verify round
-//! trip: see `copyimage_canceller::fuzzing::check_simulator_request`.
+//! trip: see `copyimage_fuzz_support::check_simulator_request`.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    copyimage_canceller::fuzzing::check_simulator_request(data);
+    copyimage_fuzz_support::check_simulator_request(data);
 });

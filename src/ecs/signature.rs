@@ -391,10 +391,20 @@ pub fn sign_cancel_copy_image<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    // The documented rule, written independently of the crate; shared with
-    // the fuzz targets.
-    use crate::fuzzing::reference_percent_encode;
     use proptest::prelude::*;
+
+    /// The documented rule, written independently of the signer: every
+    /// UTF-8 byte outside `A-Z a-z 0-9 - _ . ~` becomes `%XX`, upper-case hex.
+    fn reference_percent_encode(s: &str) -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    char::from(b).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    }
 
     fn reference_percent_decode(s: &str) -> String {
         percent_encoding::percent_decode_str(s)

@@ -6,8 +6,40 @@
 use copyimage_canceller::credentials::AccessKey;
 use copyimage_canceller::ecs::client::EcsClient;
 use copyimage_canceller::ecs::{CancelOutcome, ServiceError};
-use copyimage_canceller::sandbox::ecs_simulator::{ImageState, SimulatorHandle};
+use copyimage_stand_ins::ecs_simulator::{
+    EcsSimulator, ImageState, SimulatorConfig, SimulatorHandle,
+};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+// The keys both signature versions' tests sign with and the simulator
+// knows, and the image it is copying.
+pub const KEY_ID: &str = "LTAI5tClientTest0001";
+pub const SECRET: &str = "client-test-secret/+&=0001";
+pub const STS_KEY_ID: &str = "STS.ClientTest0001";
+pub const STS_SECRET: &str = "client-sts-secret-0001";
+pub const TOKEN: &str = "CAIS8AF1q6Ft5B2yfSjIr5bkKtL+ha1C1aiMOVPciFkbXdZ5/clienttest/token==";
+pub const REGION: &str = "cn-hangzhou";
+pub const IMAGE: &str = "m-bp1clienttest0001";
+
+/// The plain key, as the client signs with it.
+pub fn key() -> AccessKey {
+    AccessKey::new(KEY_ID, SECRET, None)
+}
+
+/// The STS key (with its token), as the client signs with it.
+pub fn sts_key() -> AccessKey {
+    AccessKey::new(STS_KEY_ID, STS_SECRET, Some(TOKEN.to_owned()))
+}
+
+/// A simulator that knows both keys and has [`IMAGE`] copying.
+pub async fn simulator() -> SimulatorHandle {
+    let config = SimulatorConfig::new([
+        copyimage_stand_ins::AccessKey::new(KEY_ID, SECRET, None),
+        copyimage_stand_ins::AccessKey::new(STS_KEY_ID, STS_SECRET, Some(TOKEN.to_owned())),
+    ])
+    .with_image(IMAGE, ImageState::Copying);
+    EcsSimulator::start(config).await.expect("simulator starts")
+}
 
 /// The service error in `outcome`; panics on any other outcome.
 pub fn service_error(outcome: &CancelOutcome) -> &ServiceError {

@@ -10,15 +10,15 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use copyimage_canceller::credentials::AccessKey;
 use copyimage_canceller::resource::{
     CopyImageCancellation, CopyImageCancellationSpec, CredentialsSecretRef,
 };
-use copyimage_canceller::sandbox::ecs_simulator::{
+use copyimage_stand_ins::AccessKey;
+use copyimage_stand_ins::ecs_simulator::{
     EcsSimulator, FaultCount, FaultKind, FaultSpec, FaultTarget, ImageState, RequestRecord,
     SimulatorConfig, SimulatorHandle,
 };
-use copyimage_canceller::sandbox::kube_api::{
+use copyimage_stand_ins::kube_api::{
     KubeApi, KubeApiConfig, KubeApiHandle, RequestRecord as KubeRequestRecord,
 };
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -47,6 +47,15 @@ pub fn operator_key() -> AccessKey {
         OPERATOR_KEY_ID,
         OPERATOR_KEY_SECRET,
         Some(OPERATOR_TOKEN.to_string()),
+    )
+}
+
+/// `key` as the operator holds it (the stand-ins have their own key type).
+pub fn operator_side(key: &AccessKey) -> copyimage_canceller::credentials::AccessKey {
+    copyimage_canceller::credentials::AccessKey::new(
+        key.id.clone(),
+        key.secret(),
+        key.security_token().map(str::to_owned),
     )
 }
 

@@ -6,6 +6,7 @@ the tool directories."""
 
 import tempfile
 
+import glob
 import os
 import re
 import sys
@@ -95,6 +96,18 @@ class DockerfileTest(unittest.TestCase):
             self.assertIn(path, ignored)
         for needed in ("src", "Cargo.toml", "Cargo.lock"):
             self.assertNotIn(needed, ignored)
+        # Cargo reads the whole workspace, even to build one binary.
+        members = re.search(r"^members\s*=\s*\[([^\]]*)\]", read("Cargo.toml"), re.M).group(1)
+        for member in re.findall(r'"([^"]+)"', members):
+            parents = [p for p in ignored if member == p or member.startswith(p + "/")]
+            self.assertTrue(not parents or "!" + member in ignored, "%s is left out of the build context" % member)
+        # Files the sources embed are read at build time too.
+        for source in sorted(glob.glob("src/**/*.rs", root_dir=ROOT, recursive=True)):
+            for path in re.findall(r'include_(?:str|bytes)!\("([^"]+)"\)', read(source)):
+                embedded = os.path.normpath(os.path.join(os.path.dirname(source), path))
+                parents = [p for p in ignored if embedded.startswith(p + "/")]
+                kept = [p for p in ignored if p.startswith("!") and embedded.startswith(p[1:] + "/")]
+                self.assertTrue(not parents or kept, "%s embeds %s, left out of the build context" % (source, embedded))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ mod error;
 mod fields;
 mod http;
 mod openapi;
+mod resource_types;
 mod selector;
 mod store;
 mod table;

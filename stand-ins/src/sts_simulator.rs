@@ -22,7 +22,7 @@ use rand::distr::Alphanumeric;
 use sha2::Digest as _;
 
 use super::serve::{Served, SharedState};
-use crate::credentials::AccessKey;
+use crate::access_key::AccessKey;
 
 /// `HostId` in error bodies.
 pub const HOST_ID: &str = "sts.aliyuncs.com";
@@ -346,7 +346,7 @@ fn check(state: &StsState, p: &BTreeMap<String, String>) -> Result<u64, StsFault
     }
     let token = get("OIDCToken").ok_or_else(|| missing("OIDCToken"))?;
     let session = get("RoleSessionName").ok_or_else(|| missing("RoleSessionName"))?;
-    if !crate::identity::rrsa::is_valid_session_name(session) {
+    if !is_valid_session_name(session) {
         return Err(invalid("RoleSessionName", "is not valid"));
     }
     let duration: u64 = match get("DurationSeconds") {
@@ -410,6 +410,13 @@ fn random_alnum(len: usize) -> String {
         .take(len)
         .map(char::from)
         .collect()
+}
+
+/// Whether STS accepts `name` as `RoleSessionName`: 2 to 64 of letters,
+/// digits, `.`, `@`, `-`, `_`.
+fn is_valid_session_name(name: &str) -> bool {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || ".@-_".contains(c);
+    (2..=64).contains(&name.len()) && name.chars().all(allowed)
 }
 
 /// A key shaped like STS's: `STS.` ID, 40-character secret, `CAIS` Base64 token.

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::store::ResourceType;
+use super::resource_types::ResourceType;
 
 /// One field-level validation error, shaped like `k8s.io/apimachinery/pkg/util/validation/field.Error`.
 #[derive(Clone, Debug, PartialEq)]

@@ -161,7 +161,7 @@ pub fn params_of(req: &RawRequest<'_>) -> Result<BTreeMap<String, String>, ApiEr
 
 /// Sorted `k=percentEncode(v)` of the query-string parameters (form-decoded
 /// first), joined by `&`.
-#[doc(hidden)] // pub for the fuzz targets (`crate::fuzzing`)
+#[doc(hidden)] // pub for the fuzz targets (`fuzz/support`)
 pub fn canonical_query(query: &str) -> String {
     let mut pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -181,7 +181,7 @@ fn sha256_hex(data: &[u8]) -> String {
 /// The canonical request the server computes from what it received: the
 /// payload hash is that of the body itself, so a wrong
 /// `x-acs-content-sha256` makes the signature fail.
-#[doc(hidden)] // pub for the fuzz targets (`crate::fuzzing`)
+#[doc(hidden)] // pub for the fuzz targets (`fuzz/support`)
 pub fn server_canonical_request(req: &RawRequest<'_>, signed_headers: &[&str]) -> String {
     let mut out = format!(
         "{}\n{}\n{}\n",
@@ -278,7 +278,7 @@ mod tests {
     fn official_sdk_vectors_verify() {
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/testdata/signature-v3.json"
+            "/../testdata/signature-v3.json"
         ))
         .expect("testdata/signature-v3.json");
         let vectors: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();

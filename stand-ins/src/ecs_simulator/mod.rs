@@ -38,7 +38,7 @@ use jiff::Timestamp;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::credentials::AccessKey;
+use crate::access_key::AccessKey;
 
 pub use faults::{FaultCount, FaultKind, FaultSpec, FaultTarget};
 pub use quota::QuotaLimits;

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use super::faults::{FaultSpec, SYNTAX_HELP};
 use super::state::{ImageState, parse_image_arg};
 use super::{BUILTIN_REGIONS, EcsSimulator, SimulatorConfig};
-use crate::credentials::{AccessKey, ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET, ENV_SECURITY_TOKEN};
+use crate::access_key::{AccessKey, ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET, ENV_SECURITY_TOKEN};
 
 /// Text after the options in `ecs-simulator --help`.
 const AFTER_HELP: &str = concat!(

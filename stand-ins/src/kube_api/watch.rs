@@ -16,7 +16,8 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::error::ApiError;
-use super::store::{Change, ChangeKind, Filter, ResourceType, present};
+use super::resource_types::ResourceType;
+use super::store::{Change, ChangeKind, Filter, present};
 use super::table;
 
 fn line(kind: &str, object: &Value) -> Bytes {

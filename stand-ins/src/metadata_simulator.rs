@@ -17,8 +17,12 @@ use jiff::Timestamp;
 
 use super::serve::{Served, SharedState};
 use super::sts_simulator::{KeySink, mint_key};
-use crate::credentials::AccessKey;
-use crate::identity::imds::{TOKEN_HEADER, TOKEN_TTL_HEADER};
+use crate::access_key::AccessKey;
+
+/// The IMDSv2 request header asking for a token's lifetime (seconds).
+pub const TOKEN_TTL_HEADER: &str = "X-aliyun-ecs-metadata-token-ttl-seconds";
+/// The IMDSv2 request header carrying the token.
+pub const TOKEN_HEADER: &str = "X-aliyun-ecs-metadata-token";
 
 /// How the service behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

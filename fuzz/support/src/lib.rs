@@ -1,6 +1,6 @@
-//! The checks behind the `cargo fuzz` targets in `fuzz/`, in the crate so the
-//! fuzz targets and the corpus replay test (`cargo test`) run the very same
-//! code. Each `check_*` takes the raw fuzz input, decodes it, runs one parser
+//! The checks behind the `cargo fuzz` targets in `fuzz/`, in a crate of the
+//! main workspace so the fuzz targets and the corpus replay test (`cargo
+//! test`) run the very same code. Each `check_*` takes the raw fuzz input, decodes it, runs one parser
 //! of outside input and panics when an invariant breaks.
 //!
 //! Inputs are a small text framing rather than opaque bytes, so the seed
@@ -20,15 +20,16 @@
 //! service could echo it, and how the checks know which text must never
 //! come out.
 //!
-//! NB: not part of the operator's behaviour; nothing on a live path calls it.
+//! NB: not part of the operator; it only calls the operator's parsers and
+//! signers (and the ECS simulator's verifiers) from outside.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use crate::credentials::AccessKey;
-use crate::ecs::client::{MAX_MESSAGE_CHARS, RETRY_AFTER_HEADER, parse_response};
-use crate::ecs::signature::percent_encode;
-use crate::ecs::{CancelOutcome, ServiceError, TransportError};
+use copyimage_canceller::credentials::AccessKey;
+use copyimage_canceller::ecs::client::{MAX_MESSAGE_CHARS, RETRY_AFTER_HEADER, parse_response};
+use copyimage_canceller::ecs::signature::percent_encode;
+use copyimage_canceller::ecs::{CancelOutcome, ServiceError, TransportError};
 
 /// The marker AccessKey secret (30 alphanumerics, like a real one).
 pub const SECRET_MARKER: &str = "Fz9AccessKeySecretMarker00000Q";
@@ -297,13 +298,13 @@ fn check_transport(err: &TransportError, status: u16) {
 /// - `secret`: `name: value` lines are a Kubernetes Secret's `data`
 ///   (`string.name: value` goes to `stringData`), values percent-decoded
 ///   (so any byte can be written), through
-///   [`crate::controller::secrets::access_key_from_secret`];
+///   [`copyimage_canceller::controller::secrets::access_key_from_secret`];
 /// - `env`: `VARIABLE: value` lines are the environment, through
 ///   [`AccessKey::from_lookup`];
 /// - `imds`: the body is the metadata service's credentials answer,
-///   through [`crate::identity::imds::parse_credentials`];
+///   through [`copyimage_canceller::identity::imds::parse_credentials`];
 /// - `sts <status>`: the body is an STS AssumeRoleWithOIDC answer, through
-///   [`crate::identity::rrsa::parse_response`] with the marker OIDC token
+///   [`copyimage_canceller::identity::rrsa::parse_response`] with the marker OIDC token
 ///   as the value to scrub.
 ///
 /// Invariants: never a panic; the Secret and environment parsers give
@@ -321,12 +322,16 @@ pub fn check_credentials(data: &[u8]) {
         "secret" => check_secret(&framed),
         "env" => check_env(&framed),
         "imds" => {
-            let got = crate::identity::imds::parse_credentials(&framed.body);
+            let got = copyimage_canceller::identity::imds::parse_credentials(&framed.body);
             check_identity_answer(&framed.body, None, got);
         }
         "sts" => {
             let status = words.next().and_then(|s| s.parse().ok()).unwrap_or(200);
-            let got = crate::identity::rrsa::parse_response(status, &framed.body, &[OIDC_MARKER]);
+            let got = copyimage_canceller::identity::rrsa::parse_response(
+                status,
+                &framed.body,
+                &[OIDC_MARKER],
+            );
             if got.is_ok() {
                 assert!(
                     (200..300).contains(&status),
@@ -377,7 +382,7 @@ fn check_secret(framed: &Framed) {
     use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::Secret;
 
-    use crate::controller::secrets::{
+    use copyimage_canceller::controller::secrets::{
         KEY_ACCESS_KEY_ID, KEY_ACCESS_KEY_SECRET, KEY_SECURITY_TOKEN, access_key_from_secret,
     };
 
@@ -443,7 +448,7 @@ fn check_secret(framed: &Framed) {
 }
 
 fn check_env(framed: &Framed) {
-    use crate::credentials::{
+    use copyimage_canceller::credentials::{
         CredentialsError, ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET, ENV_SECURITY_TOKEN,
     };
 
@@ -484,8 +489,8 @@ fn check_env(framed: &Framed) {
 ///
 /// NB: JSON with a name given twice is judged by its canonical form (the
 /// last value of each name), since the parser refuses such a body.
-fn check_sts_error_body(status: u16, body: &[u8], err: &crate::identity::FetchError) {
-    use crate::identity::FetchError;
+fn check_sts_error_body(status: u16, body: &[u8], err: &copyimage_canceller::identity::FetchError) {
+    use copyimage_canceller::identity::FetchError;
 
     let Ok(value @ Value::Object(_)) = serde_json::from_slice::<Value>(body) else {
         return;
@@ -513,7 +518,8 @@ fn check_sts_error_body(status: u16, body: &[u8], err: &crate::identity::FetchEr
     let is_service = |err: &FetchError| matches!(err, FetchError::Service { http_status, .. } if *http_status == status);
     if !is_service(err) {
         let canonical = serde_json::to_vec(&value).expect("a Value serializes");
-        let again = crate::identity::rrsa::parse_response(status, &canonical, &[OIDC_MARKER]);
+        let again =
+            copyimage_canceller::identity::rrsa::parse_response(status, &canonical, &[OIDC_MARKER]);
         assert!(
             again.as_ref().is_err_and(is_service),
             "an error body with a Code is a service error: {again:?}"
@@ -547,7 +553,10 @@ fn strings_outside(value: &Value, skip: &[&str], within: Option<&Value>, out: &m
 fn check_identity_answer(
     body: &[u8],
     within: Option<&str>,
-    got: Result<crate::identity::TemporaryCredentials, crate::identity::FetchError>,
+    got: Result<
+        copyimage_canceller::identity::TemporaryCredentials,
+        copyimage_canceller::identity::FetchError,
+    >,
 ) {
     const SECRET_FIELDS: [&str; 2] = ["AccessKeySecret", "SecurityToken"];
     let parsed = serde_json::from_slice::<Value>(body).ok();
@@ -580,7 +589,7 @@ fn check_identity_answer(
             );
             assert!(!id.is_empty() && !secret.is_empty() && !token.is_empty());
             assert_eq!(Some(temporary.expiration), expiration.parse().ok());
-            let blank = crate::identity::TemporaryCredentials {
+            let blank = copyimage_canceller::identity::TemporaryCredentials {
                 key: AccessKey::new(id, "x", Some("x".to_owned())),
                 expiration: temporary.expiration,
             };
@@ -610,11 +619,10 @@ fn check_identity_answer(
 
 // ------------------------------------------------------------ The signers
 
-/// The documented percentEncode, written independently of the crate (the
-/// reference model the signer's property tests and fuzz target compare
-/// against): every UTF-8 byte outside `A-Z a-z 0-9 - _ . ~` becomes `%XX`
-/// with upper-case hex.
-pub fn reference_percent_encode(s: &str) -> String {
+/// The documented percentEncode, written independently of the operator (the
+/// reference model the signer target compares against): every UTF-8 byte
+/// outside `A-Z a-z 0-9 - _ . ~` becomes `%XX` with upper-case hex.
+fn reference_percent_encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         let unreserved = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~');
@@ -648,8 +656,8 @@ fn decoded_lines(data: &[u8]) -> Vec<String> {
 /// the V3 canonical request of the parameters and of the lines as headers
 /// equals the simulator's.
 pub fn check_signer(data: &[u8]) {
-    use crate::ecs::{signature, signature_v3};
-    use crate::sandbox::ecs_simulator::{verify, verify_v3};
+    use copyimage_canceller::ecs::{signature, signature_v3};
+    use copyimage_stand_ins::ecs_simulator::{verify, verify_v3};
 
     let lines = decoded_lines(data);
     let whole = String::from_utf8_lossy(data).into_owned();
@@ -813,8 +821,8 @@ pub fn check_simulator_request(data: &[u8]) {
         }
         "sign-v1" => {
             let method = match words.next() {
-                Some("GET") => crate::ecs::signature::Method::Get,
-                _ => crate::ecs::signature::Method::Post,
+                Some("GET") => copyimage_canceller::ecs::signature::Method::Get,
+                _ => copyimage_canceller::ecs::signature::Method::Post,
             };
             round_trip_v1(&SigningInput::of(&framed), method);
         }
@@ -823,10 +831,10 @@ pub fn check_simulator_request(data: &[u8]) {
     }
 }
 
-fn simulator_keys() -> crate::sandbox::ecs_simulator::verify::KeyRing {
-    crate::sandbox::ecs_simulator::verify::KeyRing::new([
-        AccessKey::new(FUZZ_KEY_ID, SECRET_MARKER, None),
-        AccessKey::new(
+fn simulator_keys() -> copyimage_stand_ins::ecs_simulator::verify::KeyRing {
+    copyimage_stand_ins::ecs_simulator::verify::KeyRing::new([
+        copyimage_stand_ins::AccessKey::new(FUZZ_KEY_ID, SECRET_MARKER, None),
+        copyimage_stand_ins::AccessKey::new(
             FUZZ_STS_KEY_ID,
             SECRET_MARKER,
             Some(TOKEN_MARKER.to_owned()),
@@ -836,10 +844,10 @@ fn simulator_keys() -> crate::sandbox::ecs_simulator::verify::KeyRing {
 
 type Checked = Result<
     (
-        crate::sandbox::ecs_simulator::verify::Authenticated,
+        copyimage_stand_ins::ecs_simulator::verify::Authenticated,
         std::collections::BTreeMap<String, String>,
     ),
-    crate::sandbox::ecs_simulator::verify::ApiError,
+    copyimage_stand_ins::ecs_simulator::verify::ApiError,
 >;
 
 fn check_raw_request(framed: &Framed, method: &str, target: &str) {
@@ -861,7 +869,7 @@ fn check_raw_request(framed: &Framed, method: &str, target: &str) {
 
 /// Reads and checks a request as the simulator's server does.
 fn read_and_check(framed: &Framed, method: &str, target: &str) -> Checked {
-    use crate::sandbox::ecs_simulator::{verify, verify_v3};
+    use copyimage_stand_ins::ecs_simulator::{verify, verify_v3};
 
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let headers = framed.headers();
@@ -977,15 +985,19 @@ impl SigningInput {
         nonce: &str,
         expected: Option<String>,
         check: impl FnOnce(
-            crate::sandbox::ecs_simulator::verify::Checks<'_>,
+            copyimage_stand_ins::ecs_simulator::verify::Checks<'_>,
         ) -> Result<
-            crate::sandbox::ecs_simulator::verify::Authenticated,
-            crate::sandbox::ecs_simulator::verify::ApiError,
+            copyimage_stand_ins::ecs_simulator::verify::Authenticated,
+            copyimage_stand_ins::ecs_simulator::verify::ApiError,
         >,
     ) {
-        use crate::sandbox::ecs_simulator::verify;
+        use copyimage_stand_ins::ecs_simulator::verify;
 
-        let keys = verify::KeyRing::new([self.key.clone()]);
+        let keys = verify::KeyRing::new([copyimage_stand_ins::AccessKey::new(
+            self.key.id.clone(),
+            self.key.secret(),
+            self.key.security_token().map(str::to_owned),
+        )]);
         let regions = [self.region.clone()].into_iter().collect();
         let checks = verify::Checks {
             keys: &keys,
@@ -1015,9 +1027,9 @@ impl SigningInput {
     }
 }
 
-fn round_trip_v1(input: &SigningInput, method: crate::ecs::signature::Method) {
-    use crate::ecs::signature::{Method, sign_cancel_copy_image};
-    use crate::sandbox::ecs_simulator::verify;
+fn round_trip_v1(input: &SigningInput, method: copyimage_canceller::ecs::signature::Method) {
+    use copyimage_canceller::ecs::signature::{Method, sign_cancel_copy_image};
+    use copyimage_stand_ins::ecs_simulator::verify;
 
     let signed = sign_cancel_copy_image(
         method,
@@ -1047,8 +1059,8 @@ fn round_trip_v1(input: &SigningInput, method: crate::ecs::signature::Method) {
 }
 
 fn round_trip_v3(input: &SigningInput) {
-    use crate::ecs::signature_v3::sign_cancel_copy_image_v3;
-    use crate::sandbox::ecs_simulator::verify_v3;
+    use copyimage_canceller::ecs::signature_v3::sign_cancel_copy_image_v3;
+    use copyimage_stand_ins::ecs_simulator::verify_v3;
 
     // NB: the Authorization header cannot carry an AccessKey ID with a
     // comma, and header values arrive trimmed, so an ID or token with
@@ -1131,7 +1143,7 @@ mod tests {
 
     fn corpus(target: &str) -> Vec<std::path::PathBuf> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fuzz/corpus")
+            .join("../corpus")
             .join(target);
         let mut files: Vec<_> = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -1181,7 +1193,7 @@ mod tests {
             ("unsigned-xml.http", Some("MissingAccessKeyId")),
         ];
         let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/simulator_request");
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/simulator_request");
         for (name, want) in rows {
             let framed = Framed::decode(&std::fs::read(dir.join(name)).expect("seed"));
             let mut words = framed.first_line.split_whitespace().skip(1);

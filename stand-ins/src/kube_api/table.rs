@@ -3,18 +3,7 @@
 use jsonpath_rust::JsonPath;
 use serde_json::{Value, json};
 
-use super::store::ResourceType;
-
-/// One `additionalPrinterColumns` entry.
-#[derive(Clone, Debug)]
-pub(crate) struct PrinterColumn {
-    pub name: String,
-    pub type_: String,
-    pub format: String,
-    pub description: String,
-    pub priority: i32,
-    pub json_path: String,
-}
+use super::resource_types::{PrinterColumn, ResourceType};
 
 fn default_columns() -> Vec<PrinterColumn> {
     vec![PrinterColumn {

@@ -400,8 +400,8 @@ fn fault_answer(kind: &FaultKind) -> Option<Answer> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credentials::AccessKey;
-    use crate::sandbox::ecs_simulator::verify::{signature, string_to_sign};
+    use crate::access_key::AccessKey;
+    use crate::ecs_simulator::verify::{signature, string_to_sign};
 
     const ID: &str = "LTAI5tStateTest";
     const SECRET: &str = "state-secret";

@@ -16,7 +16,7 @@ use hmac::{Hmac, Mac};
 use jiff::Timestamp;
 use sha1::Sha1;
 
-use crate::credentials::AccessKey;
+use crate::access_key::AccessKey;
 
 /// The API version the simulator serves.
 pub const API_VERSION: &str = "2014-05-26";
@@ -503,7 +503,7 @@ mod tests {
     fn vectors() -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/testdata/signature-v1.json"
+            "/../testdata/signature-v1.json"
         ))
         .expect("testdata/signature-v1.json");
         serde_json::from_str(&text).expect("vectors parse")

@@ -12,8 +12,9 @@ use http::{HeaderMap, Method, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::error::ApiError;
+use super::resource_types::ResourceType;
 use super::selector::LabelSelector;
-use super::store::{self, FieldValidation, Filter, PatchBody, ResourceType, WriteCtx};
+use super::store::{self, FieldValidation, Filter, PatchBody, WriteCtx};
 use super::{FaultKind, RequestRecord, Shared, Verb, openapi, table, watch};
 
 const MAX_BODY: usize = 16 * 1024 * 1024;

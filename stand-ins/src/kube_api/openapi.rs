@@ -4,7 +4,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::store::{ResourceType, Store};
+use super::resource_types::ResourceType;
+use super::store::Store;
 
 fn gv_path(group: &str, version: &str) -> String {
     if group.is_empty() {
