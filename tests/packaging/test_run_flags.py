@@ -35,7 +35,7 @@ class RunFlagsTest(unittest.TestCase):
     def test_help_lists_the_flags_of_the_contract(self):
         for flag in ("--ecs-endpoint", "--retry-base-delay", "--retry-max-delay", "--watch-namespace", "--selector",
                      "--max-concurrent-reconciles", "--log-format", "--log-level", "--allow-insecure-endpoint",
-                     "--admin-addr", "--leader-elect", "--ecs-qps", "--ecs-burst", "--shutdown-timeout",
+                     "--admin-addr", "--leader-elect", "--ecs-pacing", "--ecs-qps", "--ecs-burst", "--shutdown-timeout",
                      "--signature-version"):
             self.assertIn(flag, self.accepted)
 
