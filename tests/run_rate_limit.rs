@@ -1,4 +1,5 @@
-//! The real `run` binary with `--ecs-qps`/`--ecs-burst`: a burst of 200
+//! The real `run` binary with the `--ecs-qps`/`--ecs-burst` ceiling (one access
+//! key, one region: one pace scope): a burst of 200
 //! resources created at once reaches the ECS simulator no faster than the
 //! token bucket allows, in any window of its request log, and each resource
 //! gets exactly one request. Asserts an upper bound on the rate only

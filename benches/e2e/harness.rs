@@ -293,6 +293,22 @@ impl World {
         }
     }
 
+    /// Creates `names` at once and waits until each is final: the time from
+    /// the first create to the last final status (no counting, no memory
+    /// sampling: for benches that count from the simulator's log).
+    pub async fn drain(&self, names: &[String]) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        self.create_all(names, image_id).await?;
+        self.wait_finals(names, self.settings.timeout).await?;
+        let finals = self.finals.lock().expect("finals lock");
+        let last = names
+            .iter()
+            .filter_map(|n| finals.get(n).map(|(at, _)| *at))
+            .max()
+            .unwrap_or(started);
+        Ok(last.duration_since(started))
+    }
+
     /// `samples` resources one after the other, each created once the
     /// previous one is final and its writes have landed: the time to a final
     /// status of an idle controller.
