@@ -4,7 +4,8 @@
 //! `kubectl kustomize`, the Argo CD health check under Lua 5.1 with its own
 //! test cases, the kstatus reading of the same cases, the Dockerfile, the
 //! flags the manifests pass against the binary's `run --help`, what the
-//! end-to-end job installs (deploy/e2e).
+//! end-to-end job installs (deploy/e2e), and the GitHub workflows and release
+//! scripts.
 //!
 //! Needs `.tools/` from `scripts/install-tools.sh`; without it these tests FAIL
 //! (never skip) and say so. The freshly built binary is handed to the scripts
@@ -120,4 +121,9 @@ fn manifests_pass_only_flags_run_accepts() {
 #[test]
 fn e2e_manifests() {
     run_script("test_e2e_manifests.py");
+}
+
+#[test]
+fn workflows_and_release_scripts() {
+    run_script("test_workflows.py");
 }
