@@ -2,8 +2,10 @@
 //! the Helm chart through the real `helm` (lint, render, strict Kubernetes
 //! schema validation, exact RBAC, values schema), the kustomize base through
 //! `kubectl kustomize`, the Argo CD health check under Lua 5.1 with its own
-//! test cases, the kstatus reading of the same cases, the Dockerfile, and
-//! the flags the manifests pass against the binary's `run --help`.
+//! test cases, the kstatus reading of the same cases, the Dockerfile, the
+//! flags the manifests pass against the binary's `run --help`, what the
+//! end-to-end job installs (deploy/e2e), and the GitHub workflows and release
+//! scripts.
 //!
 //! Needs `.tools/` from `scripts/install-tools.sh`; without it these tests FAIL
 //! (never skip) and say so. The freshly built binary is handed to the scripts
@@ -14,7 +16,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-const FIX: &str = "run scripts/install-tools.sh (installs pinned, hash-checked helm, kubectl, hadolint, kubernetes-validate and Lua 5.1 into .tools/)";
+const FIX: &str = "run scripts/install-tools.sh (installs pinned, hash-checked helm, kubectl, hadolint, actionlint, shellcheck, kubernetes-validate and Lua 5.1 into .tools/)";
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -23,7 +25,14 @@ fn root() -> &'static Path {
 /// `.tools/venv/bin/python`, checked to be installed by the current install script and pins.
 fn python() -> PathBuf {
     let tools = root().join(".tools");
-    for tool in ["bin/helm", "bin/kubectl", "bin/hadolint", "venv/bin/python"] {
+    for tool in [
+        "bin/helm",
+        "bin/kubectl",
+        "bin/hadolint",
+        "bin/actionlint",
+        "bin/shellcheck",
+        "venv/bin/python",
+    ] {
         let path = tools.join(tool);
         assert!(path.exists(), "{} is missing: {FIX}", path.display());
     }
@@ -107,4 +116,14 @@ fn dockerfile() {
 #[test]
 fn manifests_pass_only_flags_run_accepts() {
     run_script("test_run_flags.py");
+}
+
+#[test]
+fn e2e_manifests() {
+    run_script("test_e2e_manifests.py");
+}
+
+#[test]
+fn workflows_and_release_scripts() {
+    run_script("test_workflows.py");
 }
