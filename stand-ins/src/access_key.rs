@@ -12,19 +12,6 @@ pub struct AccessKey {
 }
 
 impl AccessKey {
-    /// A key from its parts.
-    pub fn new(
-        id: impl Into<String>,
-        secret: impl Into<String>,
-        security_token: Option<String>,
-    ) -> Self {
-        Self {
-            id: id.into(),
-            secret: secret.into(),
-            security_token,
-        }
-    }
-
     /// The AccessKey secret.
     pub fn secret(&self) -> &str {
         &self.secret
@@ -33,6 +20,20 @@ impl AccessKey {
     /// The STS security token, for a temporary key.
     pub fn security_token(&self) -> Option<&str> {
         self.security_token.as_deref()
+    }
+
+    /// A key from its ID, secret and (temporary keys only) token.
+    pub fn new(
+        id: impl Into<String>,
+        secret: impl Into<String>,
+        security_token: Option<String>,
+    ) -> Self {
+        let (id, secret) = (id.into(), secret.into());
+        Self {
+            id,
+            secret,
+            security_token,
+        }
     }
 }
 
