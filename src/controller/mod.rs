@@ -768,9 +768,13 @@ async fn reconcile_in_span(
                     Some(limit) => tokio::time::timeout(limit, ticket.granted()).await.ok(),
                     None => Some(ticket.granted().await),
                 };
+                if let Some(None) = waited {
+                    debug!(resource = %describe(&current), "shutting down: given up waiting for the pace, nothing sent");
+                    return Ok(Action::await_change());
+                }
                 permit = Some(acquire(&ctx.permits).await);
-                // Past the deadline, the next decision says so.
-                grant = waited;
+                // Past the deadline (None), the next decision says so.
+                grant = waited.flatten();
             }
             (NextAction::RequeueAfter(wait), Some(written)) if wait.is_zero() => current = written,
             (other, _) => return Ok(requeue_within(other, recheck)),

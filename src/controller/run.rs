@@ -460,6 +460,16 @@ pub async fn run_controllers(
             health.stopping();
         });
     }
+    {
+        // SIGTERM: stop taking work. Resources waiting for the pace have sent
+        // and recorded nothing; they give up at once instead of holding the
+        // shutdown until their turn.
+        let (pacer, stop) = (settings.pacer.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            pacer.close();
+        });
+    }
     let mut feeds = Vec::new();
     // Where watch errors are reported: only where the probe can clear them.
     let api_health = health

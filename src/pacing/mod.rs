@@ -79,12 +79,11 @@ pub struct Grant {
 pub struct Ticket(oneshot::Receiver<Grant>);
 
 impl Ticket {
-    /// Waits for the slot. Dropping the ticket (or this future) gives the
+    /// Waits for the slot; `None` once the pacer is closed (shutting down:
+    /// nothing more is sent). Dropping the ticket (or this future) gives the
     /// place up.
-    pub async fn granted(self) -> Grant {
-        self.0
-            .await
-            .expect("the dispatcher answers every waiter it removes")
+    pub async fn granted(self) -> Option<Grant> {
+        self.0.await.ok()
     }
 }
 
@@ -98,6 +97,10 @@ pub enum Slot {
 }
 
 /// One queued resource.
+///
+/// NB: a resource whose slot was given but never used (its write-ahead lost a
+/// race, or it was deleted meanwhile) keeps its `waiting_since` entry until
+/// its next answer or until the scope is dropped as idle: one entry each.
 struct Waiter {
     /// When the resource started waiting (its first request for a slot since
     /// its last answer other than throttling).
@@ -142,6 +145,8 @@ struct Scopes {
     map: HashMap<ScopeKey, Scope>,
     seq: u64,
     last_sweep: f64,
+    /// Set by [`Pacer::close`]: no slot is given any more.
+    closed: bool,
 }
 
 /// The pacer shared by every reconcile.
@@ -173,6 +178,7 @@ impl Pacer {
                 map: HashMap::new(),
                 seq: 0,
                 last_sweep: 0.0,
+                closed: false,
             }),
             metrics,
         })
@@ -197,6 +203,10 @@ impl Pacer {
         let key = (self.seed.hash_one(key_id), region.to_string());
         let t = self.now();
         let mut scopes = self.lock();
+        if scopes.closed {
+            // NB: the sender is dropped at once: the ticket says closed.
+            return Slot::Queued(Ticket(oneshot::channel().1));
+        }
         if t - scopes.last_sweep >= SWEEP_EVERY.as_secs_f64() {
             scopes.last_sweep = t;
             self.sweep(&mut scopes, t);
@@ -294,6 +304,17 @@ impl Pacer {
                 }
                 None => return,
             }
+        }
+    }
+
+    /// Gives no more slots (the controller is shutting down): every waiter's
+    /// ticket resolves to `None`, and so does every later one. Nothing that
+    /// waited was sent or recorded, so nothing is lost.
+    pub fn close(&self) {
+        let mut scopes = self.lock();
+        scopes.closed = true;
+        for scope in scopes.map.values_mut() {
+            scope.queue.clear();
         }
     }
 

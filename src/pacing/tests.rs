@@ -42,7 +42,7 @@ async fn grant_order(tickets: Vec<(&'static str, Ticket)>) -> Vec<&'static str> 
     let mut waiting: FuturesUnordered<_> = tickets
         .into_iter()
         .map(|(uid, ticket)| async move {
-            let grant = ticket.granted().await;
+            let grant = ticket.granted().await.expect("granted");
             assert_eq!(grant.uid, uid);
             uid
         })
@@ -72,7 +72,7 @@ async fn the_resource_that_has_waited_longest_goes_next() {
     // `old` asks first, is throttled, and asks again after `b` and `c`
     // queued: it keeps its place ahead of them.
     let first = queued(pacer.slot(KEY, REGION, "old"));
-    let grant = first.granted().await;
+    let grant = first.granted().await.expect("granted");
     tokio::time::advance(Duration::from_millis(10)).await;
     let b = queued(pacer.slot(KEY, REGION, "b"));
     tokio::time::advance(Duration::from_millis(10)).await;
@@ -90,7 +90,10 @@ async fn the_resource_that_has_waited_longest_goes_next() {
 async fn an_answer_other_than_throttling_ends_the_wait() {
     let pacer = Pacer::new(PacingConfig::default(), None);
     adapt(&pacer, KEY, REGION);
-    let early = queued(pacer.slot(KEY, REGION, "retried")).granted().await;
+    let early = queued(pacer.slot(KEY, REGION, "retried"))
+        .granted()
+        .await
+        .expect("granted");
     pacer.answered(early, Answer::Accepted);
     tokio::time::advance(Duration::from_millis(10)).await;
     let b = queued(pacer.slot(KEY, REGION, "b"));
@@ -111,7 +114,7 @@ async fn a_waiter_that_gives_up_takes_no_slot() {
     let kept = queued(pacer.slot(KEY, REGION, "kept"));
     drop(gone);
     let started = Instant::now();
-    let grant = kept.granted().await;
+    let grant = kept.granted().await.expect("granted");
     // The first slot after the cut's pause (under a second), not the second one.
     assert!(started.elapsed() < Duration::from_secs(1), "{grant:?}");
     assert!(grant.waited < Duration::from_secs(1), "{grant:?}");
@@ -135,7 +138,10 @@ async fn scopes_are_per_access_key_and_region() {
 async fn an_idle_scope_is_dropped_and_starts_again_unpaced() {
     let pacer = Pacer::new(PacingConfig::default(), None);
     adapt(&pacer, KEY, REGION);
-    queued(pacer.slot(KEY, REGION, "paced")).granted().await;
+    queued(pacer.slot(KEY, REGION, "paced"))
+        .granted()
+        .await
+        .expect("granted");
     tokio::time::advance(IDLE_SCOPE + SWEEP_EVERY).await;
     // Any request sweeps; the idle scope goes.
     now(pacer.slot(OTHER_KEY, REGION, "sweeper"));
@@ -171,7 +177,10 @@ async fn pacing_off_never_holds_a_request_but_the_ceiling_does() {
     now(capped.slot(KEY, REGION, "a"));
     now(capped.slot(KEY, REGION, "b"));
     let started = Instant::now();
-    queued(capped.slot(KEY, REGION, "c")).granted().await;
+    queued(capped.slot(KEY, REGION, "c"))
+        .granted()
+        .await
+        .expect("granted");
     let waited = started.elapsed();
     assert!(
         waited >= Duration::from_millis(70) && waited <= Duration::from_millis(110),
@@ -184,7 +193,10 @@ async fn reports_go_to_metrics_by_region_and_never_name_the_key() {
     let metrics = Arc::new(Metrics::default());
     let pacer = Pacer::new(PacingConfig::default(), Some(metrics.clone()));
     adapt(&pacer, KEY, REGION);
-    let waited = queued(pacer.slot(KEY, REGION, "paced")).granted().await;
+    let waited = queued(pacer.slot(KEY, REGION, "paced"))
+        .granted()
+        .await
+        .expect("granted");
     pacer.answered(waited, Answer::Accepted);
     let text = metrics.encode();
     for line in [
@@ -207,4 +219,24 @@ async fn reports_go_to_metrics_by_region_and_never_name_the_key() {
         assert!(!shown.contains(KEY), "{shown}");
         assert!(!shown.contains("LTAI"), "{shown}");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn closing_releases_every_waiter_and_gives_no_more_slots() {
+    let pacer = Pacer::new(PacingConfig::default(), None);
+    adapt(&pacer, KEY, REGION);
+    let waiting: Vec<Ticket> = (0..5)
+        .map(|i| queued(pacer.slot(KEY, REGION, &format!("w{i}"))))
+        .collect();
+    pacer.close();
+    for ticket in waiting {
+        assert!(ticket.granted().await.is_none());
+    }
+    // Even a scope never throttled gives nothing now.
+    assert!(
+        queued(pacer.slot(OTHER_KEY, REGION, "late"))
+            .granted()
+            .await
+            .is_none()
+    );
 }
