@@ -64,6 +64,8 @@ type ScopeKey = (u64, String);
 #[derive(Debug)]
 pub struct Grant {
     scope: ScopeKey,
+    /// Whether a scope keeps track of it (not with pacing off and no ceiling).
+    tracked: bool,
     uid: String,
     /// When it was granted, in the pacer's seconds.
     sent_at: f64,
@@ -200,8 +202,19 @@ impl Pacer {
     /// A slot for resource `uid` to send with key `key_id` to `region`: now,
     /// or a place in the scope's queue.
     pub fn slot(self: &Arc<Self>, key_id: &str, region: &str, uid: &str) -> Slot {
-        let key = (self.seed.hash_one(key_id), region.to_string());
         let t = self.now();
+        if !self.config.adaptive && self.config.ceiling.is_none() {
+            // Nothing to pace and nothing to learn: no scope, no lock.
+            return Slot::Now(Grant {
+                scope: (0, region.to_string()),
+                tracked: false,
+                uid: String::new(),
+                sent_at: t,
+                window_end: t,
+                waited: Duration::ZERO,
+            });
+        }
+        let key = (self.seed.hash_one(key_id), region.to_string());
         let mut scopes = self.lock();
         if scopes.closed {
             // NB: the sender is dropped at once: the ticket says closed.
@@ -231,6 +244,7 @@ impl Pacer {
             self.observe_wait(region, Duration::ZERO);
             return Slot::Now(Grant {
                 scope: key,
+                tracked: true,
                 uid: uid.to_string(),
                 sent_at: t,
                 window_end: t + seconds_to_next_wall_second(),
@@ -279,6 +293,7 @@ impl Pacer {
                             let waited = Duration::from_secs_f64((t - waiter.enqueued).max(0.0));
                             let grant = Grant {
                                 scope: key.clone(),
+                                tracked: true,
                                 uid: waiter.uid,
                                 sent_at: t,
                                 window_end: t + seconds_to_next_wall_second(),
@@ -320,6 +335,13 @@ impl Pacer {
 
     /// Takes in what the service answered to the request `grant` allowed.
     pub fn answered(&self, grant: Grant, answer: Answer) {
+        let region = &grant.scope.1;
+        if let (Answer::Throttled { .. }, Some(metrics)) = (answer, &self.metrics) {
+            metrics.ecs_throttled(region);
+        }
+        if !grant.tracked {
+            return;
+        }
         let t = self.now();
         let mut scopes = self.lock();
         let Some(scope) = scopes.map.get_mut(&grant.scope) else {
@@ -331,8 +353,10 @@ impl Pacer {
         if !matches!(answer, Answer::Throttled { .. }) {
             scope.waiting_since.remove(&grant.uid);
         }
-        let region = &grant.scope.1;
         if let Some(reaction) = reaction {
+            if reaction == Reaction::Undone {
+                tracing::debug!(region = %region, "a request sent after a throttled one in the same second was accepted: that was not the quota; the cut is undone");
+            }
             if let Reaction::Cut { rate, pause } = reaction {
                 tracing::info!(
                     region = %region,
@@ -342,10 +366,6 @@ impl Pacer {
                 );
             }
             self.report_pace(&scopes, region, t);
-            drop(scopes);
-            if let Some(metrics) = &self.metrics {
-                metrics.ecs_throttled(region);
-            }
         }
     }
 

@@ -23,7 +23,10 @@
 //! that is the quota), not the rate offered; and after a cut nothing is sent
 //! until the current second ends: the service counts calls in windows aligned
 //! to the clock (throttled in minute T, callable again at T+1), and the rest
-//! of a window that just throttled is spent.
+//! of a window that just throttled is spent. And a cut is undone when a
+//! request sent later in the same window is accepted: a spent window refuses
+//! everything after, so that throttling was not the quota (a stray refusal,
+//! another gateway's hiccup), and a pace cut for it would only sink.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -80,6 +83,21 @@ pub enum Reaction {
     /// accounted for), or adaptive pacing is off: only `x-acs-retry-after`,
     /// if any, was taken.
     Ignored,
+    /// An accepted answer to a request sent after the throttled one, in the
+    /// same window, showed the last cut was not the quota: the pace before it
+    /// is back.
+    Undone,
+}
+
+/// What a cut replaced, kept until the throttled request's window ends.
+#[derive(Clone, Copy, Debug)]
+struct Undo {
+    cubic: Option<Cubic>,
+    /// The pause to go back to (the cut's `x-acs-retry-after` kept).
+    paused_until: f64,
+    /// When the throttled request was sent, and when its window ends.
+    throttled_sent_at: f64,
+    window_end: f64,
 }
 
 /// The CUBIC curve since the last cut.
@@ -142,6 +160,8 @@ pub struct Pace {
     paused_until: f64,
     /// When the pace was last cut; answers to requests sent before it are stale.
     last_cut: f64,
+    /// How to take the last cut back, while its window may still show it wrong.
+    undo: Option<Undo>,
 }
 
 impl Pace {
@@ -157,6 +177,7 @@ impl Pace {
             next_slot: f64::NEG_INFINITY,
             paused_until: f64::NEG_INFINITY,
             last_cut: f64::NEG_INFINITY,
+            undo: None,
         }
     }
 
@@ -217,7 +238,13 @@ impl Pace {
         let retry_after = match answer {
             Answer::Accepted => {
                 self.accepted.push(t);
-                return None;
+                let undo = self
+                    .undo
+                    .filter(|u| sent_at > u.throttled_sent_at && sent_at < u.window_end)?;
+                self.cubic = undo.cubic;
+                self.paused_until = undo.paused_until;
+                self.undo = None;
+                return Some(Reaction::Undone);
             }
             Answer::Unknown => return None,
             Answer::Throttled { retry_after } => retry_after,
@@ -230,6 +257,12 @@ impl Pace {
         }
         let accepted = self.accepted.per_second(t);
         let offered = self.rate(t).unwrap_or(f64::INFINITY);
+        self.undo = Some(Undo {
+            cubic: self.cubic,
+            paused_until: self.paused_until,
+            throttled_sent_at: sent_at,
+            window_end,
+        });
         let cubic = Cubic::new(accepted.min(offered).max(MIN_RATE), t);
         self.cubic = Some(cubic);
         self.last_cut = t;

@@ -164,6 +164,8 @@ async fn pacing_off_never_holds_a_request_but_the_ceiling_does() {
     for i in 0..100 {
         now(pacer.slot(KEY, REGION, &format!("r{i}")));
     }
+    // Nothing paced, nothing kept.
+    assert_eq!(pacer.scopes(), 0);
     let capped = Pacer::new(
         PacingConfig {
             adaptive: false,

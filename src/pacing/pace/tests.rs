@@ -16,7 +16,7 @@ fn close(a: f64, b: f64) -> bool {
 fn with_accepted(mut pace: Pace, n: usize, t: f64) -> Pace {
     for i in 0..n {
         let at = t - 0.999 + 0.999 * i as f64 / n as f64;
-        pace.answered(at, at - 0.02, Answer::Accepted, at + 0.5);
+        pace.answered(at, at - 0.02, Answer::Accepted, at - 0.01);
     }
     pace
 }
@@ -93,6 +93,79 @@ fn throttling_answers_to_requests_sent_before_the_cut_are_ignored() {
         pace.answered(2.0, 1.6, THROTTLED, 3.0),
         Some(Reaction::Cut { .. })
     ));
+}
+
+#[test]
+fn a_cut_is_undone_when_a_later_request_in_the_same_window_is_accepted() {
+    // (sent at, window end) of the accepted answer -> undone?
+    let rows = [
+        // Sent after the throttled one (10.40), in its window (ends 11.0): a
+        // spent window would have refused it, so the throttling was not the quota.
+        (10.45, 11.0, true),
+        // Sent before the throttled one: says nothing about after.
+        (10.35, 11.0, false),
+        // In the next window: a fresh quota, says nothing about the last.
+        (11.05, 12.0, false),
+    ];
+    for (sent_at, window_end, undone) in rows {
+        let mut pace = with_accepted(Pace::new(true, None), 50, 10.4);
+        let before = pace.rate(10.45);
+        let reaction = pace.answered(10.42, 10.40, THROTTLED, 11.0);
+        assert!(matches!(reaction, Some(Reaction::Cut { .. })));
+        let got = pace.answered(11.1, sent_at, Answer::Accepted, window_end);
+        assert_eq!(got == Some(Reaction::Undone), undone, "sent at {sent_at}");
+        if undone {
+            // The pace from before the cut (none: unpaced), and no pause.
+            assert_eq!(pace.rate(10.45), before);
+            assert!(!pace.is_adapted());
+            assert_eq!(pace.take(10.5), Ok(()));
+        } else {
+            assert!(pace.is_adapted());
+        }
+    }
+    // A retry-after floor that came with the undone cut stays.
+    let mut pace = with_accepted(Pace::new(true, None), 50, 10.4);
+    let floor = Answer::Throttled {
+        retry_after: Some(Duration::from_secs(2)),
+    };
+    pace.answered(10.42, 10.40, floor, 11.0);
+    assert_eq!(
+        pace.answered(10.5, 10.45, Answer::Accepted, 11.0),
+        Some(Reaction::Undone)
+    );
+    assert_eq!(pace.take(11.0), Err(12.42));
+}
+
+#[test]
+fn stray_throttling_does_not_sink_the_pace() {
+    // One request in ten refused at random (not a quota): cuts are taken back
+    // by the accepted requests sent after them, and a backlog still drains at
+    // the rate of its concurrency, not at the floor.
+    let mut pace = Pace::new(true, None);
+    let (mut t, mut sent) = (0.0, 0u32);
+    let mut in_flight: Vec<(f64, f64, Answer)> = Vec::new();
+    while t < 20.0 {
+        if pace.take(t).is_ok() {
+            sent += 1;
+            let answer = if sent % 10 == 0 {
+                THROTTLED
+            } else {
+                Answer::Accepted
+            };
+            in_flight.push((t + 0.02, t, answer));
+        }
+        t += 0.005;
+        in_flight.retain(|&(at, sent_at, answer)| {
+            if at <= t {
+                pace.answered(at, sent_at, answer, (sent_at + 1e-9).ceil());
+                false
+            } else {
+                true
+            }
+        });
+    }
+    // 200 a second offered for 20 s.
+    assert!(sent >= 3600, "{sent} sent");
 }
 
 #[test]
