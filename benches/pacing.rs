@@ -251,7 +251,7 @@ fn main() -> anyhow::Result<()> {
             let mut s: Vec<f64> = ds.iter().map(|d| d.seconds).collect();
             s.sort_by(f64::total_cmp);
             let mid = s.len() / 2;
-            if s.len() % 2 == 0 {
+            if s.len().is_multiple_of(2) {
                 (s[mid - 1] + s[mid]) / 2.0
             } else {
                 s[mid]
