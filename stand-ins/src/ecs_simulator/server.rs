@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,12 +22,33 @@ use http_body_util::{BodyExt as _, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
 
-use super::Shared;
+use super::clock::Clock;
+use super::faults::FaultSpec;
+use super::quota::QuotaLimits;
 use super::render::{self, Rendered};
-use super::state::{Answer, ConnectionFate, RequestRecord};
+use super::state::{Answer, ConnectionFate, ImageState, RequestRecord, SimulatorState};
 use super::verify::{self, ApiError, ResponseFormat};
 use super::verify_v3;
+
+/// Shared by the handle and every connection.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) state: Mutex<SimulatorState>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) latency: Duration,
+    pub(super) host_id: String,
+    pub(super) shutdown: CancellationToken,
+}
+
+impl Shared {
+    pub(super) fn state(&self) -> MutexGuard<'_, SimulatorState> {
+        // NB: the state stays consistent even if a holder panicked: every
+        // mutation is a single call.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// Largest request body read; the API takes two short parameters.
 const MAX_REQUEST_BODY: usize = 64 * 1024;
@@ -353,7 +374,7 @@ fn oversized_response(request_id: &str, bytes: u64) -> Response<Body> {
 
 #[derive(Deserialize)]
 struct ImageBody {
-    state: super::ImageState,
+    state: ImageState,
 }
 
 #[derive(Deserialize)]
@@ -405,11 +426,7 @@ async fn control(shared: &Shared, rest: String, req: Request<Incoming>) -> Respo
         (Method::POST, ["faults"]) => {
             let spec = serde_json::from_slice::<FaultBody>(&body)
                 .map_err(|e| format!("expected {{\"fault\": \"TARGET=KIND[:ARG][*COUNT]\"}}: {e}"))
-                .and_then(|b| {
-                    b.fault
-                        .parse::<super::FaultSpec>()
-                        .map_err(|e| e.to_string())
-                });
+                .and_then(|b| b.fault.parse::<FaultSpec>().map_err(|e| e.to_string()));
             match spec {
                 Ok(spec) => {
                     let mut state = shared.state();
@@ -424,7 +441,7 @@ async fn control(shared: &Shared, rest: String, req: Request<Incoming>) -> Respo
             control_json(StatusCode::OK, &serde_json::json!([]))
         }
         (Method::GET, ["quota"]) => control_json(StatusCode::OK, &shared.state().quota.limits()),
-        (Method::PUT, ["quota"]) => match serde_json::from_slice::<super::QuotaLimits>(&body) {
+        (Method::PUT, ["quota"]) => match serde_json::from_slice::<QuotaLimits>(&body) {
             Ok(limits) => {
                 shared.state().quota.set_limits(limits);
                 control_json(StatusCode::OK, &limits)
