@@ -197,27 +197,13 @@ impl OperatorCredentials {
     /// Where the credentials stand at `now`.
     pub fn status_at(&self, now: Timestamp) -> CredentialStatus {
         match &*self.inner {
-            Inner::None => CredentialStatus {
-                source: None,
-                state: CredentialState::NotConfigured,
-                access_key_id: None,
-                expiration: None,
-                next_refresh: None,
-                consecutive_failures: 0,
-                last_error: None,
-                refreshes_total: 0,
-                failures_total: 0,
-            },
+            Inner::None => CredentialStatus::never_refreshed(None, CredentialState::NotConfigured),
             Inner::Static(key) => CredentialStatus {
-                source: Some(SourceKind::Environment),
-                state: CredentialState::Static,
                 access_key_id: Some(key.id.clone()),
-                expiration: None,
-                next_refresh: None,
-                consecutive_failures: 0,
-                last_error: None,
-                refreshes_total: 0,
-                failures_total: 0,
+                ..CredentialStatus::never_refreshed(
+                    Some(SourceKind::Environment),
+                    CredentialState::Static,
+                )
             },
             Inner::Refreshing { source, rx, .. } => cache::status(&rx.borrow(), *source, now),
         }

@@ -97,6 +97,24 @@ pub struct CredentialStatus {
     pub failures_total: u64,
 }
 
+impl CredentialStatus {
+    /// The status of a source that never refreshes (none, or fixed keys):
+    /// no key ID, expiry or schedule, nothing counted.
+    pub fn never_refreshed(source: Option<SourceKind>, state: CredentialState) -> Self {
+        Self {
+            source,
+            state,
+            access_key_id: None,
+            expiration: None,
+            next_refresh: None,
+            consecutive_failures: 0,
+            last_error: None,
+            refreshes_total: 0,
+            failures_total: 0,
+        }
+    }
+}
+
 /// The state of the operator's credentials.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CredentialState {

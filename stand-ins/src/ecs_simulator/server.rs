@@ -144,9 +144,31 @@ async fn handle(
         "Specified api is not found, please check your url and method.",
     );
     let request_id = render::new_request_id();
-    let record = RequestRecord {
-        time: shared.clock.now(),
-        method: req.method().to_string(),
+    let record = refused_record(
+        shared.clock.now(),
+        req.method().to_string(),
+        &error,
+        &request_id,
+        0,
+    );
+    log_request(&shared, record);
+    Ok(rendered(
+        render::error(format, &request_id, &shared.host_id, &error),
+        None,
+    ))
+}
+
+/// The log entry of a request refused before its parameters were read.
+fn refused_record(
+    time: jiff::Timestamp,
+    method: String,
+    error: &ApiError,
+    request_id: &str,
+    delay_ms: u64,
+) -> RequestRecord {
+    RequestRecord {
+        time,
+        method,
         action: None,
         region_id: None,
         image_id: None,
@@ -155,17 +177,12 @@ async fn handle(
         signature_method: None,
         signature_valid: None,
         code: error.code.clone(),
-        http_status: Some(404),
-        request_id: Some(request_id.clone()),
+        http_status: Some(error.http_status),
+        request_id: Some(request_id.to_owned()),
         connection: ConnectionFate::Answered,
         fault: None,
-        delay_ms: 0,
-    };
-    log_request(&shared, record);
-    Ok(rendered(
-        render::error(format, &request_id, &shared.host_id, &error),
-        None,
-    ))
+        delay_ms,
+    }
 }
 
 fn log_request(shared: &Shared, record: RequestRecord) {
@@ -259,23 +276,8 @@ async fn api(
     let received = match params {
         Ok(received) => received,
         Err(error) => {
-            let record = RequestRecord {
-                time: now,
-                method,
-                action: None,
-                region_id: None,
-                image_id: None,
-                access_key_id: None,
-                signature_nonce: None,
-                signature_method: None,
-                signature_valid: None,
-                code: error.code.clone(),
-                http_status: Some(error.http_status),
-                request_id: Some(request_id.clone()),
-                connection: ConnectionFate::Answered,
-                fault: None,
-                delay_ms: u64::try_from(shared.latency.as_millis()).unwrap_or(u64::MAX),
-            };
+            let latency = u64::try_from(shared.latency.as_millis()).unwrap_or(u64::MAX);
+            let record = refused_record(now, method, &error, &request_id, latency);
             log_request(shared, record);
             return Ok(rendered(
                 render::error(ResponseFormat::Json, &request_id, &shared.host_id, &error),
