@@ -138,16 +138,8 @@ fn printer_columns_and_names() {
         .map(|c| c.name.as_str())
         .collect();
     assert_eq!(
-        columns,
-        [
-            "Region",
-            "Image",
-            "Phase",
-            "Request ID",
-            "Error",
-            "Attempts",
-            "Age"
-        ]
+        columns.join(" | "),
+        "Region | Image | Phase | Request ID | Error | Attempts | Age"
     );
     assert!(version.subresources.as_ref().unwrap().status.is_some());
     assert_eq!(crd.spec.names.plural, "copyimagecancellations");

@@ -53,18 +53,8 @@ fn demo_applies_the_samples_and_every_one_ends_as_expected() {
 
     let table = last_table(&stdout);
     assert_eq!(
-        table[0],
-        [
-            "NAMESPACE",
-            "NAME",
-            "REGION",
-            "IMAGE",
-            "PHASE",
-            "REQUEST-ID",
-            "ERROR",
-            "ATTEMPTS",
-            "AGE"
-        ]
+        table[0].join(" "),
+        "NAMESPACE NAME REGION IMAGE PHASE REQUEST-ID ERROR ATTEMPTS AGE"
     );
     let row = |name: &str| {
         table

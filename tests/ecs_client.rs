@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::ecs::{
-    IMAGE, REGION, STS_KEY_ID, STS_SECRET, TOKEN, assert_nonce_reuse_and_clock_skew_refused,
-    capture_one_request, key, service_error, simulator, sts_key,
+    IMAGE, REGION, STS_SECRET, TOKEN, assert_nonce_reuse_and_clock_skew_refused,
+    assert_sts_key_cancels, key, service_error, simulator, sts_cancel_on_the_wire, sts_key,
+    wrong_secret_outcome,
 };
-use copyimage_canceller::credentials::AccessKey;
 use copyimage_canceller::ecs::client::{EcsClient, EcsClientConfig};
 use copyimage_canceller::ecs::{CancelOutcome, RetryClass, TransportError, TransportKind};
 use copyimage_stand_ins::ecs_simulator::{ConnectionFate, FaultSpec, ImageState};
@@ -35,6 +35,15 @@ fn client_with_timeout(endpoint: &str, request_timeout: Duration) -> EcsClient {
 
 fn fault(spec: &str) -> FaultSpec {
     spec.parse().expect("fault spec")
+}
+
+/// [`IMAGE`] cancelled with the plain key after `fault` was scripted for it.
+async fn cancel_after_fault(fault_kind: &str) -> CancelOutcome {
+    let sim = simulator().await;
+    sim.add_fault(fault(&format!("{IMAGE}={fault_kind}")));
+    client_for(&sim.endpoint())
+        .cancel_copy_image(&key(), REGION, IMAGE)
+        .await
 }
 
 fn transport_error(outcome: &CancelOutcome) -> &TransportError {
@@ -60,14 +69,7 @@ async fn cancels_a_copy_in_progress_with_plain_and_sts_keys() {
     assert_eq!(log[0].method, "POST");
     assert_eq!(sim.image(IMAGE), None, "a cancelled copy is gone");
 
-    sim.set_image("m-sts0001", ImageState::Copying);
-    let outcome = client
-        .cancel_copy_image(&sts_key(), REGION, "m-sts0001")
-        .await;
-    assert!(
-        matches!(outcome, CancelOutcome::Cancelled { .. }),
-        "{outcome:?}"
-    );
+    assert_sts_key_cancels(&client, &sim, "m-sts0001").await;
 }
 
 #[tokio::test]
@@ -130,11 +132,7 @@ async fn incorrect_image_status_is_terminal_with_message_and_request_id() {
 
 #[tokio::test]
 async fn throttling_is_throttled_and_carries_retry_after() {
-    let sim = simulator().await;
-    sim.add_fault(fault(&format!("{IMAGE}=throttling:1500ms")));
-    let outcome = client_for(&sim.endpoint())
-        .cancel_copy_image(&key(), REGION, IMAGE)
-        .await;
+    let outcome = cancel_after_fault("throttling:1500ms").await;
     let err = service_error(&outcome);
     assert!(err.code.starts_with("Throttling"), "{err:?}");
     assert_eq!(err.retry_after, Some(Duration::from_millis(1500)));
@@ -200,11 +198,7 @@ async fn unusable_answers_are_retryable_transport_errors() {
 
 #[tokio::test]
 async fn service_unavailable_is_retryable_on_its_code() {
-    let sim = simulator().await;
-    sim.add_fault(fault(&format!("{IMAGE}=service-unavailable")));
-    let outcome = client_for(&sim.endpoint())
-        .cancel_copy_image(&key(), REGION, IMAGE)
-        .await;
+    let outcome = cancel_after_fault("service-unavailable").await;
     let err = service_error(&outcome);
     assert_eq!(
         (err.http_status, err.code.as_str()),
@@ -216,22 +210,14 @@ async fn service_unavailable_is_retryable_on_its_code() {
 #[tokio::test]
 async fn wrong_secret_is_terminal_and_the_echo_is_redacted() {
     let sim = simulator().await;
-    let wrong = AccessKey::new(STS_KEY_ID, "not-the-secret", Some(TOKEN.to_owned()));
-    let outcome = client_for(&sim.endpoint())
-        .cancel_copy_image(&wrong, REGION, IMAGE)
-        .await;
+    let outcome = wrong_secret_outcome(&client_for(&sim.endpoint())).await;
     let err = service_error(&outcome);
-    assert_eq!(
-        (err.http_status, err.code.as_str()),
-        (400, "SignatureDoesNotMatch")
-    );
     assert!(
         err.message.ends_with("(server string to sign redacted)"),
         "{}",
         err.message
     );
     assert!(err.request_id.is_some());
-    assert_eq!(outcome.retry_class(), RetryClass::Terminal);
     let debug = format!("{outcome:?}");
     let encoded_token = TOKEN
         .replace('+', "%2B")
@@ -280,17 +266,7 @@ async fn connection_refused_is_a_transport_error() {
 /// signature included) in a form body, nothing in the URL.
 #[tokio::test]
 async fn parameters_travel_in_a_form_body_never_in_the_url() {
-    let (endpoint, server) = capture_one_request("CAPTURED-0001").await;
-    let outcome = client_for(&endpoint)
-        .cancel_copy_image(&sts_key(), REGION, IMAGE)
-        .await;
-    assert_eq!(
-        outcome,
-        CancelOutcome::Cancelled {
-            request_id: "CAPTURED-0001".into()
-        }
-    );
-    let (head, body) = server.await.unwrap();
+    let (head, body) = sts_cancel_on_the_wire(client_for).await;
 
     let request_line = head.lines().next().unwrap();
     assert_eq!(request_line, "POST / HTTP/1.1");
@@ -305,21 +281,9 @@ async fn parameters_travel_in_a_form_body_never_in_the_url() {
             .collect();
     let names: Vec<&str> = params.keys().map(String::as_str).collect();
     assert_eq!(
-        names,
-        [
-            "AccessKeyId",
-            "Action",
-            "Format",
-            "ImageId",
-            "RegionId",
-            "SecurityToken",
-            "Signature",
-            "SignatureMethod",
-            "SignatureNonce",
-            "SignatureVersion",
-            "Timestamp",
-            "Version"
-        ]
+        names.join(" "),
+        "AccessKeyId Action Format ImageId RegionId SecurityToken Signature SignatureMethod \
+         SignatureNonce SignatureVersion Timestamp Version"
     );
     assert_eq!(params["SecurityToken"], TOKEN);
     assert_eq!(params["Format"], "JSON");

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use common::ecs::{
     IMAGE, KEY_ID, REGION, STS_KEY_ID, STS_SECRET, TOKEN,
-    assert_nonce_reuse_and_clock_skew_refused, capture_one_request, key, service_error, simulator,
-    sts_key,
+    assert_nonce_reuse_and_clock_skew_refused, assert_sts_key_cancels, key, service_error,
+    simulator, sts_cancel_on_the_wire, wrong_secret_outcome,
 };
 use copyimage_canceller::credentials::AccessKey;
+use copyimage_canceller::ecs::RetryClass;
 use copyimage_canceller::ecs::client::{EcsClient, EcsClientConfig, SignatureVersion};
-use copyimage_canceller::ecs::{CancelOutcome, RetryClass};
 use copyimage_stand_ins::ecs_simulator::ImageState;
 
 fn v3_client(endpoint: &str) -> EcsClient {
@@ -51,14 +51,7 @@ async fn v3_cancels_with_plain_and_sts_keys() {
     assert_eq!(log[0].image_id.as_deref(), Some(IMAGE));
     assert_eq!(sim.image(IMAGE), None, "a cancelled copy is gone");
 
-    sim.set_image("m-v3sts0001", ImageState::Copying);
-    let outcome = client
-        .cancel_copy_image(&sts_key(), REGION, "m-v3sts0001")
-        .await;
-    assert!(
-        matches!(outcome, CancelOutcome::Cancelled { .. }),
-        "{outcome:?}"
-    );
+    assert_sts_key_cancels(&client, &sim, "m-v3sts0001").await;
     // The token is checked, not just signed: a V3 request with the STS key
     // id but no token is refused.
     let no_token = AccessKey::new(STS_KEY_ID, STS_SECRET, None);
@@ -71,20 +64,11 @@ async fn v3_cancels_with_plain_and_sts_keys() {
 #[tokio::test]
 async fn v3_wrong_secret_is_terminal_and_the_echo_is_redacted() {
     let sim = simulator().await;
-    let wrong = AccessKey::new(STS_KEY_ID, "not-the-secret", Some(TOKEN.to_owned()));
-    let outcome = v3_client(&sim.endpoint())
-        .cancel_copy_image(&wrong, REGION, IMAGE)
-        .await;
-    let err = service_error(&outcome);
+    let outcome = wrong_secret_outcome(&v3_client(&sim.endpoint())).await;
     assert_eq!(
-        (err.http_status, err.code.as_str()),
-        (400, "SignatureDoesNotMatch")
-    );
-    assert_eq!(
-        err.message,
+        service_error(&outcome).message,
         "Specified signature does not match our calculation. (server string to sign redacted)"
     );
-    assert_eq!(outcome.retry_class(), RetryClass::Terminal);
     assert_eq!(sim.requests()[0].signature_valid, Some(false));
     let debug = format!("{outcome:?}");
     for leak in [TOKEN, "not-the-secret", "ACS3-HMAC-SHA256", "x-acs-"] {
@@ -103,15 +87,7 @@ async fn v3_nonce_reuse_and_clock_skew_are_refused() {
 
 #[tokio::test]
 async fn v3_request_shape_on_the_wire() {
-    let (endpoint, server) = capture_one_request("CAPTURED-V3").await;
-    let outcome = v3_client(&endpoint)
-        .cancel_copy_image(&sts_key(), REGION, IMAGE)
-        .await;
-    assert!(
-        matches!(outcome, CancelOutcome::Cancelled { .. }),
-        "{outcome:?}"
-    );
-    let (head, body) = server.await.unwrap();
+    let (head, body) = sts_cancel_on_the_wire(v3_client).await;
     let request_line = head.lines().next().unwrap();
     assert_eq!(request_line, "POST / HTTP/1.1", "nothing in the URL");
     assert_eq!(body, format!("ImageId={IMAGE}&RegionId={REGION}"));

@@ -1663,17 +1663,8 @@ mod project_crd {
             .map(|c| c["name"].as_str().unwrap())
             .collect();
         assert_eq!(
-            columns,
-            vec![
-                "Name",
-                "Region",
-                "Image",
-                "Phase",
-                "Request ID",
-                "Error",
-                "Attempts",
-                "Age"
-            ]
+            columns.join(" | "),
+            "Name | Region | Image | Phase | Request ID | Error | Attempts | Age"
         );
         let cells = &table["rows"][0]["cells"];
         assert_eq!(

@@ -475,21 +475,9 @@ mod tests {
         let signed = sign_cancel_copy_image(Method::Post, &key, "cn-hangzhou", "m-bp1", "n-1", ts);
         let names: Vec<&str> = signed.iter().map(|(k, _)| k).collect();
         assert_eq!(
-            names,
-            [
-                "AccessKeyId",
-                "Action",
-                "Format",
-                "ImageId",
-                "RegionId",
-                "SecurityToken",
-                "Signature",
-                "SignatureMethod",
-                "SignatureNonce",
-                "SignatureVersion",
-                "Timestamp",
-                "Version"
-            ]
+            names.join(" "),
+            "AccessKeyId Action Format ImageId RegionId SecurityToken Signature SignatureMethod \
+             SignatureNonce SignatureVersion Timestamp Version"
         );
         assert_eq!(signed.get("Format"), Some("JSON"));
         assert_eq!(signed.get("Action"), Some("CancelCopyImage"));

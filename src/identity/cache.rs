@@ -10,7 +10,7 @@
 //! ```
 //!
 //! NB: a failed refresh keeps the old credentials in use until they expire;
-//! it is retried with backoff and shows in [`super::CredentialStatus`].
+//! it is retried with backoff and shows in [`CredentialStatus`].
 
 use std::time::Duration;
 
@@ -19,12 +19,39 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    CredentialError, CredentialState, CredentialStatus, FetchError, Fetcher, SourceKind,
-    TemporaryCredentials,
-};
+use super::fetch::{FetchError, TemporaryCredentials};
+use super::imds::ImdsFetcher;
+use super::rrsa::RrsaFetcher;
+use super::status::{CredentialError, CredentialState, CredentialStatus, SourceKind};
 use crate::credentials::AccessKey;
 use crate::retry::Backoff;
+
+/// What fetches temporary credentials.
+#[derive(Clone, Debug)]
+pub enum Fetcher {
+    /// RRSA.
+    Rrsa(RrsaFetcher),
+    /// The instance role.
+    Imds(ImdsFetcher),
+}
+
+impl Fetcher {
+    /// One fetch.
+    pub async fn fetch(&self) -> Result<TemporaryCredentials, FetchError> {
+        match self {
+            Self::Rrsa(f) => f.fetch().await,
+            Self::Imds(f) => f.fetch().await,
+        }
+    }
+
+    /// Which source this is.
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            Self::Rrsa(_) => SourceKind::Rrsa,
+            Self::Imds(_) => SourceKind::EcsRamRole,
+        }
+    }
+}
 
 /// When to refresh, and how to retry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

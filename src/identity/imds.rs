@@ -6,8 +6,8 @@ use std::time::Duration;
 use reqwest::Url;
 use serde::Deserialize;
 
+use super::fetch::{FetchError, TemporaryCredentials, http_client, read_capped, redact};
 use super::rrsa::parse_expiration;
-use super::{FetchError, TemporaryCredentials, http_client, read_capped, redact};
 use crate::credentials::AccessKey;
 
 /// The metadata service of every ECS instance.
@@ -57,14 +57,10 @@ pub struct ImdsFetcher {
 }
 
 impl ImdsFetcher {
-    /// A fetcher for `config`.
-    pub fn new(config: ImdsConfig) -> Result<Self, super::ChainError> {
-        let http = http_client(config.timeout, config.timeout, true).map_err(|e| {
-            super::ChainError::Http {
-                what: "the metadata service",
-                reason: e.to_string(),
-            }
-        })?;
+    /// A fetcher for `config`; fails only when the HTTP client cannot be
+    /// built.
+    pub fn new(config: ImdsConfig) -> reqwest::Result<Self> {
+        let http = http_client(config.timeout, config.timeout, true)?;
         Ok(Self { config, http })
     }
 
@@ -164,7 +160,7 @@ impl ImdsFetcher {
         let mut response = response.map_err(|e| FetchError::Metadata {
             message: format!(
                 "{path}: {} (is this an ECS instance?)",
-                redact(&super::describe_reqwest(&e, &host), sensitive)
+                redact(&super::fetch::describe_reqwest(&e, &host), sensitive)
             ),
         })?;
         let status = response.status();

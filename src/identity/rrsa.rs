@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use reqwest::Url;
 use serde::Deserialize;
 
-use super::{FetchError, TemporaryCredentials, http_client, read_capped, redact};
+use super::fetch::{FetchError, TemporaryCredentials, http_client, read_capped, redact};
 use crate::credentials::AccessKey;
 
 /// The STS API version of `AssumeRoleWithOIDC`.
@@ -64,15 +64,10 @@ pub struct RrsaFetcher {
 }
 
 impl RrsaFetcher {
-    /// A fetcher for `config`.
-    pub fn new(config: RrsaConfig) -> Result<Self, super::ChainError> {
-        let http =
-            http_client(config.connect_timeout, config.request_timeout, false).map_err(|e| {
-                super::ChainError::Http {
-                    what: "STS",
-                    reason: e.to_string(),
-                }
-            })?;
+    /// A fetcher for `config`; fails only when the HTTP client cannot be
+    /// built.
+    pub fn new(config: RrsaConfig) -> reqwest::Result<Self> {
+        let http = http_client(config.connect_timeout, config.request_timeout, false)?;
         Ok(Self { config, http })
     }
 
@@ -101,7 +96,7 @@ impl RrsaFetcher {
             .await;
         let mut response = sent.map_err(|e| FetchError::Transport {
             service: "STS",
-            message: redact(&super::describe_reqwest(&e, &host), &[&token]),
+            message: redact(&super::fetch::describe_reqwest(&e, &host), &[&token]),
         })?;
         let status = response.status().as_u16();
         let body = read_capped(&mut response, MAX_BODY_BYTES)

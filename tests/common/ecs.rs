@@ -5,7 +5,7 @@
 
 use copyimage_canceller::credentials::AccessKey;
 use copyimage_canceller::ecs::client::EcsClient;
-use copyimage_canceller::ecs::{CancelOutcome, ServiceError};
+use copyimage_canceller::ecs::{CancelOutcome, RetryClass, ServiceError};
 use copyimage_stand_ins::ecs_simulator::{
     EcsSimulator, ImageState, SimulatorConfig, SimulatorHandle,
 };
@@ -49,11 +49,53 @@ pub fn service_error(outcome: &CancelOutcome) -> &ServiceError {
     }
 }
 
+/// Through `client`, `sim` accepts the STS key (token included): `image`,
+/// copying, is cancelled.
+pub async fn assert_sts_key_cancels(client: &EcsClient, sim: &SimulatorHandle, image: &str) {
+    sim.set_image(image, ImageState::Copying);
+    let outcome = client.cancel_copy_image(&sts_key(), REGION, image).await;
+    assert!(
+        matches!(outcome, CancelOutcome::Cancelled { .. }),
+        "{outcome:?}"
+    );
+}
+
+/// Through `client`, [`IMAGE`] cancelled with the STS key ID and token but a
+/// wrong secret: a terminal 400 SignatureDoesNotMatch, returned for the
+/// caller's checks of the message and of what leaks.
+pub async fn wrong_secret_outcome(client: &EcsClient) -> CancelOutcome {
+    let wrong = AccessKey::new(STS_KEY_ID, "not-the-secret", Some(TOKEN.to_owned()));
+    let outcome = client.cancel_copy_image(&wrong, REGION, IMAGE).await;
+    let err = service_error(&outcome);
+    assert_eq!(
+        (err.http_status, err.code.as_str()),
+        (400, "SignatureDoesNotMatch")
+    );
+    assert_eq!(outcome.retry_class(), RetryClass::Terminal);
+    outcome
+}
+
+/// The request head and body `client` (built for an endpoint) sends to
+/// cancel [`IMAGE`] with the STS key, read by a server that answers 200.
+pub async fn sts_cancel_on_the_wire(client: impl FnOnce(&str) -> EcsClient) -> (String, String) {
+    let (endpoint, server) = capture_one_request("CAPTURED-0001").await;
+    let outcome = client(&endpoint)
+        .cancel_copy_image(&sts_key(), REGION, IMAGE)
+        .await;
+    assert_eq!(
+        outcome,
+        CancelOutcome::Cancelled {
+            request_id: "CAPTURED-0001".into()
+        }
+    );
+    server.await.unwrap()
+}
+
 /// A loopback server that accepts one connection, reads one request (the head,
 /// then exactly Content-Length bytes of body) and answers 200 with
 /// `{"RequestId": request_id}`: its endpoint, and the task that yields the
 /// request's head and body.
-pub async fn capture_one_request(
+async fn capture_one_request(
     request_id: &str,
 ) -> (String, tokio::task::JoinHandle<(String, String)>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -123,6 +123,22 @@ impl Default for SandboxOptions {
     }
 }
 
+/// The in-process API with our CRD, the harness's client for it, and a temp
+/// dir holding its kubeconfig.
+async fn sandbox_api(
+    config: KubeApiConfig,
+) -> (KubeApiHandle, kube::Client, tempfile::TempDir, PathBuf) {
+    let api = KubeApi::start_with(vec![CopyImageCancellation::crd()], config)
+        .await
+        .expect("start the in-process Kubernetes API");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig)
+        .expect("write the kubeconfig");
+    let client = harness_client(&api);
+    (api, client, dir, kubeconfig)
+}
+
 impl Env {
     /// The in-process API with our CRD, the simulator accepting the operator
     /// key, and the controller started.
@@ -149,14 +165,7 @@ impl Env {
     /// `images`; the controller is NOT started (call [`Env::start_controller`]), so a
     /// scenario can script faults and create resources first.
     pub async fn sandbox_with(options: SandboxOptions) -> Env {
-        let api = KubeApi::start_with(vec![CopyImageCancellation::crd()], options.api)
-            .await
-            .expect("start the in-process Kubernetes API");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let kubeconfig = dir.path().join("kubeconfig");
-        api.write_kubeconfig(&kubeconfig)
-            .expect("write the kubeconfig");
-        let client = harness_client(&api);
+        let (api, client, dir, kubeconfig) = sandbox_api(options.api).await;
         let sim = EcsSimulator::start(options.simulator)
             .await
             .expect("start the ECS simulator");
@@ -198,14 +207,7 @@ impl Env {
     /// cluster (a fresh Namespace, the controller with `--watch-namespace`):
     /// a rehearsal of the real-cluster scenarios, not a substitute for them.
     pub async fn sandbox_like_a_cluster() -> Env {
-        let api = KubeApi::start(vec![CopyImageCancellation::crd()])
-            .await
-            .expect("start the in-process Kubernetes API");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let kubeconfig = dir.path().join("kubeconfig");
-        api.write_kubeconfig(&kubeconfig)
-            .expect("write the kubeconfig");
-        let client = harness_client(&api);
+        let (api, client, dir, kubeconfig) = sandbox_api(KubeApiConfig::default()).await;
         Self::in_fresh_namespace(Cluster::Sandbox(api), client, dir, Some(kubeconfig)).await
     }
 

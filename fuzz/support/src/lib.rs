@@ -368,6 +368,24 @@ fn key_debug_baseline(key: &AccessKey) -> String {
     format!("{blank:?} {blank:#?}")
 }
 
+/// `got` is the key `want` names (ID, secret, token), or the same error.
+fn check_key_outcome<E: std::fmt::Debug + PartialEq>(
+    got: &Result<AccessKey, E>,
+    want: &Result<(String, String, Option<String>), E>,
+) {
+    match (got, want) {
+        (Ok(key), Ok((id, secret, token))) => {
+            assert_eq!(
+                (key.id.as_str(), key.secret(), key.security_token()),
+                (id.as_str(), secret.as_str(), token.as_deref())
+            );
+            check_key_debug(key);
+        }
+        (Err(got), Err(want)) => assert_eq!(got, want),
+        _ => panic!("expected {want:?}, got {got:?}"),
+    }
+}
+
 fn check_key_debug(key: &AccessKey) {
     assert_eq!(
         format!("{key:?} {key:#?}"),
@@ -430,17 +448,7 @@ fn check_secret(framed: &Framed) {
         let secret = required(KEY_ACCESS_KEY_SECRET)?;
         Ok((id, secret, read(KEY_SECURITY_TOKEN)?))
     });
-    match (&got, &want) {
-        (Ok(key), Ok((id, secret, token))) => {
-            assert_eq!(
-                (key.id.as_str(), key.secret(), key.security_token()),
-                (id.as_str(), secret.as_str(), token.as_deref())
-            );
-            check_key_debug(key);
-        }
-        (Err(got), Err(want)) => assert_eq!(got, want),
-        _ => panic!("expected {want:?}, got {got:?}"),
-    }
+    check_key_outcome(&got, &want);
     assert_eq!(
         access_key_from_secret(None, "images", "creds").unwrap_err(),
         "Secret images/creds not found"
@@ -470,17 +478,7 @@ fn check_env(framed: &Framed) {
         }),
         (Some(id), Some(secret)) => Ok((id, secret, get(ENV_SECURITY_TOKEN))),
     };
-    match (&got, &want) {
-        (Ok(key), Ok((id, secret, token))) => {
-            assert_eq!(
-                (key.id.as_str(), key.secret(), key.security_token()),
-                (id.as_str(), secret.as_str(), token.as_deref())
-            );
-            check_key_debug(key);
-        }
-        (Err(got), Err(want)) => assert_eq!(got, want),
-        _ => panic!("expected {want:?}, got {got:?}"),
-    }
+    check_key_outcome(&got, &want);
 }
 
 /// An STS error answer (`Code`, `Message`, `RequestId`, each in either

@@ -21,6 +21,7 @@
 //! and read the request log; see [`server`].
 
 pub mod cli;
+mod clock;
 pub mod faults;
 pub mod quota;
 pub mod render;
@@ -31,15 +32,17 @@ pub mod verify_v3;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jiff::Timestamp;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use server::Shared;
+
 use crate::access_key::AccessKey;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use faults::{FaultCount, FaultKind, FaultSpec, FaultTarget};
 pub use quota::QuotaLimits;
 pub use state::{ConnectionFate, ImageState, RequestRecord};
@@ -83,54 +86,6 @@ pub const BUILTIN_REGIONS: &[&str] = &[
 
 /// `HostId` in error bodies, as the central ECS endpoint sends it.
 pub const DEFAULT_HOST_ID: &str = "ecs.aliyuncs.com";
-
-/// Where the simulator reads the time; tests use [`ManualClock`] to check skew.
-pub trait Clock: Send + Sync + std::fmt::Debug {
-    /// The current time.
-    fn now(&self) -> Timestamp;
-}
-
-/// The system clock.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        Timestamp::now()
-    }
-}
-
-/// A clock that moves only when told to.
-#[derive(Clone, Debug)]
-pub struct ManualClock {
-    now: Arc<Mutex<Timestamp>>,
-}
-
-impl ManualClock {
-    /// A clock reading `now`.
-    pub fn new(now: Timestamp) -> Self {
-        Self {
-            now: Arc::new(Mutex::new(now)),
-        }
-    }
-
-    /// Sets the time.
-    pub fn set(&self, now: Timestamp) {
-        *self.now.lock().unwrap_or_else(|e| e.into_inner()) = now;
-    }
-
-    /// Moves the time forward.
-    pub fn advance(&self, by: Duration) {
-        let mut now = self.now.lock().unwrap_or_else(|e| e.into_inner());
-        *now += by;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Timestamp {
-        *self.now.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 /// How to start a simulator.
 #[derive(Clone, Debug)]
@@ -202,24 +157,6 @@ impl SimulatorConfig {
     pub fn with_listen(mut self, listen: SocketAddr) -> Self {
         self.listen = listen;
         self
-    }
-}
-
-/// Shared by the handle and every connection.
-#[derive(Debug)]
-struct Shared {
-    state: Mutex<state::SimulatorState>,
-    clock: Arc<dyn Clock>,
-    latency: Duration,
-    host_id: String,
-    shutdown: CancellationToken,
-}
-
-impl Shared {
-    fn state(&self) -> MutexGuard<'_, state::SimulatorState> {
-        // NB: the state stays consistent even if a holder panicked: every
-        // mutation is a single call.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

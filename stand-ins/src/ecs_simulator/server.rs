@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,12 +22,33 @@ use http_body_util::{BodyExt as _, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
 
-use super::Shared;
+use super::clock::Clock;
+use super::faults::FaultSpec;
+use super::quota::QuotaLimits;
 use super::render::{self, Rendered};
-use super::state::{Answer, ConnectionFate, RequestRecord};
+use super::state::{Answer, ConnectionFate, ImageState, RequestRecord, SimulatorState};
 use super::verify::{self, ApiError, ResponseFormat};
 use super::verify_v3;
+
+/// Shared by the handle and every connection.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) state: Mutex<SimulatorState>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) latency: Duration,
+    pub(super) host_id: String,
+    pub(super) shutdown: CancellationToken,
+}
+
+impl Shared {
+    pub(super) fn state(&self) -> MutexGuard<'_, SimulatorState> {
+        // NB: the state stays consistent even if a holder panicked: every
+        // mutation is a single call.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// Largest request body read; the API takes two short parameters.
 const MAX_REQUEST_BODY: usize = 64 * 1024;
@@ -123,9 +144,31 @@ async fn handle(
         "Specified api is not found, please check your url and method.",
     );
     let request_id = render::new_request_id();
-    let record = RequestRecord {
-        time: shared.clock.now(),
-        method: req.method().to_string(),
+    let record = refused_record(
+        shared.clock.now(),
+        req.method().to_string(),
+        &error,
+        &request_id,
+        0,
+    );
+    log_request(&shared, record);
+    Ok(rendered(
+        render::error(format, &request_id, &shared.host_id, &error),
+        None,
+    ))
+}
+
+/// The log entry of a request refused before its parameters were read.
+fn refused_record(
+    time: jiff::Timestamp,
+    method: String,
+    error: &ApiError,
+    request_id: &str,
+    delay_ms: u64,
+) -> RequestRecord {
+    RequestRecord {
+        time,
+        method,
         action: None,
         region_id: None,
         image_id: None,
@@ -134,17 +177,12 @@ async fn handle(
         signature_method: None,
         signature_valid: None,
         code: error.code.clone(),
-        http_status: Some(404),
-        request_id: Some(request_id.clone()),
+        http_status: Some(error.http_status),
+        request_id: Some(request_id.to_owned()),
         connection: ConnectionFate::Answered,
         fault: None,
-        delay_ms: 0,
-    };
-    log_request(&shared, record);
-    Ok(rendered(
-        render::error(format, &request_id, &shared.host_id, &error),
-        None,
-    ))
+        delay_ms,
+    }
 }
 
 fn log_request(shared: &Shared, record: RequestRecord) {
@@ -238,23 +276,8 @@ async fn api(
     let received = match params {
         Ok(received) => received,
         Err(error) => {
-            let record = RequestRecord {
-                time: now,
-                method,
-                action: None,
-                region_id: None,
-                image_id: None,
-                access_key_id: None,
-                signature_nonce: None,
-                signature_method: None,
-                signature_valid: None,
-                code: error.code.clone(),
-                http_status: Some(error.http_status),
-                request_id: Some(request_id.clone()),
-                connection: ConnectionFate::Answered,
-                fault: None,
-                delay_ms: u64::try_from(shared.latency.as_millis()).unwrap_or(u64::MAX),
-            };
+            let latency = u64::try_from(shared.latency.as_millis()).unwrap_or(u64::MAX);
+            let record = refused_record(now, method, &error, &request_id, latency);
             log_request(shared, record);
             return Ok(rendered(
                 render::error(ResponseFormat::Json, &request_id, &shared.host_id, &error),
@@ -353,7 +376,7 @@ fn oversized_response(request_id: &str, bytes: u64) -> Response<Body> {
 
 #[derive(Deserialize)]
 struct ImageBody {
-    state: super::ImageState,
+    state: ImageState,
 }
 
 #[derive(Deserialize)]
@@ -405,11 +428,7 @@ async fn control(shared: &Shared, rest: String, req: Request<Incoming>) -> Respo
         (Method::POST, ["faults"]) => {
             let spec = serde_json::from_slice::<FaultBody>(&body)
                 .map_err(|e| format!("expected {{\"fault\": \"TARGET=KIND[:ARG][*COUNT]\"}}: {e}"))
-                .and_then(|b| {
-                    b.fault
-                        .parse::<super::FaultSpec>()
-                        .map_err(|e| e.to_string())
-                });
+                .and_then(|b| b.fault.parse::<FaultSpec>().map_err(|e| e.to_string()));
             match spec {
                 Ok(spec) => {
                     let mut state = shared.state();
@@ -424,7 +443,7 @@ async fn control(shared: &Shared, rest: String, req: Request<Incoming>) -> Respo
             control_json(StatusCode::OK, &serde_json::json!([]))
         }
         (Method::GET, ["quota"]) => control_json(StatusCode::OK, &shared.state().quota.limits()),
-        (Method::PUT, ["quota"]) => match serde_json::from_slice::<super::QuotaLimits>(&body) {
+        (Method::PUT, ["quota"]) => match serde_json::from_slice::<QuotaLimits>(&body) {
             Ok(limits) => {
                 shared.state().quota.set_limits(limits);
                 control_json(StatusCode::OK, &limits)

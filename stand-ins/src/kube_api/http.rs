@@ -12,10 +12,12 @@ use http::{HeaderMap, Method, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::error::ApiError;
+use super::requests::{FaultKind, RequestRecord, Verb};
 use super::resource_types::ResourceType;
 use super::selector::LabelSelector;
+use super::state::{Shared, lock};
 use super::store::{self, FieldValidation, Filter, PatchBody, WriteCtx};
-use super::{FaultKind, RequestRecord, Shared, Verb, openapi, table, watch};
+use super::{openapi, table, watch};
 
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
@@ -126,7 +128,7 @@ fn parse_route(path: &str) -> Option<Route> {
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    let latency = *super::lock(&shared.latency);
+    let latency = *lock(&shared.latency);
     if let Some(delay) = latency {
         tokio::time::sleep(delay).await;
     }

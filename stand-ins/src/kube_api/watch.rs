@@ -14,9 +14,9 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use super::Shared;
 use super::error::ApiError;
 use super::resource_types::ResourceType;
+use super::state::{Shared, lock};
 use super::store::{Change, ChangeKind, Filter, present};
 use super::table;
 
@@ -185,7 +185,7 @@ pub(crate) fn watch(
     let lagged = {
         let (dropped, shutdown) = (dropped.clone(), shutdown.clone());
         move |at: Instant| {
-            let lag = *super::lock(&shared.watch_lag);
+            let lag = *lock(&shared.watch_lag);
             let (dropped, shutdown) = (dropped.clone(), shutdown.clone());
             async move {
                 let Some(lag) = lag else { return true };
