@@ -12,10 +12,11 @@
 //! scripts/e2e install && scripts/e2e test     # sets all three
 //! ```
 //!
-//! NB: without them the test returns at once after printing "skipped: set
-//! COPYIMAGE_CANCELLER_...": a pass then proves nothing (`scripts/e2e test`
-//! fails on that line). What it applies is checked without a cluster by
-//! tests/packaging (deploy/e2e renders, its flags are ones the binary takes).
+//! NB: without them the cluster test returns at once after printing "skipped:
+//! set COPYIMAGE_CANCELLER_...": a pass then proves nothing (`scripts/e2e test`
+//! fails on that line). What it applies is checked without a cluster: the
+//! samples here (`the_samples_it_applies_fit_together`), deploy/e2e by
+//! tests/packaging (it renders, its flags are ones the binary takes).
 
 mod common;
 
@@ -92,6 +93,33 @@ async fn simulator(
 
 fn sample(yaml: &str) -> CopyImageCancellation {
     serde_yaml_ng::from_str(yaml).expect("a sample CopyImageCancellation")
+}
+
+/// What the cluster test applies, as it reads it: runs everywhere, so a sample
+/// changed in a way the cluster test cannot use fails here, not only on a cluster.
+#[test]
+fn the_samples_it_applies_fit_together() {
+    let own_keys = sample(OPERATOR_KEYS_SAMPLE);
+    let team_keys = sample(SECRET_SAMPLE);
+    let secret: Secret = serde_yaml_ng::from_str(SECRET).expect("the sample Secret");
+    assert!(own_keys.spec.credentials_secret_ref.is_none());
+    assert_eq!(
+        team_keys
+            .spec
+            .credentials_secret_ref
+            .as_ref()
+            .map(|r| r.name.clone()),
+        Some(secret.name_any())
+    );
+    let namespace = own_keys.namespace();
+    assert!(namespace.is_some());
+    assert_eq!(team_keys.namespace(), namespace);
+    assert_eq!(secret.namespace(), namespace);
+    assert_ne!(own_keys.spec.image_id, team_keys.spec.image_id);
+    assert_ne!(own_keys.name_any(), team_keys.name_any());
+    // The sample Secret's keys are what the test replaces with the simulator's.
+    let keys: Vec<_> = secret.string_data.unwrap_or_default().into_keys().collect();
+    assert_eq!(keys, ["accessKeyId", "accessKeySecret"]);
 }
 
 /// Deletes `name` if it exists and waits until it is gone (a previous run's leftover).

@@ -92,7 +92,7 @@ class DockerfileTest(unittest.TestCase):
 
     def test_build_context_leaves_out_build_output_and_tools(self):
         ignored = {line.strip() for line in read(".dockerignore").splitlines() if line.strip() and not line.startswith("#")}
-        for path in ("target", ".git", ".tools", ".venv", "fuzz"):
+        for path in ("target", ".git", ".tools", ".venv", "fuzz/target", "fuzz/corpus"):
             self.assertIn(path, ignored)
         for needed in ("src", "Cargo.toml", "Cargo.lock"):
             self.assertNotIn(needed, ignored)
