@@ -199,11 +199,7 @@ impl Harness {
     }
 
     fn sent(&self) -> usize {
-        self.sim
-            .requests()
-            .iter()
-            .filter(|r| r.action.as_deref() == Some("CancelCopyImage"))
-            .count()
+        common::cancel_requests(self.sim.requests()).len()
     }
 
     async fn events(&self, reason: &str) -> Vec<K8sEvent> {
@@ -699,15 +695,13 @@ async fn the_run_subcommand_serves_probes_cancels_and_stops_on_sigterm() {
 
     let (code, metrics) = common::http_get(&admin, "/metrics").await.unwrap();
     assert_eq!(code, 200);
-    for line in [
-        "copyimage_canceller_cancel_requests_total{class=\"success\"} 1",
-        "copyimage_canceller_cancel_request_duration_seconds_count 1",
-    ] {
-        assert!(
-            metrics.lines().any(|l| l == line),
-            "missing {line:?} in\n{metrics}"
-        );
-    }
+    common::assert_lines(
+        &metrics,
+        &[
+            "copyimage_canceller_cancel_requests_total{class=\"success\"} 1",
+            "copyimage_canceller_cancel_request_duration_seconds_count 1",
+        ],
+    );
     assert!(metrics.contains("copyimage_canceller_status_writes_total{result=\"applied\"}"));
     assert!(!metrics.contains(KEY_SECRET) && !metrics.contains("stop-copy"));
 

@@ -929,3 +929,22 @@ pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
     Some((code, body))
 }
+
+/// Asserts that each of `want` is a whole line of `text` (a `/metrics` scrape, a log).
+#[track_caller]
+pub fn assert_lines(text: &str, want: &[&str]) {
+    for line in want {
+        assert!(
+            text.lines().any(|l| l == *line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+}
+
+/// The `CancelCopyImage` calls among the simulator's `requests`, in order.
+pub fn cancel_requests(requests: impl IntoIterator<Item = RequestRecord>) -> Vec<RequestRecord> {
+    requests
+        .into_iter()
+        .filter(|r| r.action.as_deref() == Some("CancelCopyImage"))
+        .collect()
+}
