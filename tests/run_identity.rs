@@ -113,6 +113,14 @@ async fn events_about(api: &KubeApiHandle, name: &str) -> Vec<Event> {
     .await
 }
 
+/// Asserts that an Event's `note` says each of `needles`.
+#[track_caller]
+fn assert_note_says(note: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(note.contains(needle), "{needle} not in the note: {note}");
+    }
+}
+
 /// Waits until `name` has succeeded; its status.
 async fn wait_succeeded(
     cics: &Api<CopyImageCancellation>,
@@ -308,13 +316,14 @@ async fn a_failing_sts_blocks_only_resources_without_a_secret() {
     );
     assert!(warning.series.is_none(), "not repeated: {warning:#?}");
     let note = warning.note.as_deref().unwrap_or_default();
-    for needle in [
-        "Nothing is sent until credentials are available",
-        "rrsa",
-        "InternalError",
-    ] {
-        assert!(note.contains(needle), "{needle} not in the note: {note}");
-    }
+    assert_note_says(
+        note,
+        &[
+            "Nothing is sent until credentials are available",
+            "rrsa",
+            "InternalError",
+        ],
+    );
     for secret in [TEAM_SECRET, TOKEN] {
         assert!(!note.contains(secret), "a secret reached the Event: {note}");
     }
@@ -359,13 +368,14 @@ async fn a_failing_sts_blocks_only_resources_without_a_secret() {
     let failed = pod_event("CredentialRefreshFailed").await;
     assert_eq!(failed.type_.as_deref(), Some("Warning"));
     let note = failed.note.clone().unwrap_or_default();
-    for needle in [
-        "No rrsa credentials could be obtained for the operator",
-        "InternalError",
-        "resources without a credentialsSecretRef wait",
-    ] {
-        assert!(note.contains(needle), "{needle} not in the note: {note}");
-    }
+    assert_note_says(
+        &note,
+        &[
+            "No rrsa credentials could be obtained for the operator",
+            "InternalError",
+            "resources without a credentialsSecretRef wait",
+        ],
+    );
     assert!(
         !note.contains(TOKEN) && !note.contains(TEAM_SECRET),
         "{note}"
