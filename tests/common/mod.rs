@@ -475,6 +475,40 @@ impl Env {
         .await
     }
 
+    /// Polls `name` until its Reconciling condition is True for AwaitingCredentials.
+    pub async fn wait_awaiting_credentials(&self, name: &str) -> CopyImageCancellation {
+        self.wait_for(name, "AwaitingCredentials", |c| {
+            cond(c, "Reconciling") == Some(("True".into(), "AwaitingCredentials".into()))
+        })
+        .await
+    }
+
+    /// Has the simulator accept `team`, and creates resource `name` cancelling
+    /// `image_id` (a copy in progress) with the keys of Secret `team-keys`, which
+    /// is not created here.
+    pub async fn create_with_team_secret(&self, name: &str, image_id: &str, team: &AccessKey) {
+        self.sim.add_key(team.clone());
+        self.copying(image_id);
+        self.create(&cic_with_secret(name, image_id, "team-keys"))
+            .await;
+    }
+
+    /// Waits until `name` is final, and asserts that it Succeeded with exactly one
+    /// request for `image_id`, signed with `key`.
+    pub async fn assert_succeeded_with_key(
+        &self,
+        name: &str,
+        image_id: &str,
+        key: &AccessKey,
+    ) -> CopyImageCancellation {
+        let done = self.wait_finished(name).await;
+        assert_phase(&done, "Succeeded");
+        let requests = self.ecs_requests(image_id);
+        assert_eq!(requests.len(), 1, "{name}: {requests:#?}");
+        assert_eq!(requests[0].access_key_id.as_deref(), Some(key.id.as_str()));
+        done
+    }
+
     /// Polls until `check` holds (any condition outside a resource).
     pub async fn eventually(&self, what: &str, check: impl Fn(&Env) -> bool) {
         let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -767,6 +801,11 @@ pub fn condition<'a>(cic: &'a CopyImageCancellation, type_: &str) -> Option<&'a 
 /// `(status, reason)` of condition `type_`, for compact assertions.
 pub fn cond(cic: &CopyImageCancellation, type_: &str) -> Option<(String, String)> {
     condition(cic, type_).map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// The status (True, False, Unknown) of condition `type_`.
+pub fn cond_status(cic: &CopyImageCancellation, type_: &str) -> Option<String> {
+    condition(cic, type_).map(|c| c.status.clone())
 }
 
 /// `attemptHistory` outcomes, oldest first.
