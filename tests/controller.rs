@@ -697,7 +697,7 @@ async fn the_run_subcommand_serves_probes_cancels_and_stops_on_sigterm() {
 
     let (code, metrics) = common::http_get(&admin, "/metrics").await.unwrap();
     assert_eq!(code, 200);
-    common::assert_lines(
+    common::text::assert_lines(
         &metrics,
         &[
             "copyimage_canceller_cancel_requests_total{class=\"success\"} 1",

@@ -193,7 +193,7 @@ async fn run_with_rrsa_cancels_a_resource_without_a_secret_using_the_sts_key() {
         .await
         .unwrap()
         .1;
-    common::assert_lines(
+    common::text::assert_lines(
         &metrics,
         &[
             "copyimage_canceller_credential_refreshes_total 1",

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // NB: each test crate uses a different part of the harness.
 
 pub mod ecs;
+pub mod text;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -967,17 +968,6 @@ pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let code = answer.split_whitespace().nth(1)?.parse().ok()?;
     let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
     Some((code, body))
-}
-
-/// Asserts that each of `want` is a whole line of `text` (a `/metrics` scrape, a log).
-#[track_caller]
-pub fn assert_lines(text: &str, want: &[&str]) {
-    for line in want {
-        assert!(
-            text.lines().any(|l| l == *line),
-            "missing {line:?} in\n{text}"
-        );
-    }
 }
 
 /// The `CancelCopyImage` calls among the simulator's `requests`, in order.
