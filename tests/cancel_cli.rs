@@ -1,6 +1,9 @@
 //! `copyimage-canceller cancel`, the real binary, against the in-process ECS
 //! simulator: what a user sees on stdout, stderr and in the exit code.
 
+#[path = "common/text.rs"]
+mod text;
+
 use std::collections::BTreeSet;
 use std::process::Output;
 use std::time::Duration;
@@ -304,15 +307,12 @@ async fn wrong_secret_is_terminal_and_redacted() {
     let run = cancel(&sim.endpoint(), "not-the-right-secret", &[]).await;
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert_eq!(sim.requests().len(), 1);
-    assert!(
-        run.stderr.contains("SignatureDoesNotMatch (HTTP 400)"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("(server string to sign redacted)"),
-        "{}",
-        run.stderr
+    text::assert_contains(
+        &run.stderr,
+        &[
+            "SignatureDoesNotMatch (HTTP 400)",
+            "(server string to sign redacted)",
+        ],
     );
     assert!(
         !run.stderr.contains("SecurityToken") && !run.stderr.contains("POST&"),

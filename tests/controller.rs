@@ -109,6 +109,13 @@ impl Harness {
         h
     }
 
+    /// [`Harness::start_with`] `options`, [`IMAGE`] a copy in progress, [`key`] as
+    /// the operator's credentials.
+    async fn start_with_operator_key(options: WatchOptions) -> Self {
+        let operator = OperatorCredentials::fixed(common::operator_side(&key()));
+        Self::start_with(copying(), fast(), operator, options).await
+    }
+
     /// [`Harness::start`] with [`IMAGE`]'s first answer 2 seconds late ([`slow_once`]), the
     /// Secret and resource `stop-copy` created, once its attempt is recorded
     /// (write-ahead) and in flight; that status.
@@ -199,11 +206,7 @@ impl Harness {
     }
 
     fn sent(&self) -> usize {
-        self.sim
-            .requests()
-            .iter()
-            .filter(|r| r.action.as_deref() == Some("CancelCopyImage"))
-            .count()
+        common::cancel_requests(self.sim.requests()).len()
     }
 
     async fn events(&self, reason: &str) -> Vec<K8sEvent> {
@@ -241,6 +244,25 @@ impl Harness {
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .unwrap();
+    }
+
+    /// Waits until `stop-copy` is final, and asserts that it Succeeded on the
+    /// first attempt with exactly one request sent (`why` says what that shows).
+    async fn assert_succeeded_with_one_request(&self, why: &str) {
+        let s = self.wait_for("stop-copy", "Succeeded", finished).await;
+        assert_eq!(s.phase, Some(Phase::Succeeded), "{why}");
+        assert_eq!(s.attempts, 1, "{why}");
+        assert_eq!(self.sent(), 1, "{why}");
+    }
+
+    /// Polls until `name` says it is AwaitingCredentials.
+    async fn wait_awaiting_credentials(&self, name: &str) -> CopyImageCancellationStatus {
+        self.wait_for(name, "AwaitingCredentials", |s| {
+            s.conditions
+                .iter()
+                .any(|c| c.reason == "AwaitingCredentials")
+        })
+        .await
     }
 
     async fn stop(mut self) {
@@ -364,13 +386,7 @@ async fn cancels_once_and_reports_ready() {
 async fn waits_for_credentials_then_proceeds_when_the_secret_appears() {
     let h = Harness::start(copying(), fast()).await;
     h.create("stop-copy", 6).await;
-    let s = h
-        .wait_for("stop-copy", "AwaitingCredentials", |s| {
-            s.conditions
-                .iter()
-                .any(|c| c.reason == "AwaitingCredentials")
-        })
-        .await;
+    let s = h.wait_awaiting_credentials("stop-copy").await;
     assert_eq!(s.phase, Some(Phase::Pending));
     assert_eq!(s.attempts, 0);
     assert_eq!(condition(&s, "Reconciling").status, "True");
@@ -382,10 +398,7 @@ async fn waits_for_credentials_then_proceeds_when_the_secret_appears() {
     assert_eq!(h.sent(), 0, "nothing is sent without credentials");
 
     h.create_secret().await;
-    let s = h.wait_for("stop-copy", "Succeeded", finished).await;
-    assert_eq!(s.phase, Some(Phase::Succeeded));
-    assert_eq!(s.attempts, 1);
-    assert_eq!(h.sent(), 1);
+    h.assert_succeeded_with_one_request("").await;
     h.stop().await;
 }
 
@@ -454,10 +467,8 @@ async fn a_failed_status_write_is_retried_without_sending_again() {
             .resource("copyimagecancellations")
             .subresource("status"),
     );
-    let s = h.wait_for("stop-copy", "Succeeded", finished).await;
-    assert_eq!(s.phase, Some(Phase::Succeeded));
-    assert_eq!(s.attempts, 1);
-    assert_eq!(h.sent(), 1, "the outcome was recorded, not re-sent");
+    h.assert_succeeded_with_one_request("the outcome was recorded, not re-sent")
+        .await;
     h.stop().await;
 }
 
@@ -472,9 +483,7 @@ async fn a_conflicting_status_write_sends_nothing_and_looks_again() {
             .subresource("status"),
     );
     h.create("stop-copy", 6).await;
-    let s = h.wait_for("stop-copy", "Succeeded", finished).await;
-    assert_eq!(s.attempts, 1);
-    assert_eq!(h.sent(), 1);
+    h.assert_succeeded_with_one_request("").await;
     h.stop().await;
 }
 
@@ -549,13 +558,7 @@ async fn only_the_watched_namespace_is_handled() {
         health: Some(health.clone()),
         ..WatchOptions::default()
     };
-    let h = Harness::start_with(
-        copying(),
-        fast(),
-        OperatorCredentials::fixed(common::operator_side(&key())),
-        options,
-    )
-    .await;
+    let h = Harness::start_with_operator_key(options).await;
     let client = h.client.clone();
     let make = |ns: &str, name: &str, labelled: bool| {
         let mut cic = CopyImageCancellation::new(
@@ -632,10 +635,7 @@ async fn a_metadata_change_during_the_request_does_not_lose_the_outcome() {
     let (h, _) = Harness::with_request_in_flight().await;
     // The resourceVersion moves while the request is in flight.
     h.touch("stop-copy", "mid-flight").await;
-    let s = h.wait_for("stop-copy", "Succeeded", finished).await;
-    assert_eq!(s.phase, Some(Phase::Succeeded));
-    assert_eq!(s.attempts, 1);
-    assert_eq!(h.sent(), 1);
+    h.assert_succeeded_with_one_request("").await;
     h.stop().await;
 }
 
@@ -693,21 +693,17 @@ async fn the_run_subcommand_serves_probes_cancels_and_stops_on_sigterm() {
 
     h.create_secret().await;
     h.create("stop-copy", 6).await;
-    let s = h.wait_for("stop-copy", "Succeeded", finished).await;
-    assert_eq!((s.phase, s.attempts), (Some(Phase::Succeeded), 1));
-    assert_eq!(h.sent(), 1);
+    h.assert_succeeded_with_one_request("").await;
 
     let (code, metrics) = common::http_get(&admin, "/metrics").await.unwrap();
     assert_eq!(code, 200);
-    for line in [
-        "copyimage_canceller_cancel_requests_total{class=\"success\"} 1",
-        "copyimage_canceller_cancel_request_duration_seconds_count 1",
-    ] {
-        assert!(
-            metrics.lines().any(|l| l == line),
-            "missing {line:?} in\n{metrics}"
-        );
-    }
+    common::text::assert_lines(
+        &metrics,
+        &[
+            "copyimage_canceller_cancel_requests_total{class=\"success\"} 1",
+            "copyimage_canceller_cancel_request_duration_seconds_count 1",
+        ],
+    );
     assert!(metrics.contains("copyimage_canceller_status_writes_total{result=\"applied\"}"));
     assert!(!metrics.contains(KEY_SECRET) && !metrics.contains("stop-copy"));
 
@@ -734,22 +730,10 @@ async fn without_secret_access_resources_naming_a_secret_wait_and_say_why() {
         without_secrets: true,
         ..WatchOptions::default()
     };
-    let h = Harness::start_with(
-        copying(),
-        fast(),
-        OperatorCredentials::fixed(common::operator_side(&key())),
-        options,
-    )
-    .await;
+    let h = Harness::start_with_operator_key(options).await;
     h.create_secret().await;
     h.create("names-a-secret", 6).await;
-    let s = h
-        .wait_for("names-a-secret", "AwaitingCredentials", |s| {
-            s.conditions
-                .iter()
-                .any(|c| c.reason == "AwaitingCredentials")
-        })
-        .await;
+    let s = h.wait_awaiting_credentials("names-a-secret").await;
     let message = &condition(&s, "Reconciling").message;
     assert!(
         message.contains("--per-resource-secrets=false"),

@@ -1,6 +1,9 @@
 //! `copyimage-canceller demo` as a user runs it: the binary, its exit status
 //! and what it prints.
 
+#[path = "common/text.rs"]
+mod text;
+
 use std::process::Command;
 
 fn demo(args: &[&str]) -> (bool, String, String) {
@@ -86,14 +89,15 @@ fn demo_applies_the_samples_and_every_one_ends_as_expected() {
     );
 
     // Each change is explained in the words of the conditions.
-    for line in [
-        "stop-copy-to-hangzhou: Reconciling/AwaitingCredentials: Nothing is sent until credentials are available: Secret images/alibaba-credentials not found",
-        "stop-copy-to-frankfurt: Reconciling/RetryScheduled: Attempt 1 failed: InternalError",
-        "stop-copy-to-tokyo: Stalled/IncorrectImageStatus: IncorrectImageStatus",
-        "stop-copy-to-singapore: Ready/Cancelled: Cancelled the copy",
-    ] {
-        assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
-    }
+    text::assert_contains(
+        &stdout,
+        &[
+            "stop-copy-to-hangzhou: Reconciling/AwaitingCredentials: Nothing is sent until credentials are available: Secret images/alibaba-credentials not found",
+            "stop-copy-to-frankfurt: Reconciling/RetryScheduled: Attempt 1 failed: InternalError",
+            "stop-copy-to-tokyo: Stalled/IncorrectImageStatus: IncorrectImageStatus",
+            "stop-copy-to-singapore: Ready/Cancelled: Cancelled the copy",
+        ],
+    );
     assert!(
         stdout.contains("kubectl -n images get cic stop-copy-to-frankfurt -o yaml"),
         "{stdout}"

@@ -41,10 +41,7 @@ async fn success_is_recorded_with_the_request_id_after_one_request() {
         cond(&done, "Ready"),
         Some(("True".into(), "Cancelled".into()))
     );
-    assert_eq!(
-        cond(&done, "Stalled").map(|c| c.0).as_deref(),
-        Some("False")
-    );
+    assert_eq!(cond_status(&done, "Stalled").as_deref(), Some("False"));
     assert_final_conditions(&done);
     assert_eq!(env.sim.image("m-e2esuccess"), None, "the copy is gone");
 
@@ -105,10 +102,7 @@ async fn status_is_written_before_any_request() {
         cond(&in_flight, "Reconciling"),
         Some(("True".into(), "AttemptInFlight".into()))
     );
-    assert_eq!(
-        cond(&in_flight, "Ready").map(|c| c.0).as_deref(),
-        Some("False")
-    );
+    assert_eq!(cond_status(&in_flight, "Ready").as_deref(), Some("False"));
 
     env.wait_finished("first").await;
     watch.abort();
@@ -129,7 +123,7 @@ async fn status_is_written_before_any_request() {
         cond(first, "Reconciling"),
         Some(("True".into(), "AttemptInFlight".into()))
     );
-    assert_eq!(cond(first, "Ready").map(|c| c.0).as_deref(), Some("False"));
+    assert_eq!(cond_status(first, "Ready").as_deref(), Some("False"));
     assert_eq!(
         condition(first, "Reconciling").unwrap().observed_generation,
         Some(1)
@@ -204,7 +198,7 @@ async fn internal_error_forever_ends_retries_exhausted_after_backoff_limit_plus_
         cond(&done, "Stalled"),
         Some(("True".into(), "RetriesExhausted".into()))
     );
-    assert_eq!(cond(&done, "Ready").map(|c| c.0).as_deref(), Some("False"));
+    assert_eq!(cond_status(&done, "Ready").as_deref(), Some("False"));
     assert_final_conditions(&done);
     let failed = env.wait_event("forever", "CancelFailed").await;
     assert_eq!(failed.type_.as_deref(), Some("Warning"));
@@ -277,7 +271,7 @@ async fn each_terminal_code_fails_at_once_after_exactly_one_request() {
             condition(&done, "Stalled").unwrap().message.contains(code),
             "{name}: the message names the code"
         );
-        assert_eq!(cond(&done, "Ready").map(|c| c.0).as_deref(), Some("False"));
+        assert_eq!(cond_status(&done, "Ready").as_deref(), Some("False"));
         assert_final_conditions(&done);
         let event = env.wait_event(name, "CancelFailed").await;
         assert_eq!(event.type_.as_deref(), Some("Warning"));
@@ -319,16 +313,10 @@ async fn throttling_is_retried_without_counting_against_backoff_limit() {
 async fn a_missing_secret_holds_the_request_until_it_is_created() {
     let env = Env::sandbox().await;
     let team = AccessKey::new("LTAI5tE2eTeamKey", "e2eTeamSecretDoNotLeak", None);
-    env.sim.add_key(team.clone());
-    env.copying("m-e2ewaiting");
-    env.create(&cic_with_secret("waiting", "m-e2ewaiting", "team-keys"))
+    env.create_with_team_secret("waiting", "m-e2ewaiting", &team)
         .await;
 
-    let waiting = env
-        .wait_for("waiting", "AwaitingCredentials", |c| {
-            cond(c, "Reconciling") == Some(("True".into(), "AwaitingCredentials".into()))
-        })
-        .await;
+    let waiting = env.wait_awaiting_credentials("waiting").await;
     let status = waiting.status.clone().unwrap();
     assert_eq!(phase(&waiting).as_deref(), Some("Pending"));
     assert_eq!(status.attempts, 0);
@@ -346,11 +334,9 @@ async fn a_missing_secret_holds_the_request_until_it_is_created() {
     assert_eq!(env.get("waiting").await.status.unwrap().attempts, 0);
 
     env.put_secret("team-keys", &team).await;
-    let done = env.wait_finished("waiting").await;
-    assert_phase(&done, "Succeeded");
-    let requests = env.ecs_requests("m-e2ewaiting");
-    assert_eq!(requests.len(), 1);
-    assert_eq!(requests[0].access_key_id.as_deref(), Some(team.id.as_str()));
+    let done = env
+        .assert_succeeded_with_key("waiting", "m-e2ewaiting", &team)
+        .await;
     assert_eq!(done.status.unwrap().attempts, 1);
 }
 
@@ -363,9 +349,7 @@ async fn a_missing_secret_holds_the_request_until_it_is_created() {
 async fn a_secret_arriving_just_after_its_resource_raises_no_warning() {
     let env = Env::sandbox().await;
     let team = AccessKey::new("LTAI5tE2eLateKey", "e2eLateSecretDoNotLeak", None);
-    env.sim.add_key(team.clone());
-    env.copying("m-e2elate");
-    env.create(&cic_with_secret("late", "m-e2elate", "team-keys"))
+    env.create_with_team_secret("late", "m-e2elate", &team)
         .await;
     // The controller has looked without the Secret: a quiet Pending.
     env.wait_for(
@@ -376,11 +360,8 @@ async fn a_secret_arriving_just_after_its_resource_raises_no_warning() {
     .await;
     env.put_secret("team-keys", &team).await;
 
-    let done = env.wait_finished("late").await;
-    assert_phase(&done, "Succeeded");
-    let requests = env.ecs_requests("m-e2elate");
-    assert_eq!(requests.len(), 1);
-    assert_eq!(requests[0].access_key_id.as_deref(), Some(team.id.as_str()));
+    env.assert_succeeded_with_key("late", "m-e2elate", &team)
+        .await;
     let events = env.events_for("late").await;
     assert!(
         events
@@ -418,11 +399,8 @@ async fn a_rotated_secret_is_used_without_a_restart() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     env.create(&cic_with_secret("after", "m-e2eafter", "team-keys"))
         .await;
-    let after = env.wait_finished("after").await;
-    assert_phase(&after, "Succeeded");
-    let requests = env.ecs_requests("m-e2eafter");
-    assert_eq!(requests.len(), 1);
-    assert_eq!(requests[0].access_key_id.as_deref(), Some(new.id.as_str()));
+    env.assert_succeeded_with_key("after", "m-e2eafter", &new)
+        .await;
     let mut env = env;
     assert!(env.controller_alive(), "same controller process throughout");
 }

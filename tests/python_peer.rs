@@ -164,16 +164,19 @@ async fn cancel_scenario(peer: Peer) {
         let access_key = key.access_key();
         let image = format!("m-peer{}", sim.requests().len());
         sim.set_image(&image, ImageState::Copying);
+        // `peer` cancelling `image` with `access_key` (signed with `secret` when given).
+        let cancel = |secret: Option<&'static str>| {
+            run_peer(
+                python.clone(),
+                peer,
+                &access_key,
+                sim.endpoint(),
+                &image,
+                secret,
+            )
+        };
 
-        let first = run_peer(
-            python.clone(),
-            peer,
-            &access_key,
-            sim.endpoint(),
-            &image,
-            None,
-        )
-        .await;
+        let first = cancel(None).await;
         assert_eq!(code(&first), "Success", "{peer:?} {key:?}: {first}");
         let request_id = first["requestId"].as_str().expect("requestId");
         assert_eq!(
@@ -200,15 +203,7 @@ async fn cancel_scenario(peer: Peer) {
             "{peer:?} {key:?}"
         );
 
-        let second = run_peer(
-            python.clone(),
-            peer,
-            &access_key,
-            sim.endpoint(),
-            &image,
-            None,
-        )
-        .await;
+        let second = cancel(None).await;
         assert_eq!(
             code(&second),
             "InvalidImageId.NotFound",
@@ -217,15 +212,7 @@ async fn cancel_scenario(peer: Peer) {
         assert_eq!(second["httpStatus"], 404, "{second}");
 
         sim.set_image(&image, ImageState::Copying);
-        let wrong = run_peer(
-            python.clone(),
-            peer,
-            &access_key,
-            sim.endpoint(),
-            &image,
-            Some("not-the-secret"),
-        )
-        .await;
+        let wrong = cancel(Some("not-the-secret")).await;
         assert_eq!(
             code(&wrong),
             "SignatureDoesNotMatch",

@@ -77,23 +77,14 @@ async fn outcomes_scenario(env: &mut Env) {
 /// Nothing is sent until the Secret exists; then its key signs the request.
 async fn missing_secret_scenario(env: &mut Env) {
     let team = AccessKey::new("LTAI5tRealTeamKey", "realTeamSecret", None);
-    env.sim.add_key(team.clone());
-    env.copying("m-realwaiting");
-    env.create(&cic_with_secret("waiting", "m-realwaiting", "team-keys"))
+    env.create_with_team_secret("waiting", "m-realwaiting", &team)
         .await;
-    let waiting = env
-        .wait_for("waiting", "AwaitingCredentials", |c| {
-            cond(c, "Reconciling") == Some(("True".into(), "AwaitingCredentials".into()))
-        })
-        .await;
+    let waiting = env.wait_awaiting_credentials("waiting").await;
     assert_eq!(waiting.status.unwrap().attempts, 0);
     assert!(env.ecs_requests("m-realwaiting").is_empty());
     env.put_secret("team-keys", &team).await;
-    let done = env.wait_finished("waiting").await;
-    assert_phase(&done, "Succeeded");
-    let requests = env.ecs_requests("m-realwaiting");
-    assert_eq!(requests.len(), 1);
-    assert_eq!(requests[0].access_key_id.as_deref(), Some(team.id.as_str()));
+    env.assert_succeeded_with_key("waiting", "m-realwaiting", &team)
+        .await;
 }
 
 /// The API server refuses bad input and spec changes with the schema's and CEL's messages.

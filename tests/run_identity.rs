@@ -93,16 +93,32 @@ fn resource(name: &str, image: &str, secret: Option<&str>) -> CopyImageCancellat
     cic
 }
 
-/// The Events in [`NS`] about the object named `name`.
-async fn events_about(api: &KubeApiHandle, name: &str) -> Vec<Event> {
+/// The Events in [`NS`] for which `keep` holds.
+async fn events_where(api: &KubeApiHandle, keep: impl Fn(&Event) -> bool) -> Vec<Event> {
     Api::<Event>::namespaced(api.client().unwrap(), NS)
         .list(&Default::default())
         .await
         .unwrap()
         .items
         .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter(|e| keep(e))
         .collect()
+}
+
+/// The Events in [`NS`] about the object named `name`.
+async fn events_about(api: &KubeApiHandle, name: &str) -> Vec<Event> {
+    events_where(api, |e| {
+        e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+    })
+    .await
+}
+
+/// Asserts that an Event's `note` says each of `needles`.
+#[track_caller]
+fn assert_note_says(note: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(note.contains(needle), "{needle} not in the note: {note}");
+    }
 }
 
 /// Waits until `name` has succeeded; its status.
@@ -164,11 +180,7 @@ async fn run_with_rrsa_cancels_a_resource_without_a_secret_using_the_sts_key() {
     // token (MissingSecurityToken), so a success also proves the token went along.
     let minted = sts.minted();
     assert_eq!(minted.len(), 1, "one AssumeRoleWithOIDC");
-    let requests: Vec<_> = ecs
-        .requests()
-        .into_iter()
-        .filter(|r| r.action.as_deref() == Some("CancelCopyImage"))
-        .collect();
+    let requests = common::cancel_requests(ecs.requests());
     assert_eq!(requests.len(), 1, "{requests:?}");
     assert_eq!(
         requests[0].access_key_id.as_deref(),
@@ -181,20 +193,18 @@ async fn run_with_rrsa_cancels_a_resource_without_a_secret_using_the_sts_key() {
         .await
         .unwrap()
         .1;
-    for line in [
-        "copyimage_canceller_credential_refreshes_total 1",
-        "copyimage_canceller_credential_refresh_failures_total 0",
-        "copyimage_canceller_credential_state{state=\"Valid\",source=\"rrsa\"} 1",
-        "copyimage_canceller_credential_state{state=\"Pending\",source=\"rrsa\"} 0",
-        // Without --leader-elect the process runs its controllers: it leads.
-        "copyimage_canceller_leader 1",
-        "copyimage_canceller_ecs_requests_total{code=\"Success\",outcome=\"success\"} 1",
-    ] {
-        assert!(
-            metrics.lines().any(|l| l == line),
-            "missing {line:?} in\n{metrics}"
-        );
-    }
+    common::text::assert_lines(
+        &metrics,
+        &[
+            "copyimage_canceller_credential_refreshes_total 1",
+            "copyimage_canceller_credential_refresh_failures_total 0",
+            "copyimage_canceller_credential_state{state=\"Valid\",source=\"rrsa\"} 1",
+            "copyimage_canceller_credential_state{state=\"Pending\",source=\"rrsa\"} 0",
+            // Without --leader-elect the process runs its controllers: it leads.
+            "copyimage_canceller_leader 1",
+            "copyimage_canceller_ecs_requests_total{code=\"Success\",outcome=\"success\"} 1",
+        ],
+    );
 
     let log = run.kill().await;
     assert!(
@@ -306,13 +316,14 @@ async fn a_failing_sts_blocks_only_resources_without_a_secret() {
     );
     assert!(warning.series.is_none(), "not repeated: {warning:#?}");
     let note = warning.note.as_deref().unwrap_or_default();
-    for needle in [
-        "Nothing is sent until credentials are available",
-        "rrsa",
-        "InternalError",
-    ] {
-        assert!(note.contains(needle), "{needle} not in the note: {note}");
-    }
+    assert_note_says(
+        note,
+        &[
+            "Nothing is sent until credentials are available",
+            "rrsa",
+            "InternalError",
+        ],
+    );
     for secret in [TEAM_SECRET, TOKEN] {
         assert!(!note.contains(secret), "a secret reached the Event: {note}");
     }
@@ -331,27 +342,21 @@ async fn a_failing_sts_blocks_only_resources_without_a_secret() {
     assert_eq!(ecs.image(OWN_IMAGE), None, "the Secret's key was used");
 
     // The operator's own Pod: a Warning when the credentials could not be obtained...
-    let events: Api<Event> = Api::namespaced(api.client().unwrap(), NS);
     let pod_event = |reason: &'static str| {
-        let events = events.clone();
+        let api = &api;
         async move {
             within(async {
                 loop {
-                    let found = events
-                        .list(&Default::default())
-                        .await
-                        .unwrap()
-                        .items
-                        .into_iter()
-                        .filter(|e| e.reason.as_deref() == Some(reason))
-                        .find(|e| {
-                            e.regarding.as_ref().is_some_and(|r| {
+                    let found = events_where(api, |e| {
+                        e.reason.as_deref() == Some(reason)
+                            && e.regarding.as_ref().is_some_and(|r| {
                                 r.kind.as_deref() == Some("Pod")
                                     && r.name.as_deref() == Some(POD)
                                     && r.uid.as_deref() == Some(POD_UID)
                             })
-                        });
-                    if let Some(found) = found {
+                    })
+                    .await;
+                    if let Some(found) = found.into_iter().next() {
                         break found;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -363,13 +368,14 @@ async fn a_failing_sts_blocks_only_resources_without_a_secret() {
     let failed = pod_event("CredentialRefreshFailed").await;
     assert_eq!(failed.type_.as_deref(), Some("Warning"));
     let note = failed.note.clone().unwrap_or_default();
-    for needle in [
-        "No rrsa credentials could be obtained for the operator",
-        "InternalError",
-        "resources without a credentialsSecretRef wait",
-    ] {
-        assert!(note.contains(needle), "{needle} not in the note: {note}");
-    }
+    assert_note_says(
+        &note,
+        &[
+            "No rrsa credentials could be obtained for the operator",
+            "InternalError",
+            "resources without a credentialsSecretRef wait",
+        ],
+    );
     assert!(
         !note.contains(TOKEN) && !note.contains(TEAM_SECRET),
         "{note}"
@@ -397,14 +403,10 @@ async fn a_failing_sts_blocks_only_resources_without_a_secret() {
     assert_eq!(recovered.type_.as_deref(), Some("Normal"));
     wait_succeeded(&cics, "no-secret").await;
     assert_eq!(ecs.image(IMAGE), None, "cancelled with the STS key");
-    let failures: Vec<Event> = events
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("CredentialRefreshFailed"))
-        .collect();
+    let failures = events_where(&api, |e| {
+        e.reason.as_deref() == Some("CredentialRefreshFailed")
+    })
+    .await;
     assert_eq!(
         failures.len(),
         1,

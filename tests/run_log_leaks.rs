@@ -303,11 +303,7 @@ async fn full_run_leaks_nothing(format: &str, signature_version: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let requests: Vec<_> = ecs
-        .requests()
-        .into_iter()
-        .filter(|r| r.action.as_deref() == Some("CancelCopyImage"))
-        .collect();
+    let requests = common::cancel_requests(ecs.requests());
     assert_eq!(requests.len(), 7, "{requests:#?}");
     let later_request = requests
         .iter()

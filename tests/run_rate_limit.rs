@@ -5,6 +5,8 @@
 //! gets exactly one request. Asserts an upper bound on the rate only
 //! (slowness cannot fail it).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -94,11 +96,7 @@ async fn a_burst_of_resources_never_exceeds_the_configured_rate() {
     wait_succeeded(&cics, RESOURCES + 1).await;
     child.start_kill().unwrap();
 
-    let requests: Vec<_> = ecs
-        .stop()
-        .into_iter()
-        .filter(|r| r.action.as_deref() == Some("CancelCopyImage"))
-        .collect();
+    let requests = common::cancel_requests(ecs.stop());
     let mut per_image: BTreeMap<&str, usize> = BTreeMap::new();
     for r in &requests {
         *per_image

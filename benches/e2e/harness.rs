@@ -1035,6 +1035,12 @@ impl Report {
 
     /// The figures as a text table.
     pub fn table(&self) -> String {
+        fn per_s_text(rate: f64) -> String {
+            format!("{rate:.0}/s")
+        }
+        fn mib_text(mib: f64) -> String {
+            format!("{mib:.1} MiB")
+        }
         let mut rows: Vec<(String, Vec<String>)> = Vec::new();
         let mut row = |label: &str, f: &dyn Fn(&LoadFigures) -> String| {
             rows.push((label.to_string(), self.loads.iter().map(f).collect()));
@@ -1043,28 +1049,22 @@ impl Report {
         row("max concurrent reconciles", &|l| l.concurrency.to_string());
         row("ECS latency", &|l| format!("{} ms", l.ecs_latency_ms));
         row("time until all final", &|l| format!("{:.2} s", l.total_s));
-        row("throughput", &|l| format!("{:.0}/s", l.throughput_per_s));
+        row("throughput", &|l| per_s_text(l.throughput_per_s));
         row("ideal (concurrency/latency)", &|l| {
-            format!("{:.0}/s", l.ideal_per_s)
+            per_s_text(l.ideal_per_s)
         });
         row("throughput / ideal", &|l| {
             format!("{:.0}%", 100.0 * l.throughput_of_ideal)
         });
         row("direct ECS calls, same concurrency", &|l| {
-            format!("{:.0}/s", l.direct_baseline_per_s)
+            per_s_text(l.direct_baseline_per_s)
         });
         row("creation → final p50", &|l| format!("{:.0} ms", l.p50_ms));
         row("creation → final p99", &|l| format!("{:.0} ms", l.p99_ms));
         row("creation → final max", &|l| format!("{:.0} ms", l.max_ms));
-        row("controller RSS idle", &|l| {
-            format!("{:.1} MiB", l.rss_idle_mib)
-        });
-        row("controller RSS peak (VmHWM)", &|l| {
-            format!("{:.1} MiB", l.rss_peak_mib)
-        });
-        row("controller RSS after", &|l| {
-            format!("{:.1} MiB", l.rss_after_mib)
-        });
+        row("controller RSS idle", &|l| mib_text(l.rss_idle_mib));
+        row("controller RSS peak (VmHWM)", &|l| mib_text(l.rss_peak_mib));
+        row("controller RSS after", &|l| mib_text(l.rss_after_mib));
         row("controller CPU", &|l| {
             format!(
                 "{:.1} s ({:.2} ms/resource)",

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // NB: each test crate uses a different part of the harness.
 
 pub mod ecs;
+pub mod text;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -475,6 +476,40 @@ impl Env {
         .await
     }
 
+    /// Polls `name` until its Reconciling condition is True for AwaitingCredentials.
+    pub async fn wait_awaiting_credentials(&self, name: &str) -> CopyImageCancellation {
+        self.wait_for(name, "AwaitingCredentials", |c| {
+            cond(c, "Reconciling") == Some(("True".into(), "AwaitingCredentials".into()))
+        })
+        .await
+    }
+
+    /// Has the simulator accept `team`, and creates resource `name` cancelling
+    /// `image_id` (a copy in progress) with the keys of Secret `team-keys`, which
+    /// is not created here.
+    pub async fn create_with_team_secret(&self, name: &str, image_id: &str, team: &AccessKey) {
+        self.sim.add_key(team.clone());
+        self.copying(image_id);
+        self.create(&cic_with_secret(name, image_id, "team-keys"))
+            .await;
+    }
+
+    /// Waits until `name` is final, and asserts that it Succeeded with exactly one
+    /// request for `image_id`, signed with `key`.
+    pub async fn assert_succeeded_with_key(
+        &self,
+        name: &str,
+        image_id: &str,
+        key: &AccessKey,
+    ) -> CopyImageCancellation {
+        let done = self.wait_finished(name).await;
+        assert_phase(&done, "Succeeded");
+        let requests = self.ecs_requests(image_id);
+        assert_eq!(requests.len(), 1, "{name}: {requests:#?}");
+        assert_eq!(requests[0].access_key_id.as_deref(), Some(key.id.as_str()));
+        done
+    }
+
     /// Polls until `check` holds (any condition outside a resource).
     pub async fn eventually(&self, what: &str, check: impl Fn(&Env) -> bool) {
         let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -769,6 +804,11 @@ pub fn cond(cic: &CopyImageCancellation, type_: &str) -> Option<(String, String)
     condition(cic, type_).map(|c| (c.status.clone(), c.reason.clone()))
 }
 
+/// The status (True, False, Unknown) of condition `type_`.
+pub fn cond_status(cic: &CopyImageCancellation, type_: &str) -> Option<String> {
+    condition(cic, type_).map(|c| c.status.clone())
+}
+
 /// `attemptHistory` outcomes, oldest first.
 pub fn outcomes(cic: &CopyImageCancellation) -> Vec<String> {
     cic.status
@@ -928,4 +968,12 @@ pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let code = answer.split_whitespace().nth(1)?.parse().ok()?;
     let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
     Some((code, body))
+}
+
+/// The `CancelCopyImage` calls among the simulator's `requests`, in order.
+pub fn cancel_requests(requests: impl IntoIterator<Item = RequestRecord>) -> Vec<RequestRecord> {
+    requests
+        .into_iter()
+        .filter(|r| r.action.as_deref() == Some("CancelCopyImage"))
+        .collect()
 }

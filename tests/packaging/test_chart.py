@@ -92,7 +92,30 @@ def get(values, dotted, default=None):
     return node
 
 
+# What every Deployment of the chart passes first (the defaults these values keep).
+ARGS_HEAD = [
+    "run",
+    "--ecs-endpoint=https://ecs.{regionId}.aliyuncs.com",
+    "--signature-version=v1",
+    "--per-resource-secrets=true",
+    "--retry-base-delay=1s",
+    "--retry-max-delay=5m",
+]
+# ...and what it passes after the flags that the values change.
+ARGS_TAIL = [
+    "--log-format=json",
+    "--log-level=info",
+    "--admin-addr=0.0.0.0:8080",
+]
+
+
 class ChartTest(unittest.TestCase):
+    def deployment(self, name):
+        """The Deployment rendered with values `name`, and its one container."""
+        deployment = one(self, self.render(name), "Deployment")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        return deployment, container
+
     def render(self, name):
         _, out, _ = template(VALUE_SETS[name])
         return common.documents(out)
@@ -128,11 +151,9 @@ class ChartTest(unittest.TestCase):
                 self.assertEqual(deployment["spec"]["strategy"]["type"], strategy)
 
     def test_image_defaults_to_the_crate_version(self):
-        deployment = one(self, self.render("default"), "Deployment")
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        deployment, container = self.deployment("default")
         self.assertEqual(container["image"], "copyimage-canceller:" + common.crate_version())
-        deployment = one(self, self.render("everything"), "Deployment")
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        deployment, container = self.deployment("everything")
         self.assertEqual(container["image"], "registry.example.com/platform/copyimage-canceller@sha256:" + "a" * 64)
 
     def test_chart_app_version_is_the_crate_version(self):
@@ -195,50 +216,29 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(names, {FULLNAME})
 
     def test_arguments_follow_the_values(self):
-        deployment = one(self, self.render("default"), "Deployment")
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
-        self.assertEqual(container["args"], [
-            "run",
-            "--ecs-endpoint=https://ecs.{regionId}.aliyuncs.com",
-            "--signature-version=v1",
-            "--per-resource-secrets=true",
-            "--retry-base-delay=1s",
-            "--retry-max-delay=5m",
+        deployment, container = self.deployment("default")
+        self.assertEqual(container["args"], ARGS_HEAD + [
             "--max-concurrent-reconciles=16",
             "--ecs-pacing=adaptive",
             "--shutdown-timeout=45s",
-            "--log-format=json",
-            "--log-level=info",
-            "--admin-addr=0.0.0.0:8080",
-        ])
+        ] + ARGS_TAIL)
         self.assertEqual([e["name"] for e in container["env"]], ["POD_NAME", "POD_NAMESPACE", "POD_UID"])
         self.assertEqual(deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"], 60)
-        deployment = one(self, self.render("ipv6"), "Deployment")
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        deployment, container = self.deployment("ipv6")
         self.assertIn("--admin-addr=[::]:9090", container["args"])
         self.assertEqual(container["ports"], [{"name": "admin", "containerPort": 9090, "protocol": "TCP"}])
-        deployment = one(self, self.render("no-admin"), "Deployment")
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        deployment, container = self.deployment("no-admin")
         self.assertNotIn("--admin-addr=0.0.0.0:8080", container["args"])
 
-        deployment = one(self, self.render("everything"), "Deployment")
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
-        self.assertEqual(container["args"], [
-            "run",
-            "--ecs-endpoint=https://ecs.{regionId}.aliyuncs.com",
-            "--signature-version=v1",
-            "--per-resource-secrets=true",
-            "--retry-base-delay=1s",
-            "--retry-max-delay=5m",
+        deployment, container = self.deployment("everything")
+        self.assertEqual(container["args"], ARGS_HEAD + [
             "--watch-namespace=images",
             "--max-concurrent-reconciles=4",
             "--ecs-pacing=adaptive",
             "--ecs-qps=3",
             "--ecs-burst=1000000",
             "--shutdown-timeout=30s",
-            "--log-format=json",
-            "--log-level=info",
-            "--admin-addr=0.0.0.0:8080",
+        ] + ARGS_TAIL + [
             "--leader-elect",
             "--leader-election-namespace=leases",
             "--ecs-ram-role",
@@ -246,15 +246,13 @@ class ChartTest(unittest.TestCase):
         ])
         self.assertEqual(deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"], 35)
 
-        deployment = one(self, self.render("watch-namespaces"), "Deployment")
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        deployment, container = self.deployment("watch-namespaces")
         self.assertIn("--watch-namespace=images", container["args"])
         self.assertIn("--watch-namespace=team-b", container["args"])
         self.assertIn("--selector=team=images", container["args"])
 
     def test_operator_credentials_come_from_the_named_secret(self):
-        deployment = one(self, self.render("credentials-secret"), "Deployment")
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        deployment, container = self.deployment("credentials-secret")
         # No Secret RBAC, so the operator is told not to watch Secrets.
         self.assertIn("--per-resource-secrets=false", container["args"])
         env = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in container["env"]}
