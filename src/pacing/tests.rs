@@ -7,6 +7,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use super::*;
+use crate::test_support::assert_lines;
 
 const KEY: &str = "LTAI5tPacerTestKeyId01";
 const OTHER_KEY: &str = "LTAI5tPacerTestKeyId02";
@@ -201,15 +202,13 @@ async fn reports_go_to_metrics_by_region_and_never_name_the_key() {
         .expect("granted");
     pacer.answered(waited, Answer::Accepted);
     let text = metrics.encode();
-    for line in [
-        "copyimage_canceller_ecs_throttled_total{region=\"cn-hangzhou\"} 1",
-        "copyimage_canceller_ecs_pace_wait_seconds_count{region=\"cn-hangzhou\"} 12",
-    ] {
-        assert!(
-            text.lines().any(|l| l == line),
-            "missing {line:?} in\n{text}"
-        );
-    }
+    assert_lines(
+        &text,
+        [
+            "copyimage_canceller_ecs_throttled_total{region=\"cn-hangzhou\"} 1",
+            "copyimage_canceller_ecs_pace_wait_seconds_count{region=\"cn-hangzhou\"} 12",
+        ],
+    );
     assert!(
         text.lines().any(|l| l.starts_with(
             "copyimage_canceller_ecs_pace_requests_per_second{region=\"cn-hangzhou\"} "
