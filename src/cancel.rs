@@ -166,52 +166,44 @@ pub async fn run_with_key(
         let class = outcome.retry_class();
         let time_left = args.deadline.map(|d| d.saturating_sub(start.elapsed()));
         let step = policy.next_step(class, state, outcome.retry_after(), time_left, &mut rng);
-        match step {
+        let last = describe(&outcome);
+        // The arms that end the command give the exit code and the error line.
+        let (code, error) = match step {
             NextStep::Done if class == RetryClass::Success => {
                 let request_id = outcome.request_id().unwrap_or_default();
                 let _ = writeln!(stdout, "{}", serde_json::json!({ "RequestId": request_id }));
                 return exit_codes::CANCELLED;
             }
-            NextStep::Done if !unanswered.is_empty() && outcome.may_follow_a_success() => {
-                let _ = writeln!(
-                    stderr,
-                    "error: CancelCopyImage answered {} on attempt {attempt}, but attempt(s) {} got no usable answer and may well have cancelled the copy already: check the image in {}",
-                    describe(&outcome),
+            NextStep::Done if !unanswered.is_empty() && outcome.may_follow_a_success() => (
+                exit_codes::PREVIOUS_ATTEMPT_MAY_HAVE_SUCCEEDED,
+                format!(
+                    "CancelCopyImage answered {last} on attempt {attempt}, but attempt(s) {} got no usable answer and may well have cancelled the copy already: check the image in {}",
                     unanswered
                         .iter()
                         .map(u32::to_string)
                         .collect::<Vec<_>>()
                         .join(", "),
                     args.region_id,
-                );
-                return exit_codes::PREVIOUS_ATTEMPT_MAY_HAVE_SUCCEEDED;
-            }
-            NextStep::Done => {
-                let _ = writeln!(
-                    stderr,
-                    "error: CancelCopyImage failed on attempt {attempt}: {}",
-                    describe(&outcome)
-                );
-                return exit_codes::TERMINAL_ERROR;
-            }
-            NextStep::RetriesExhausted => {
-                let _ = writeln!(
-                    stderr,
-                    "error: CancelCopyImage failed: retries exhausted after {attempt} attempts (--backoff-limit {}); last error: {}",
-                    args.backoff_limit,
-                    describe(&outcome)
-                );
-                return exit_codes::RETRIES_EXHAUSTED;
-            }
-            NextStep::DeadlineExceeded => {
-                let _ = writeln!(
-                    stderr,
-                    "error: CancelCopyImage failed: --deadline {} would pass before the next retry (after {attempt} attempts); last error: {}",
-                    humantime::format_duration(args.deadline.unwrap_or_default()),
-                    describe(&outcome)
-                );
-                return exit_codes::DEADLINE_EXCEEDED;
-            }
+                ),
+            ),
+            NextStep::Done => (
+                exit_codes::TERMINAL_ERROR,
+                format!("CancelCopyImage failed on attempt {attempt}: {last}"),
+            ),
+            NextStep::RetriesExhausted => (
+                exit_codes::RETRIES_EXHAUSTED,
+                format!(
+                    "CancelCopyImage failed: retries exhausted after {attempt} attempts (--backoff-limit {}); last error: {last}",
+                    args.backoff_limit
+                ),
+            ),
+            NextStep::DeadlineExceeded => (
+                exit_codes::DEADLINE_EXCEEDED,
+                format!(
+                    "CancelCopyImage failed: --deadline {} would pass before the next retry (after {attempt} attempts); last error: {last}",
+                    humantime::format_duration(args.deadline.unwrap_or_default())
+                ),
+            ),
             NextStep::Retry {
                 delay,
                 counted,
@@ -224,8 +216,7 @@ pub async fn run_with_key(
                 };
                 let _ = writeln!(
                     stderr,
-                    "attempt {attempt} failed: {}; retrying in {} ({budget})",
-                    describe(&outcome),
+                    "attempt {attempt} failed: {last}; retrying in {} ({budget})",
                     humantime::format_duration(Duration::from_millis(delay.as_millis() as u64)),
                 );
                 if matches!(outcome, CancelOutcome::Transport(_)) {
@@ -234,8 +225,11 @@ pub async fn run_with_key(
                 tokio::time::sleep(delay).await;
                 state = next;
                 attempt += 1;
+                continue;
             }
-        }
+        };
+        let _ = writeln!(stderr, "error: {error}");
+        return code;
     }
 }
 

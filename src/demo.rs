@@ -81,23 +81,21 @@ struct SampleFile {
     text: &'static str,
 }
 
+/// `sample!("x.yaml")`: the file `deploy/samples/x.yaml`, path and text.
+macro_rules! sample {
+    ($file:literal) => {
+        SampleFile {
+            path: concat!("deploy/samples/", $file),
+            text: include_str!(concat!("../deploy/samples/", $file)),
+        }
+    };
+}
+
 const SAMPLE_FILES: &[SampleFile] = &[
-    SampleFile {
-        path: "deploy/samples/copyimagecancellation-operator-credentials.yaml",
-        text: include_str!("../deploy/samples/copyimagecancellation-operator-credentials.yaml"),
-    },
-    SampleFile {
-        path: "deploy/samples/copyimagecancellation-retried.yaml",
-        text: include_str!("../deploy/samples/copyimagecancellation-retried.yaml"),
-    },
-    SampleFile {
-        path: "deploy/samples/copyimagecancellation-copy-finished.yaml",
-        text: include_str!("../deploy/samples/copyimagecancellation-copy-finished.yaml"),
-    },
-    SampleFile {
-        path: "deploy/samples/copyimagecancellation.yaml",
-        text: include_str!("../deploy/samples/copyimagecancellation.yaml"),
-    },
+    sample!("copyimagecancellation-operator-credentials.yaml"),
+    sample!("copyimagecancellation-retried.yaml"),
+    sample!("copyimagecancellation-copy-finished.yaml"),
+    sample!("copyimagecancellation.yaml"),
 ];
 
 const SECRET_SAMPLE: SampleFile = SampleFile {

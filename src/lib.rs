@@ -26,3 +26,5 @@ pub mod metrics;
 pub mod pacing;
 pub mod resource;
 pub mod retry;
+#[cfg(test)]
+mod test_support;

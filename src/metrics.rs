@@ -567,6 +567,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::assert_lines;
 
     #[test]
     fn exposition_names_and_labels() {
@@ -584,21 +585,19 @@ mod tests {
         m.status_write("applied");
         m.status_write("conflict");
         let text = m.encode();
-        for line in [
-            "copyimage_canceller_reconciles_total 1",
-            "copyimage_canceller_reconcile_errors_total 0",
-            "copyimage_canceller_cancel_requests_total{class=\"success\"} 1",
-            "copyimage_canceller_cancel_requests_total{class=\"throttled\"} 1",
-            "copyimage_canceller_status_writes_total{result=\"applied\"} 1",
-            "copyimage_canceller_status_writes_total{result=\"conflict\"} 1",
-            "copyimage_canceller_reconcile_duration_seconds_count 1",
-            "copyimage_canceller_cancel_request_duration_seconds_count 2",
-        ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "missing {line:?} in\n{text}"
-            );
-        }
+        assert_lines(
+            &text,
+            [
+                "copyimage_canceller_reconciles_total 1",
+                "copyimage_canceller_reconcile_errors_total 0",
+                "copyimage_canceller_cancel_requests_total{class=\"success\"} 1",
+                "copyimage_canceller_cancel_requests_total{class=\"throttled\"} 1",
+                "copyimage_canceller_status_writes_total{result=\"applied\"} 1",
+                "copyimage_canceller_status_writes_total{result=\"conflict\"} 1",
+                "copyimage_canceller_reconcile_duration_seconds_count 1",
+                "copyimage_canceller_cancel_request_duration_seconds_count 2",
+            ],
+        );
         assert!(text.ends_with("# EOF\n"));
     }
 
@@ -689,18 +688,16 @@ mod tests {
         m.retry_scheduled(RetryClass::Throttled);
         m.retry_scheduled(RetryClass::Throttled);
         let text = m.encode();
-        for line in [
-            "copyimage_canceller_ecs_requests_total{code=\"InternalError\",outcome=\"retryable\"} 2",
-            "copyimage_canceller_ecs_requests_total{code=\"other\",outcome=\"terminal\"} 1",
-            "copyimage_canceller_ecs_requests_total{code=\"TransportError.Timeout\",outcome=\"retryable\"} 1",
-            "copyimage_canceller_retries_scheduled_total{reason=\"RetryScheduled\"} 1",
-            "copyimage_canceller_retries_scheduled_total{reason=\"Throttled\"} 2",
-        ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "missing {line:?} in\n{text}"
-            );
-        }
+        assert_lines(
+            &text,
+            [
+                "copyimage_canceller_ecs_requests_total{code=\"InternalError\",outcome=\"retryable\"} 2",
+                "copyimage_canceller_ecs_requests_total{code=\"other\",outcome=\"terminal\"} 1",
+                "copyimage_canceller_ecs_requests_total{code=\"TransportError.Timeout\",outcome=\"retryable\"} 1",
+                "copyimage_canceller_retries_scheduled_total{reason=\"RetryScheduled\"} 1",
+                "copyimage_canceller_retries_scheduled_total{reason=\"Throttled\"} 2",
+            ],
+        );
         for leaked in ["Teapot", "secret message", "REQUEST-ID-1"] {
             assert!(!text.contains(leaked), "{leaked} in\n{text}");
         }
@@ -719,19 +716,17 @@ mod tests {
             m.ecs_throttled(&format!("xx-test-{i}"));
         }
         let text = m.encode();
-        for line in [
-            "copyimage_canceller_ecs_pace_requests_per_second{region=\"cn-hangzhou\"} 35.5",
-            "copyimage_canceller_ecs_throttled_total{region=\"cn-hangzhou\"} 2",
-            "copyimage_canceller_ecs_pace_wait_seconds_count{region=\"cn-hangzhou\"} 1",
-            "copyimage_canceller_ecs_pace_wait_seconds_bucket{le=\"0.5\",region=\"cn-hangzhou\"} 1",
-            // cn-hangzhou and eu-central-1 took two of the labels.
-            "copyimage_canceller_ecs_throttled_total{region=\"other\"} 7",
-        ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "missing {line:?} in\n{text}"
-            );
-        }
+        assert_lines(
+            &text,
+            [
+                "copyimage_canceller_ecs_pace_requests_per_second{region=\"cn-hangzhou\"} 35.5",
+                "copyimage_canceller_ecs_throttled_total{region=\"cn-hangzhou\"} 2",
+                "copyimage_canceller_ecs_pace_wait_seconds_count{region=\"cn-hangzhou\"} 1",
+                "copyimage_canceller_ecs_pace_wait_seconds_bucket{le=\"0.5\",region=\"cn-hangzhou\"} 1",
+                // cn-hangzhou and eu-central-1 took two of the labels.
+                "copyimage_canceller_ecs_throttled_total{region=\"other\"} 7",
+            ],
+        );
         // A region no key is paced in has no pace at all (not a pace of 0).
         assert!(
             !text.contains("ecs_pace_requests_per_second{region=\"eu-central-1\"}"),
@@ -767,11 +762,12 @@ mod tests {
         use kube::runtime::watcher::Event;
         let m = Metrics::default();
         let text = m.encode();
-        for phase in ["Pending", "Running", "Succeeded", "Failed"] {
-            let line = format!("copyimage_canceller_resources{{phase=\"{phase}\"}} 0");
-            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
-        }
-        assert!(text.lines().any(|l| l == "copyimage_canceller_leader 0"));
+        assert_lines(
+            &text,
+            ["Pending", "Running", "Succeeded", "Failed"]
+                .map(|phase| format!("copyimage_canceller_resources{{phase=\"{phase}\"}} 0")),
+        );
+        assert_lines(&text, ["copyimage_canceller_leader 0"]);
         m.set_leader(true);
         let (store, mut writer) = kube::runtime::reflector::store::<CopyImageCancellation>();
         m.watch_resources(store);
@@ -798,15 +794,16 @@ mod tests {
         writer.apply_watcher_event(&Event::Apply(cic("c", Some(Phase::Succeeded))));
         writer.apply_watcher_event(&Event::Delete(cic("c", Some(Phase::Succeeded))));
         let text = m.encode();
-        for line in [
-            "copyimage_canceller_resources{phase=\"Pending\"} 1",
-            "copyimage_canceller_resources{phase=\"Running\"} 0",
-            "copyimage_canceller_resources{phase=\"Succeeded\"} 0",
-            "copyimage_canceller_resources{phase=\"Failed\"} 1",
-            "copyimage_canceller_leader 1",
-        ] {
-            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
-        }
+        assert_lines(
+            &text,
+            [
+                "copyimage_canceller_resources{phase=\"Pending\"} 1",
+                "copyimage_canceller_resources{phase=\"Running\"} 0",
+                "copyimage_canceller_resources{phase=\"Succeeded\"} 0",
+                "copyimage_canceller_resources{phase=\"Failed\"} 1",
+                "copyimage_canceller_leader 1",
+            ],
+        );
         assert!(!text.contains("\"a\"") && !text.contains("images"));
     }
 
@@ -856,24 +853,22 @@ mod tests {
         ] {
             m.credentials(&status(state, refreshes, failures));
             let text = m.encode();
-            for line in expected {
-                let line = format!("copyimage_canceller_credential_{line}");
-                assert!(
-                    text.lines().any(|l| l == line),
-                    "missing {line:?} in\n{text}"
-                );
-            }
-            for other in CREDENTIAL_STATES {
-                let line = format!(
-                    "copyimage_canceller_credential_state{{state=\"{}\",source=\"rrsa\"}} {}",
-                    other.as_str(),
-                    i64::from(other == state)
-                );
-                assert!(
-                    text.lines().any(|l| l == line),
-                    "missing {line:?} in\n{text}"
-                );
-            }
+            assert_lines(
+                &text,
+                expected
+                    .iter()
+                    .map(|line| format!("copyimage_canceller_credential_{line}")),
+            );
+            assert_lines(
+                &text,
+                CREDENTIAL_STATES.iter().map(|other| {
+                    format!(
+                        "copyimage_canceller_credential_state{{state=\"{}\",source=\"rrsa\"}} {}",
+                        other.as_str(),
+                        i64::from(*other == state)
+                    )
+                }),
+            );
             assert!(!text.contains("STS.NotSecret") && !text.contains("InternalError"));
         }
     }

@@ -304,83 +304,27 @@ mod tests {
             backoff_limit: 2,
         };
         let st = |counted, throttled| RetryState { counted, throttled };
+        let retry = |delay, counted, state| NextStep::Retry {
+            delay,
+            counted,
+            state,
+        };
+        use NextStep::{DeadlineExceeded, Done, RetriesExhausted};
+        use RetryClass::{Retryable, Success, Terminal, Throttled};
+        #[rustfmt::skip]
         let rows: [Row; 10] = [
-            (RetryClass::Success, st(0, 0), None, None, NextStep::Done),
-            (RetryClass::Terminal, st(1, 3), None, None, NextStep::Done),
-            (
-                RetryClass::Retryable,
-                st(0, 0),
-                Some(MS(10)),
-                None,
-                NextStep::Retry {
-                    delay: MS(10),
-                    counted: true,
-                    state: st(1, 0),
-                },
-            ),
-            (
-                RetryClass::Retryable,
-                st(1, 5),
-                Some(MS(10)),
-                None,
-                NextStep::Retry {
-                    delay: MS(10),
-                    counted: true,
-                    state: st(2, 5),
-                },
-            ),
-            (
-                RetryClass::Retryable,
-                st(2, 0),
-                Some(MS(10)),
-                None,
-                NextStep::RetriesExhausted,
-            ),
+            (Success,   st(0, 0), None,         None,                 Done),
+            (Terminal,  st(1, 3), None,         None,                 Done),
+            (Retryable, st(0, 0), Some(MS(10)), None,                 retry(MS(10), true, st(1, 0))),
+            (Retryable, st(1, 5), Some(MS(10)), None,                 retry(MS(10), true, st(2, 5))),
+            (Retryable, st(2, 0), Some(MS(10)), None,                 RetriesExhausted),
             // Throttling is not counted: it goes on past the backoff limit.
-            (
-                RetryClass::Throttled,
-                st(2, 0),
-                Some(MS(10)),
-                None,
-                NextStep::Retry {
-                    delay: MS(10),
-                    counted: false,
-                    state: st(2, 1),
-                },
-            ),
-            (
-                RetryClass::Throttled,
-                st(0, 0),
-                Some(MS(10)),
-                Some(S(1)),
-                NextStep::Retry {
-                    delay: MS(10),
-                    counted: false,
-                    state: st(0, 1),
-                },
-            ),
+            (Throttled, st(2, 0), Some(MS(10)), None,                 retry(MS(10), false, st(2, 1))),
+            (Throttled, st(0, 0), Some(MS(10)), Some(S(1)),           retry(MS(10), false, st(0, 1))),
             // ... but not past the deadline.
-            (
-                RetryClass::Throttled,
-                st(0, 9),
-                Some(S(5)),
-                Some(S(4)),
-                NextStep::DeadlineExceeded,
-            ),
-            (
-                RetryClass::Retryable,
-                st(0, 0),
-                Some(S(5)),
-                Some(S(5)),
-                NextStep::DeadlineExceeded,
-            ),
-            (
-                RetryClass::Retryable,
-                st(0, 0),
-                Some(S(5)),
-                Some(Duration::ZERO),
-                NextStep::DeadlineExceeded,
-            ),
+            (Throttled, st(0, 9), Some(S(5)),   Some(S(4)),           DeadlineExceeded),
+            (Retryable, st(0, 0), Some(S(5)),   Some(S(5)),           DeadlineExceeded),
+            (Retryable, st(0, 0), Some(S(5)),   Some(Duration::ZERO), DeadlineExceeded),
         ];
         let mut rng = StdRng::seed_from_u64(3);
         for (i, (class, state, after, left, want)) in rows.into_iter().enumerate() {

@@ -839,34 +839,16 @@ mod tests {
 
     #[test]
     fn parsed_outcomes_classify_as_the_contract_says() {
+        use RetryClass::{Retryable, Success, Terminal, Throttled};
+        let code = |code: &str| format!(r#"{{"RequestId":"R","Code":"{code}"}}"#);
         let rows = [
-            (200, r#"{"RequestId":"R"}"#, RetryClass::Success),
-            (
-                400,
-                r#"{"RequestId":"R","Code":"Throttling.Api"}"#,
-                RetryClass::Throttled,
-            ),
-            (
-                500,
-                r#"{"RequestId":"R","Code":"InternalError"}"#,
-                RetryClass::Retryable,
-            ),
-            (
-                503,
-                r#"{"RequestId":"R","Code":"ServiceUnavailable"}"#,
-                RetryClass::Retryable,
-            ),
-            (502, "<html>bad gateway</html>", RetryClass::Retryable),
-            (
-                400,
-                r#"{"RequestId":"R","Code":"IncorrectImageStatus"}"#,
-                RetryClass::Terminal,
-            ),
-            (
-                400,
-                r#"{"RequestId":"R","Code":"SignatureDoesNotMatch"}"#,
-                RetryClass::Terminal,
-            ),
+            (200, r#"{"RequestId":"R"}"#.to_owned(), Success),
+            (400, code("Throttling.Api"), Throttled),
+            (500, code("InternalError"), Retryable),
+            (503, code("ServiceUnavailable"), Retryable),
+            (502, "<html>bad gateway</html>".to_owned(), Retryable),
+            (400, code("IncorrectImageStatus"), Terminal),
+            (400, code("SignatureDoesNotMatch"), Terminal),
         ];
         for (status, body, want) in rows {
             let got = parse_response(status, &HeaderMap::new(), body.as_bytes(), &[]).retry_class();
@@ -964,6 +946,12 @@ mod tests {
         assert!(is_valid_region_id(&format!("cn-{}", "a".repeat(61))));
     }
 
+    /// The variant's name (its Debug form up to the fields), for tables of refusals.
+    fn kind(e: &EndpointError) -> String {
+        let debug = format!("{e:?}");
+        debug.split(' ').next().unwrap_or_default().to_owned()
+    }
+
     #[test]
     fn endpoint_table() {
         let ok = |template: &str, insecure: bool, want: &str| {
@@ -1007,42 +995,21 @@ mod tests {
             insecure.to_string().contains("--allow-insecure-endpoint"),
             "{insecure}"
         );
-        assert!(matches!(
-            err("http://10.0.0.1:80"),
-            EndpointError::Insecure { .. }
-        ));
-        assert!(matches!(
-            err("http://128.0.0.1:80"),
-            EndpointError::Insecure { .. }
-        ));
-        assert!(matches!(
-            err("http://localhost.evil.com"),
-            EndpointError::Insecure { .. }
-        ));
-        assert!(matches!(
-            err("ecs.{regionId}.aliyuncs.com"),
-            EndpointError::Invalid { .. }
-        ));
-        assert!(matches!(
-            err("ftp://ecs.aliyuncs.com"),
-            EndpointError::UnsupportedScheme { .. }
-        ));
-        assert!(matches!(
-            err("unix:/var/run/ecs.sock"),
-            EndpointError::UnsupportedScheme { .. }
-        ));
-        assert!(matches!(
-            err("https:///"),
-            EndpointError::Invalid { .. } | EndpointError::NoHost { .. }
-        ));
-        assert!(matches!(
-            err("https://user:pw@ecs.aliyuncs.com"),
-            EndpointError::ExtraParts { .. }
-        ));
-        assert!(matches!(
-            err("https://ecs.aliyuncs.com/?a=b"),
-            EndpointError::ExtraParts { .. }
-        ));
+        // (template, the kind of refusal; `A|B`: either)
+        for (template, want) in [
+            ("http://10.0.0.1:80", "Insecure"),
+            ("http://128.0.0.1:80", "Insecure"),
+            ("http://localhost.evil.com", "Insecure"),
+            ("ecs.{regionId}.aliyuncs.com", "Invalid"),
+            ("ftp://ecs.aliyuncs.com", "UnsupportedScheme"),
+            ("unix:/var/run/ecs.sock", "UnsupportedScheme"),
+            ("https:///", "Invalid|NoHost"),
+            ("https://user:pw@ecs.aliyuncs.com", "ExtraParts"),
+            ("https://ecs.aliyuncs.com/?a=b", "ExtraParts"),
+        ] {
+            let got = kind(&err(template));
+            assert!(want.split('|').any(|k| k == got), "{template}: {got}");
+        }
 
         let endpoint = Endpoint::new(DEFAULT_ENDPOINT_TEMPLATE, false).unwrap();
         let bad = endpoint.url_for("cn-hangzhou.evil.com/").unwrap_err();

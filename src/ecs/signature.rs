@@ -135,15 +135,20 @@ pub fn percent_encode(s: &str) -> String {
 pub fn canonicalized_query<K: AsRef<str>, V: AsRef<str>>(params: &[(K, V)]) -> String {
     let sorted = sorted_pairs(params);
     let mut out = String::with_capacity(encoded_capacity(&sorted));
-    for (i, (k, v)) in sorted.into_iter().enumerate() {
+    encode_pairs_into(&mut out, sorted);
+    out
+}
+
+/// Appends `k=v&k=v…`, each key and value percent-encoded, in the given order.
+fn encode_pairs_into<'a>(out: &mut String, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    for (i, (k, v)) in pairs.into_iter().enumerate() {
         if i > 0 {
             out.push('&');
         }
-        percent_encode_into(&mut out, k);
+        percent_encode_into(out, k);
         out.push('=');
-        percent_encode_into(&mut out, v);
+        percent_encode_into(out, v);
     }
-    out
 }
 
 /// The pairs in byte order of the names. Names are unique in practice;
@@ -313,14 +318,7 @@ impl SignedParams<'_> {
     /// Values are percent-encoded (space as `%20`), which any form decoder reads.
     pub fn form_body(&self) -> String {
         let mut out = String::with_capacity(512);
-        for (i, (k, v)) in self.params.iter().enumerate() {
-            if i > 0 {
-                out.push('&');
-            }
-            percent_encode_into(&mut out, k);
-            out.push('=');
-            percent_encode_into(&mut out, v);
-        }
+        encode_pairs_into(&mut out, self.params.iter().map(|(k, v)| (*k, v.as_ref())));
         out
     }
 

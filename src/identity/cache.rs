@@ -355,9 +355,8 @@ mod tests {
         struct Row {
             before: Snapshot,
             result: Result<TemporaryCredentials, FetchError>,
-            key: Option<&'static str>,
-            failures: u32,
-            error: bool,
+            /// The key held, consecutive failures and whether an error is kept, after.
+            after: (Option<&'static str>, u32, bool),
             next_within: (Duration, Duration),
         }
         let failing = Snapshot {
@@ -372,45 +371,35 @@ mod tests {
             Row {
                 before: Snapshot::default(),
                 result: Ok(creds("new", "2026-01-01T01:00:00Z")),
-                key: Some("new"),
-                failures: 0,
-                error: false,
+                after: (Some("new"), 0, false),
                 next_within: (Duration::from_secs(2700), Duration::from_secs(2700)),
             },
             // First failure: no key, retry within the first backoff ceiling.
             Row {
                 before: Snapshot::default(),
                 result: Err(failure()),
-                key: None,
-                failures: 1,
-                error: true,
+                after: (None, 1, true),
                 next_within: (Duration::ZERO, Duration::from_secs(2)),
             },
             // A failing refresh keeps the old key; the backoff grows to its cap.
             Row {
                 before: failing.clone(),
                 result: Err(failure()),
-                key: Some("old"),
-                failures: 4,
-                error: true,
+                after: (Some("old"), 4, true),
                 next_within: (Duration::ZERO, Duration::from_secs(8)),
             },
             // Success after failures clears them.
             Row {
                 before: failing,
                 result: Ok(creds("new", "2026-01-01T00:00:10Z")),
-                key: Some("new"),
-                failures: 0,
-                error: false,
+                after: (Some("new"), 0, false),
                 next_within: (Duration::from_secs(8), Duration::from_secs(8)),
             },
             // Credentials already expired on arrival count as a failure.
             Row {
                 before: Snapshot::default(),
                 result: Ok(creds("stale", "2025-12-31T23:59:59Z")),
-                key: None,
-                failures: 1,
-                error: true,
+                after: (None, 1, true),
                 next_within: (Duration::ZERO, Duration::from_secs(2)),
             },
         ];
@@ -427,11 +416,11 @@ mod tests {
             assert!(s.attempted, "row {i}");
             assert_eq!(
                 s.credentials.as_ref().map(|c| c.key.id.as_str()),
-                row.key,
+                row.after.0,
                 "row {i}"
             );
-            assert_eq!(s.consecutive_failures, row.failures, "row {i}");
-            assert_eq!(s.last_error.is_some(), row.error, "row {i}");
+            assert_eq!(s.consecutive_failures, row.after.1, "row {i}");
+            assert_eq!(s.last_error.is_some(), row.after.2, "row {i}");
         }
     }
 
@@ -440,46 +429,33 @@ mod tests {
         let now = t("2026-01-01T00:00:00Z");
         let valid = creds("k", "2026-01-01T00:00:01Z");
         let expired = creds("k", "2026-01-01T00:00:00Z");
+        // Attempted, holding `credentials`, after `failures` failures in a row (each "boom").
+        let tried = |credentials, failures| Snapshot {
+            attempted: true,
+            credentials,
+            consecutive_failures: failures,
+            last_error: (failures > 0).then(|| "boom".into()),
+            ..Snapshot::default()
+        };
         let rows: Vec<(Snapshot, &str, CredentialState)> = vec![
             (Snapshot::default(), "wait", CredentialState::Pending),
             (
-                Snapshot {
-                    attempted: true,
-                    last_error: Some("boom".into()),
-                    consecutive_failures: 1,
-                    ..Snapshot::default()
-                },
+                tried(None, 1),
                 "error: no rrsa credentials could be obtained yet: boom",
                 CredentialState::Unavailable,
             ),
             (
-                Snapshot {
-                    attempted: true,
-                    credentials: Some(valid.clone()),
-                    ..Snapshot::default()
-                },
+                tried(Some(valid.clone()), 0),
                 "key k",
                 CredentialState::Valid,
             ),
             (
-                Snapshot {
-                    attempted: true,
-                    credentials: Some(valid),
-                    consecutive_failures: 2,
-                    last_error: Some("boom".into()),
-                    ..Snapshot::default()
-                },
+                tried(Some(valid), 2),
                 "key k",
                 CredentialState::RefreshFailing,
             ),
             (
-                Snapshot {
-                    attempted: true,
-                    credentials: Some(expired),
-                    consecutive_failures: 2,
-                    last_error: Some("boom".into()),
-                    ..Snapshot::default()
-                },
+                tried(Some(expired), 2),
                 "error: the rrsa credentials expired at 2026-01-01T00:00:00Z and could not be refreshed: boom",
                 CredentialState::Expired,
             ),

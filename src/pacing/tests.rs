@@ -7,6 +7,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use super::*;
+use crate::test_support::assert_lines;
 
 const KEY: &str = "LTAI5tPacerTestKeyId01";
 const OTHER_KEY: &str = "LTAI5tPacerTestKeyId02";
@@ -25,6 +26,11 @@ fn queued(slot: Slot) -> Ticket {
         Slot::Queued(ticket) => ticket,
         Slot::Now(grant) => panic!("a slot at once ({grant:?}), expected a queue"),
     }
+}
+
+/// Waits in the queue `slot` joins until the pace grants the turn.
+async fn turn(slot: Slot) -> Grant {
+    queued(slot).granted().await.expect("granted")
 }
 
 /// Ten accepted answers then a throttled one: the scope is paced at 7/s.
@@ -90,10 +96,7 @@ async fn the_resource_that_has_waited_longest_goes_next() {
 async fn an_answer_other_than_throttling_ends_the_wait() {
     let pacer = Pacer::new(PacingConfig::default(), None);
     adapt(&pacer, KEY, REGION);
-    let early = queued(pacer.slot(KEY, REGION, "retried"))
-        .granted()
-        .await
-        .expect("granted");
+    let early = turn(pacer.slot(KEY, REGION, "retried")).await;
     pacer.answered(early, Answer::Accepted);
     tokio::time::advance(Duration::from_millis(10)).await;
     let b = queued(pacer.slot(KEY, REGION, "b"));
@@ -138,10 +141,7 @@ async fn scopes_are_per_access_key_and_region() {
 async fn an_idle_scope_is_dropped_and_starts_again_unpaced() {
     let pacer = Pacer::new(PacingConfig::default(), None);
     adapt(&pacer, KEY, REGION);
-    queued(pacer.slot(KEY, REGION, "paced"))
-        .granted()
-        .await
-        .expect("granted");
+    turn(pacer.slot(KEY, REGION, "paced")).await;
     tokio::time::advance(IDLE_SCOPE + SWEEP_EVERY).await;
     // Any request sweeps; the idle scope goes.
     now(pacer.slot(OTHER_KEY, REGION, "sweeper"));
@@ -179,10 +179,7 @@ async fn pacing_off_never_holds_a_request_but_the_ceiling_does() {
     now(capped.slot(KEY, REGION, "a"));
     now(capped.slot(KEY, REGION, "b"));
     let started = Instant::now();
-    queued(capped.slot(KEY, REGION, "c"))
-        .granted()
-        .await
-        .expect("granted");
+    turn(capped.slot(KEY, REGION, "c")).await;
     let waited = started.elapsed();
     assert!(
         waited >= Duration::from_millis(70) && waited <= Duration::from_millis(110),
@@ -195,21 +192,16 @@ async fn reports_go_to_metrics_by_region_and_never_name_the_key() {
     let metrics = Arc::new(Metrics::default());
     let pacer = Pacer::new(PacingConfig::default(), Some(metrics.clone()));
     adapt(&pacer, KEY, REGION);
-    let waited = queued(pacer.slot(KEY, REGION, "paced"))
-        .granted()
-        .await
-        .expect("granted");
+    let waited = turn(pacer.slot(KEY, REGION, "paced")).await;
     pacer.answered(waited, Answer::Accepted);
     let text = metrics.encode();
-    for line in [
-        "copyimage_canceller_ecs_throttled_total{region=\"cn-hangzhou\"} 1",
-        "copyimage_canceller_ecs_pace_wait_seconds_count{region=\"cn-hangzhou\"} 12",
-    ] {
-        assert!(
-            text.lines().any(|l| l == line),
-            "missing {line:?} in\n{text}"
-        );
-    }
+    assert_lines(
+        &text,
+        [
+            "copyimage_canceller_ecs_throttled_total{region=\"cn-hangzhou\"} 1",
+            "copyimage_canceller_ecs_pace_wait_seconds_count{region=\"cn-hangzhou\"} 12",
+        ],
+    );
     assert!(
         text.lines().any(|l| l.starts_with(
             "copyimage_canceller_ecs_pace_requests_per_second{region=\"cn-hangzhou\"} "

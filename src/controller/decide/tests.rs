@@ -166,7 +166,32 @@ struct Row {
     trigger: Trig,
     status: Value,
     action: NextAction,
-    event: Option<(EventKind, &'static str, &'static str)>,
+    event: ExpectedEvent,
+}
+
+/// The defaults rows leave out: no spec fields beyond the required, no jitter.
+fn base() -> Row {
+    Row {
+        name: "",
+        spec: json!({}),
+        before: None,
+        now: T0,
+        jitter: 0.0,
+        trigger: Trig::Observe,
+        status: Value::Null,
+        action: NextAction::Done,
+        event: None,
+    }
+}
+
+type ExpectedEvent = Option<(EventKind, &'static str, &'static str)>;
+
+fn normal(reason: &'static str, note: &'static str) -> ExpectedEvent {
+    Some((EventKind::Normal, reason, note))
+}
+
+fn warning(reason: &'static str, note: &'static str) -> ExpectedEvent {
+    Some((EventKind::Warning, reason, note))
 }
 
 enum Trig {
@@ -253,15 +278,11 @@ fn run(row: &Row) {
     );
 }
 
+#[rustfmt::skip]
 #[test]
 fn table() {
     let rows = vec![
-        Row {
-            name: "first reconcile writes the write-ahead before anything is sent",
-            spec: json!({}),
-            before: None,
-            now: T0,
-            jitter: 0.0,
+        Row { name: "first reconcile writes the write-ahead before anything is sent", now: T0,
             trigger: Trig::Observe,
             status: json!({
                 "phase": "Running", "attempts": 1, "startTime": T0, "lastAttemptTime": T0,
@@ -270,15 +291,8 @@ fn table() {
                 "conditions": conds(IN_PROGRESS, "AttemptInFlight",
                     "Sending CancelCopyImage (attempt 1) for m-bp1caf3yicx5jlfl in cn-hangzhou", [T0; 3]),
             }),
-            action: NextAction::WriteAheadThenSend,
-            event: None,
-        },
-        Row {
-            name: "first reconcile without credentials waits, counts nothing",
-            spec: json!({}),
-            before: None,
-            now: T0,
-            jitter: 0.0,
+            action: NextAction::WriteAheadThenSend, ..base() },
+        Row { name: "first reconcile without credentials waits, counts nothing", now: T0,
             trigger: Trig::CredentialsMissing("Secret images/alibaba-credentials not found"),
             status: json!({
                 "phase": "Pending", "attempts": 0, "startTime": T0, "observedGeneration": 1,
@@ -287,121 +301,60 @@ fn table() {
                     [T0; 3]),
             }),
             action: NextAction::AwaitCredentials(None),
-            event: Some((
-                EventKind::Warning,
-                "AwaitingCredentials",
-                "Nothing is sent until credentials are available: Secret images/alibaba-credentials not found",
-            )),
-        },
-        Row {
-            name: "still waiting on a recheck: no second Event",
-            spec: json!({}),
+            event: warning("AwaitingCredentials",
+                "Nothing is sent until credentials are available: Secret images/alibaba-credentials not found"), ..base() },
+        Row { name: "still waiting on a recheck: no second Event", now: T2,
             before: Some(awaiting(STS_FAILING)),
-            now: T2,
-            jitter: 0.0,
             trigger: Trig::CredentialsMissing(STS_FAILING),
             status: awaiting(STS_FAILING),
-            action: NextAction::AwaitCredentials(None),
-            event: None,
-        },
-        Row {
-            name: "still waiting, for another reason: the message follows, no second Event",
-            spec: json!({}),
+            action: NextAction::AwaitCredentials(None), ..base() },
+        Row { name: "still waiting, for another reason: the message follows, no second Event", now: T2,
             before: Some(awaiting(STS_FAILING)),
-            now: T2,
-            jitter: 0.0,
             trigger: Trig::CredentialsMissing(STS_DENIED),
             status: awaiting(STS_DENIED),
-            action: NextAction::AwaitCredentials(None),
-            event: None,
-        },
-        Row {
-            name: "operator credentials still being fetched at the first reconcile: Pending, no Event",
-            spec: json!({}),
-            before: None,
-            now: T0,
-            jitter: 0.0,
+            action: NextAction::AwaitCredentials(None), ..base() },
+        Row { name: "operator credentials still being fetched at the first reconcile: Pending, no Event", now: T0,
             trigger: Trig::CredentialsPending,
             status: pending(),
-            action: NextAction::AwaitCredentials(None),
-            event: None,
-        },
-        Row {
-            name: "operator credentials still being fetched later: status untouched, deadline watched",
-            spec: json!({"activeDeadlineSeconds": 60}),
+            action: NextAction::AwaitCredentials(None), ..base() },
+        Row { name: "operator credentials still being fetched later: status untouched, deadline watched", now: T10, spec: json!({"activeDeadlineSeconds": 60}),
             before: Some(pending()),
-            now: T10,
-            jitter: 0.0,
             trigger: Trig::CredentialsPending,
             status: pending(),
-            action: NextAction::AwaitCredentials(Some(Duration::from_secs(50))),
-            event: None,
-        },
-        Row {
-            name: "the first fetch of the operator credentials failed: the wait begins with a Warning",
-            spec: json!({}),
+            action: NextAction::AwaitCredentials(Some(Duration::from_secs(50))), ..base() },
+        Row { name: "the first fetch of the operator credentials failed: the wait begins with a Warning", now: T1,
             before: Some(pending()),
-            now: T1,
-            jitter: 0.0,
             trigger: Trig::CredentialsMissing(STS_FAILING),
             status: awaiting(STS_FAILING),
             action: NextAction::AwaitCredentials(None),
-            event: Some((
-                EventKind::Warning,
-                "AwaitingCredentials",
+            event: warning("AwaitingCredentials",
                 "Nothing is sent until credentials are available: no rrsa credentials could be obtained \
-                 yet: STS answered HTTP 500 InternalError: The request processing has failed due to some \
-                 unknown error. (request ID STS-REQ-1)",
-            )),
-        },
-        Row {
-            name: "a Pending status (as earlier versions wrote first) proceeds to the write-ahead",
-            spec: json!({}),
+                yet: STS answered HTTP 500 InternalError: The request processing has failed due to some \
+                unknown error. (request ID STS-REQ-1)"), ..base() },
+        Row { name: "a Pending status (as earlier versions wrote first) proceeds to the write-ahead", now: T1,
             before: Some(pending()),
-            now: T1,
-            jitter: 0.0,
             trigger: Trig::Observe,
             status: in_flight_1(),
-            action: NextAction::WriteAheadThenSend,
-            event: None,
-        },
-        Row {
-            name: "credentials appear: the waiting resource proceeds to its first attempt",
-            spec: json!({}),
+            action: NextAction::WriteAheadThenSend, ..base() },
+        Row { name: "credentials appear: the waiting resource proceeds to its first attempt", now: T1,
             before: Some(json!({
                 "phase": "Pending", "attempts": 0, "startTime": T0, "observedGeneration": 1,
                 "conditions": conds(IN_PROGRESS, "AwaitingCredentials",
                     "Nothing is sent until credentials are available: Secret images/alibaba-credentials not found",
                     [T0; 3]),
             })),
-            now: T1,
-            jitter: 0.0,
             trigger: Trig::Observe,
             status: in_flight_1(),
-            action: NextAction::WriteAheadThenSend,
-            event: None,
-        },
-        Row {
-            name: "success",
-            spec: json!({}),
+            action: NextAction::WriteAheadThenSend, ..base() },
+        Row { name: "success", now: T2,
             before: Some(in_flight_1()),
-            now: T2,
-            jitter: 0.0,
             trigger: Trig::Attempted(cancelled("REQ-OK"), RetryClass::Success),
             status: succeeded(),
             action: NextAction::Done,
-            event: Some((
-                EventKind::Normal,
-                "Cancelled",
-                "Cancelled the copy to m-bp1caf3yicx5jlfl in cn-hangzhou (request ID REQ-OK)",
-            )),
-        },
-        Row {
-            name: "success after a failed attempt clears the error fields",
-            spec: json!({}),
+            event: normal("Cancelled",
+                "Cancelled the copy to m-bp1caf3yicx5jlfl in cn-hangzhou (request ID REQ-OK)"), ..base() },
+        Row { name: "success after a failed attempt clears the error fields", now: T4,
             before: Some(in_flight_2_after_internal_error()),
-            now: T4,
-            jitter: 0.0,
             trigger: Trig::Attempted(cancelled("REQ-2"), RetryClass::Success),
             status: json!({
                 "phase": "Succeeded", "attempts": 2, "failedAttempts": 1, "requestId": "REQ-2",
@@ -415,27 +368,11 @@ fn table() {
                     "Cancelled the copy to m-bp1caf3yicx5jlfl in cn-hangzhou (request ID REQ-2)", [T4, T4, T0]),
             }),
             action: NextAction::Done,
-            event: Some((
-                EventKind::Normal,
-                "Cancelled",
-                "Cancelled the copy to m-bp1caf3yicx5jlfl in cn-hangzhou (request ID REQ-2)",
-            )),
-        },
-        Row {
-            name: "counted retry: InternalError schedules the next attempt",
-            spec: json!({}),
+            event: normal("Cancelled",
+                "Cancelled the copy to m-bp1caf3yicx5jlfl in cn-hangzhou (request ID REQ-2)"), ..base() },
+        Row { name: "counted retry: InternalError schedules the next attempt", now: T2, jitter: 0.5,
             before: Some(in_flight_1()),
-            now: T2,
-            jitter: 0.5,
-            trigger: Trig::Attempted(
-                service(
-                    500,
-                    "InternalError",
-                    "The request processing has failed due to some unknown error.",
-                    "REQ-1",
-                ),
-                RetryClass::Retryable,
-            ),
+            trigger: Trig::Attempted(service(500, "InternalError", "The request processing has failed due to some unknown error.", "REQ-1"), RetryClass::Retryable),
             // retry 0: window 1 s, jitter 0.5 → 0.5 s, rounded up to the next whole second.
             status: json!({
                 "phase": "Running", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
@@ -449,28 +386,12 @@ fn table() {
                      (HTTP 500, request ID REQ-1); next attempt in 1s (retry 1 of 6)", [T0; 3]),
             }),
             action: NextAction::RequeueAfter(Duration::from_secs(1)),
-            event: Some((
-                EventKind::Normal,
-                "RetryScheduled",
+            event: normal("RetryScheduled",
                 "Attempt 1 failed: InternalError: The request processing has failed due to some unknown error. \
-                 (HTTP 500, request ID REQ-1); next attempt in 1s (retry 1 of 6)",
-            )),
-        },
-        Row {
-            name: "counted retry: the last allowed retry is numbered against backoffLimit",
-            spec: json!({"backoffLimit": 1}),
+                (HTTP 500, request ID REQ-1); next attempt in 1s (retry 1 of 6)"), ..base() },
+        Row { name: "counted retry: the last allowed retry is numbered against backoffLimit", now: T2, spec: json!({"backoffLimit": 1}), jitter: 0.5,
             before: Some(in_flight_1()),
-            now: T2,
-            jitter: 0.5,
-            trigger: Trig::Attempted(
-                service(
-                    500,
-                    "InternalError",
-                    "The request processing has failed due to some unknown error.",
-                    "REQ-1",
-                ),
-                RetryClass::Retryable,
-            ),
+            trigger: Trig::Attempted(service(500, "InternalError", "The request processing has failed due to some unknown error.", "REQ-1"), RetryClass::Retryable),
             // retry 0: window 1 s, jitter 0.5 → 0.5 s, rounded up to the next whole second.
             status: json!({
                 "phase": "Running", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
@@ -484,19 +405,11 @@ fn table() {
                      (HTTP 500, request ID REQ-1); next attempt in 1s (retry 1 of 1)", [T0; 3]),
             }),
             action: NextAction::RequeueAfter(Duration::from_secs(1)),
-            event: Some((
-                EventKind::Normal,
-                "RetryScheduled",
+            event: normal("RetryScheduled",
                 "Attempt 1 failed: InternalError: The request processing has failed due to some unknown error. \
-                 (HTTP 500, request ID REQ-1); next attempt in 1s (retry 1 of 1)",
-            )),
-        },
-        Row {
-            name: "counted retry: a transport failure is ambiguous and keeps the last request ID",
-            spec: json!({}),
+                (HTTP 500, request ID REQ-1); next attempt in 1s (retry 1 of 1)") },
+        Row { name: "counted retry: a transport failure is ambiguous and keeps the last request ID", now: T4, jitter: 0.75,
             before: Some(in_flight_2_after_internal_error()),
-            now: T4,
-            jitter: 0.75,
             trigger: Trig::Attempted(transport("connection reset by peer"), RetryClass::Retryable),
             // retry 1: window 2 s, jitter 0.75 → 1.5 s → due at T6 (rounded up).
             status: json!({
@@ -514,30 +427,16 @@ fn table() {
                     [T0; 3]),
             }),
             action: NextAction::RequeueAfter(Duration::from_secs(2)),
-            event: Some((
-                EventKind::Normal,
-                "RetryScheduled",
-                "Attempt 2 failed: TransportError: connection reset by peer; next attempt in 2s (retry 2 of 6)",
-            )),
-        },
-        Row {
-            name: "throttled retry is not counted and honours the service's retry-after hint",
-            spec: json!({}),
+            event: normal("RetryScheduled",
+                "Attempt 2 failed: TransportError: connection reset by peer; next attempt in 2s (retry 2 of 6)"), ..base() },
+        Row { name: "throttled retry is not counted and honours the service's retry-after hint", now: T2,
             before: Some(in_flight_1()),
-            now: T2,
-            jitter: 0.0,
-            trigger: Trig::Attempted(
-                CancelOutcome::Service(ServiceError {
-                    http_status: 400,
-                    code: "Throttling.User".into(),
-                    message: "Request was denied due to user flow control.".into(),
-                    request_id: Some("REQ-T".into()),
-                    host_id: None,
-                    recommend: None,
-                    retry_after: Some(Duration::from_secs(3)),
-                }),
-                RetryClass::Throttled,
-            ),
+            trigger: Trig::Attempted(CancelOutcome::Service(ServiceError {
+                http_status: 400, code: "Throttling.User".into(),
+                message: "Request was denied due to user flow control.".into(),
+                request_id: Some("REQ-T".into()), host_id: None, recommend: None,
+                retry_after: Some(Duration::from_secs(3)),
+            }), RetryClass::Throttled),
             status: json!({
                 "phase": "Running", "attempts": 1, "requestId": "REQ-T",
                 "errorCode": "Throttling.User", "httpStatus": 400,
@@ -551,28 +450,12 @@ fn table() {
                     [T0; 3]),
             }),
             action: NextAction::RequeueAfter(Duration::from_secs(3)),
-            event: Some((
-                EventKind::Normal,
-                "RetryScheduled",
+            event: normal("RetryScheduled",
                 "Attempt 1 failed: Throttling.User: Request was denied due to user flow control. \
-                 (HTTP 400, request ID REQ-T); next attempt in 3s (throttling does not count against backoffLimit)",
-            )),
-        },
-        Row {
-            name: "backoff limit reached: Failed RetriesExhausted with the last code",
-            spec: json!({"backoffLimit": 1}),
+                (HTTP 400, request ID REQ-T); next attempt in 3s (throttling does not count against backoffLimit)"), ..base() },
+        Row { name: "backoff limit reached: Failed RetriesExhausted with the last code", now: T4, spec: json!({"backoffLimit": 1}),
             before: Some(in_flight_2_after_internal_error()),
-            now: T4,
-            jitter: 0.0,
-            trigger: Trig::Attempted(
-                service(
-                    503,
-                    "ServiceUnavailable",
-                    "The request has failed due to a temporary failure of the server.",
-                    "REQ-2",
-                ),
-                RetryClass::Retryable,
-            ),
+            trigger: Trig::Attempted(service(503, "ServiceUnavailable", "The request has failed due to a temporary failure of the server.", "REQ-2"), RetryClass::Retryable),
             status: json!({
                 "phase": "Failed", "attempts": 2, "failedAttempts": 2, "requestId": "REQ-2",
                 "errorCode": "ServiceUnavailable", "httpStatus": 503,
@@ -589,28 +472,12 @@ fn table() {
                     [T0, T4, T4]),
             }),
             action: NextAction::Done,
-            event: Some((
-                EventKind::Warning,
-                "CancelFailed",
+            event: warning("CancelFailed",
                 "RetriesExhausted: Gave up after 2 failed attempt(s) (backoffLimit 1); last: ServiceUnavailable: \
-                 The request has failed due to a temporary failure of the server. (HTTP 503, request ID REQ-2)",
-            )),
-        },
-        Row {
-            name: "backoffLimit 0: the first retryable failure is final",
-            spec: json!({"backoffLimit": 0}),
+                The request has failed due to a temporary failure of the server. (HTTP 503, request ID REQ-2)"), ..base() },
+        Row { name: "backoffLimit 0: the first retryable failure is final", now: T2, spec: json!({"backoffLimit": 0}),
             before: Some(in_flight_1()),
-            now: T2,
-            jitter: 0.0,
-            trigger: Trig::Attempted(
-                service(
-                    500,
-                    "InternalError",
-                    "The request processing has failed due to some unknown error.",
-                    "REQ-1",
-                ),
-                RetryClass::Retryable,
-            ),
+            trigger: Trig::Attempted(service(500, "InternalError", "The request processing has failed due to some unknown error.", "REQ-1"), RetryClass::Retryable),
             status: json!({
                 "phase": "Failed", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
                 "errorCode": "InternalError", "httpStatus": 500,
@@ -624,16 +491,10 @@ fn table() {
                     [T0, T2, T2]),
             }),
             action: NextAction::Done,
-            event: Some((
-                EventKind::Warning,
-                "CancelFailed",
+            event: warning("CancelFailed",
                 "RetriesExhausted: Gave up after 1 failed attempt(s) (backoffLimit 0); last: InternalError: The \
-                 request processing has failed due to some unknown error. (HTTP 500, request ID REQ-1)",
-            )),
-        },
-        Row {
-            name: "deadline passed while waiting for a retry: Failed DeadlineExceeded, nothing sent",
-            spec: json!({"activeDeadlineSeconds": 5}),
+                request processing has failed due to some unknown error. (HTTP 500, request ID REQ-1)"), ..base() },
+        Row { name: "deadline passed while waiting for a retry: Failed DeadlineExceeded, nothing sent", now: T5, spec: json!({"activeDeadlineSeconds": 5}),
             before: Some(json!({
                 "phase": "Running", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
                 "errorCode": "InternalError", "httpStatus": 500, "errorMessage": "boom",
@@ -642,8 +503,6 @@ fn table() {
                 "observedGeneration": 1,
                 "conditions": conds(IN_PROGRESS, "RetryScheduled", "Attempt 1 failed", [T0; 3]),
             })),
-            now: T5,
-            jitter: 0.0,
             trigger: Trig::Observe,
             status: json!({
                 "phase": "Failed", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
@@ -656,18 +515,10 @@ fn table() {
                     [T0, T5, T5]),
             }),
             action: NextAction::Done,
-            event: Some((
-                EventKind::Warning,
-                "CancelFailed",
-                "DeadlineExceeded: activeDeadlineSeconds (5s) passed after 1 attempt(s); last error InternalError: boom",
-            )),
-        },
-        Row {
-            name: "a retry due after the deadline wakes up at the deadline",
-            spec: json!({"activeDeadlineSeconds": 5}),
+            event: warning("CancelFailed",
+                "DeadlineExceeded: activeDeadlineSeconds (5s) passed after 1 attempt(s); last error InternalError: boom"), ..base() },
+        Row { name: "a retry due after the deadline wakes up at the deadline", now: T4, spec: json!({"activeDeadlineSeconds": 5}), jitter: 0.99,
             before: Some(in_flight_2_after_internal_error()),
-            now: T4,
-            jitter: 0.99,
             trigger: Trig::Attempted(transport("timed out"), RetryClass::Retryable),
             // retry 1: window 2 s, jitter 0.99 → 1.98 s → due at T6, but the deadline is T5.
             status: json!({
@@ -683,18 +534,10 @@ fn table() {
                     "Attempt 2 failed: TransportError: timed out; next attempt in 2s (retry 2 of 6)", [T0; 3]),
             }),
             action: NextAction::RequeueAfter(Duration::from_secs(1)),
-            event: Some((
-                EventKind::Normal,
-                "RetryScheduled",
-                "Attempt 2 failed: TransportError: timed out; next attempt in 2s (retry 2 of 6)",
-            )),
-        },
-        Row {
-            name: "unknown outcome after a crash: counted, kept as Unknown, retried with backoff",
-            spec: json!({}),
+            event: normal("RetryScheduled",
+                "Attempt 2 failed: TransportError: timed out; next attempt in 2s (retry 2 of 6)") },
+        Row { name: "unknown outcome after a crash: counted, kept as Unknown, retried with backoff", now: T4, jitter: 0.5,
             before: Some(in_flight_1()),
-            now: T4,
-            jitter: 0.5,
             trigger: Trig::Observe,
             status: json!({
                 "phase": "Running", "attempts": 1, "failedAttempts": 1, "ambiguousAttempts": 1,
@@ -707,16 +550,10 @@ fn table() {
                     [T0; 3]),
             }),
             action: NextAction::RequeueAfter(Duration::from_secs(1)),
-            event: Some((
-                EventKind::Normal,
-                "RetryScheduled",
+            event: normal("RetryScheduled",
                 "Attempt 1 failed: the outcome of attempt 1 was never recorded (the controller stopped while \
-                 it was in flight); next attempt in 1s (retry 1 of 6)",
-            )),
-        },
-        Row {
-            name: "the repeat after an unknown outcome is written ahead like any attempt",
-            spec: json!({}),
+                it was in flight); next attempt in 1s (retry 1 of 6)"), ..base() },
+        Row { name: "the repeat after an unknown outcome is written ahead like any attempt", now: T5,
             before: Some(json!({
                 "phase": "Running", "attempts": 1, "failedAttempts": 1, "ambiguousAttempts": 1,
                 "startTime": T0, "lastAttemptTime": T1, "nextAttemptTime": T5,
@@ -724,28 +561,12 @@ fn table() {
                 "observedGeneration": 1,
                 "conditions": conds(IN_PROGRESS, "RetryScheduled", "Attempt 1 failed", [T0; 3]),
             })),
-            now: T5,
-            jitter: 0.0,
             trigger: Trig::Observe,
             status: in_flight_2_after_unknown(),
-            action: NextAction::WriteAheadThenSend,
-            event: None,
-        },
-        Row {
-            name: "PreviousAttemptMayHaveSucceeded: image gone after an unknown outcome",
-            spec: json!({}),
+            action: NextAction::WriteAheadThenSend, ..base() },
+        Row { name: "PreviousAttemptMayHaveSucceeded: image gone after an unknown outcome", now: T10,
             before: Some(in_flight_2_after_unknown()),
-            now: T10,
-            jitter: 0.0,
-            trigger: Trig::Attempted(
-                service(
-                    404,
-                    "InvalidImageId.NotFound",
-                    "The specified ImageId does not exist.",
-                    "REQ-2",
-                ),
-                RetryClass::Terminal,
-            ),
+            trigger: Trig::Attempted(service(404, "InvalidImageId.NotFound", "The specified ImageId does not exist.", "REQ-2"), RetryClass::Terminal),
             status: json!({
                 "phase": "Failed", "attempts": 2, "failedAttempts": 1, "ambiguousAttempts": 1,
                 "requestId": "REQ-2", "errorCode": "InvalidImageId.NotFound", "httpStatus": 404,
@@ -764,18 +585,12 @@ fn table() {
                     [T0, T10, T10]),
             }),
             action: NextAction::Done,
-            event: Some((
-                EventKind::Warning,
-                "CancelFailed",
+            event: warning("CancelFailed",
                 "PreviousAttemptMayHaveSucceeded: Attempt 2 got InvalidImageId.NotFound (The specified ImageId \
-                 does not exist. (HTTP 404, request ID REQ-2)), but 1 earlier attempt(s) ended without a known \
-                 outcome: the earlier attempt may well have cancelled the copy already. Check image \
-                 m-bp1caf3yicx5jlfl in cn-hangzhou before creating a new cancellation",
-            )),
-        },
-        Row {
-            name: "credentials missing when a retry is due: no attempt counted, deadline still watched",
-            spec: json!({"activeDeadlineSeconds": 60}),
+                does not exist. (HTTP 404, request ID REQ-2)), but 1 earlier attempt(s) ended without a known \
+                outcome: the earlier attempt may well have cancelled the copy already. Check image \
+                m-bp1caf3yicx5jlfl in cn-hangzhou before creating a new cancellation"), ..base() },
+        Row { name: "credentials missing when a retry is due: no attempt counted, deadline still watched", now: T3, spec: json!({"activeDeadlineSeconds": 60}),
             before: Some(json!({
                 "phase": "Running", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
                 "errorCode": "InternalError", "httpStatus": 500, "errorMessage": "boom",
@@ -784,11 +599,8 @@ fn table() {
                 "observedGeneration": 1,
                 "conditions": conds(IN_PROGRESS, "RetryScheduled", "Attempt 1 failed", [T0; 3]),
             })),
-            now: T3,
-            jitter: 0.0,
-            trigger: Trig::CredentialsMissing(
-                "Secret images/alibaba-credentials has no key accessKeySecret",
-            ),
+            trigger: Trig::CredentialsMissing("Secret images/alibaba-credentials has no key accessKeySecret"),
+            // The deadline (T0 + 60 s) still lands on time while waiting.
             status: json!({
                 "phase": "Running", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
                 "errorCode": "InternalError", "httpStatus": 500, "errorMessage": "boom",
@@ -800,18 +612,11 @@ fn table() {
                      key accessKeySecret",
                     [T0; 3]),
             }),
-            // The deadline (T0 + 60 s) still lands on time while waiting.
             action: NextAction::AwaitCredentials(Some(Duration::from_secs(57))),
-            event: Some((
-                EventKind::Warning,
-                "AwaitingCredentials",
+            event: warning("AwaitingCredentials",
                 "Nothing is sent until credentials are available: Secret images/alibaba-credentials has no \
-                 key accessKeySecret",
-            )),
-        },
-        Row {
-            name: "a retry not yet due: wait for the rest, status untouched",
-            spec: json!({}),
+                key accessKeySecret"), ..base() },
+        Row { name: "a retry not yet due: wait for the rest, status untouched", now: T4,
             before: Some(json!({
                 "phase": "Running", "attempts": 1, "failedAttempts": 1,
                 "startTime": T0, "lastAttemptTime": T1, "nextAttemptTime": T10,
@@ -819,8 +624,6 @@ fn table() {
                 "observedGeneration": 1,
                 "conditions": conds(IN_PROGRESS, "RetryScheduled", "Attempt 1 failed", [T0; 3]),
             })),
-            now: T4,
-            jitter: 0.0,
             trigger: Trig::Observe,
             status: json!({
                 "phase": "Running", "attempts": 1, "failedAttempts": 1,
@@ -829,42 +632,22 @@ fn table() {
                 "observedGeneration": 1,
                 "conditions": conds(IN_PROGRESS, "RetryScheduled", "Attempt 1 failed", [T0; 3]),
             }),
-            action: NextAction::RequeueAfter(Duration::from_secs(6)),
-            event: None,
-        },
-        Row {
-            name: "a finished resource is never sent again",
-            spec: json!({}),
+            action: NextAction::RequeueAfter(Duration::from_secs(6)), ..base() },
+        Row { name: "a finished resource is never sent again", now: T10,
             before: Some(succeeded()),
-            now: T10,
-            jitter: 0.0,
             trigger: Trig::Observe,
             status: succeeded(),
-            action: NextAction::Done,
-            event: None,
-        },
-        Row {
-            name: "a finished resource does not wait for credentials either",
-            spec: json!({}),
+            action: NextAction::Done, ..base() },
+        Row { name: "a finished resource does not wait for credentials either", now: T10,
             before: Some(succeeded()),
-            now: T10,
-            jitter: 0.0,
             trigger: Trig::CredentialsMissing("Secret images/alibaba-credentials not found"),
             status: succeeded(),
-            action: NextAction::Done,
-            event: None,
-        },
-        Row {
-            name: "a recorded success is never overwritten by a late outcome",
-            spec: json!({}),
+            action: NextAction::Done, ..base() },
+        Row { name: "a recorded success is never overwritten by a late outcome", now: T10,
             before: Some(succeeded()),
-            now: T10,
-            jitter: 0.0,
             trigger: Trig::Attempted(transport("timed out"), RetryClass::Retryable),
             status: succeeded(),
-            action: NextAction::Done,
-            event: None,
-        },
+            action: NextAction::Done, ..base() },
     ];
     for row in &rows {
         run(row);

@@ -623,6 +623,29 @@ mod tests {
         ])
     }
 
+    /// What the checks consult: `ring()` and the one region, cn-hangzhou.
+    struct Simulated {
+        keys: KeyRing,
+        regions: BTreeSet<String>,
+    }
+
+    impl Simulated {
+        fn new() -> Self {
+            Simulated {
+                keys: ring(),
+                regions: ["cn-hangzhou".to_owned()].into(),
+            }
+        }
+
+        fn checks(&self) -> Checks<'_> {
+            Checks {
+                keys: &self.keys,
+                regions: &self.regions,
+                max_skew: DEFAULT_MAX_SKEW,
+            }
+        }
+    }
+
     fn now() -> Timestamp {
         "2024-05-01T12:34:56Z".parse().unwrap()
     }
@@ -656,7 +679,29 @@ mod tests {
         p
     }
 
-    type Edit = fn(&mut BTreeMap<String, String>);
+    /// A change to the parameters, made before or after signing.
+    #[derive(Clone, Copy)]
+    enum Edit {
+        Keep,
+        Set(&'static str, &'static str),
+        Remove(&'static str),
+    }
+    use Edit::{Keep, Remove, Set};
+
+    impl Edit {
+        fn apply(self, p: &mut BTreeMap<String, String>) {
+            match self {
+                Keep => {}
+                Set(k, v) => {
+                    p.insert(k.into(), v.into());
+                }
+                Remove(k) => {
+                    p.remove(k);
+                }
+            }
+        }
+    }
+
     /// (name, key id, edit before signing, edit after signing, expected status and code; `None` = accepted)
     type Row = (
         &'static str,
@@ -666,208 +711,42 @@ mod tests {
         Option<(u16, &'static str)>,
     );
 
+    /// The cases `checks_table` runs.
+    #[rustfmt::skip]
+    const TABLE: &[Row] = &[
+        ("valid",                  ID,           Keep,                                     Keep,                      None),
+        ("valid sts",              STS_ID,       Set("SecurityToken", TOKEN),              Keep,                      None),
+        ("missing action",         ID,           Remove("Action"),                         Keep,                      Some((400, "MissingAction"))),
+        ("wrong version",          ID,           Set("Version", "2016-03-14"),             Keep,                      Some((400, "InvalidVersion"))),
+        ("unknown action",         ID,           Set("Action", "DescribeImages"),          Keep,                      Some((404, "InvalidAction.NotFound"))),
+        ("missing signature",      ID,           Keep,                                     Remove("Signature"),       Some((400, "MissingSignature"))),
+        ("missing nonce",          ID,           Remove("SignatureNonce"),                 Keep,                      Some((400, "MissingSignatureNonce"))),
+        ("sha256 method",          ID,           Set("SignatureMethod", "HMAC-SHA256"),    Keep,                      Some((400, "InvalidSignatureMethod"))),
+        ("bad timestamp",          ID,           Set("Timestamp", "2024-05-01 12:34:56"),  Keep,                      Some((400, "InvalidTimeStamp.Format"))),
+        ("16 min old",             ID,           Set("Timestamp", "2024-05-01T12:18:55Z"), Keep,                      Some((400, "InvalidTimeStamp.Expired"))),
+        ("15 min old ok",          ID,           Set("Timestamp", "2024-05-01T12:19:56Z"), Keep,                      None),
+        ("16 min ahead",           ID,           Set("Timestamp", "2024-05-01T12:50:57Z"), Keep,                      Some((400, "InvalidTimeStamp.Expired"))),
+        ("unknown key",            "LTAInobody", Keep,                                     Keep,                      Some((404, "InvalidAccessKeyId.NotFound"))),
+        ("tampered",               ID,           Keep,                                     Set("ImageId", "m-other"), Some((400, "SignatureDoesNotMatch"))),
+        ("sts missing token",      STS_ID,       Keep,                                     Keep,                      Some((400, "MissingSecurityToken"))),
+        ("sts wrong token",        STS_ID,       Set("SecurityToken", "QUJD"),             Keep,                      Some((403, "InvalidSecurityToken.MismatchWithAccessKey"))),
+        ("sts malformed token",    STS_ID,       Set("SecurityToken", "not a token!"),     Keep,                      Some((400, "InvalidSecurityToken.Malformed"))),
+        ("token on permanent key", ID,           Set("SecurityToken", TOKEN),              Keep,                      Some((403, "InvalidSecurityToken.MismatchWithAccessKey"))),
+        ("missing region",         ID,           Remove("RegionId"),                       Keep,                      Some((400, "MissingRegionId"))),
+        ("missing image",          ID,           Remove("ImageId"),                        Keep,                      Some((400, "MissingImageId"))),
+        ("empty image",            ID,           Set("ImageId", ""),                       Keep,                      Some((400, "MissingImageId"))),
+        ("unknown region",         ID,           Set("RegionId", "mars-north-1"),          Keep,                      Some((404, "InvalidRegionId.NotFound"))),
+    ];
+
     #[test]
     fn checks_table() {
-        let regions: BTreeSet<String> = ["cn-hangzhou".to_owned()].into();
-        let keys = ring();
-        let checks = Checks {
-            keys: &keys,
-            regions: &regions,
-            max_skew: DEFAULT_MAX_SKEW,
-        };
-        let table: Vec<Row> = vec![
-            ("valid", ID, |_| {}, |_| {}, None),
-            (
-                "valid sts",
-                STS_ID,
-                |p| {
-                    p.insert("SecurityToken".into(), TOKEN.into());
-                },
-                |_| {},
-                None,
-            ),
-            (
-                "missing action",
-                ID,
-                |p| {
-                    p.remove("Action");
-                },
-                |_| {},
-                Some((400, "MissingAction")),
-            ),
-            (
-                "wrong version",
-                ID,
-                |p| {
-                    p.insert("Version".into(), "2016-03-14".into());
-                },
-                |_| {},
-                Some((400, "InvalidVersion")),
-            ),
-            (
-                "unknown action",
-                ID,
-                |p| {
-                    p.insert("Action".into(), "DescribeImages".into());
-                },
-                |_| {},
-                Some((404, "InvalidAction.NotFound")),
-            ),
-            (
-                "missing signature",
-                ID,
-                |_| {},
-                |p| {
-                    p.remove("Signature");
-                },
-                Some((400, "MissingSignature")),
-            ),
-            (
-                "missing nonce",
-                ID,
-                |p| {
-                    p.remove("SignatureNonce");
-                },
-                |_| {},
-                Some((400, "MissingSignatureNonce")),
-            ),
-            (
-                "sha256 method",
-                ID,
-                |p| {
-                    p.insert("SignatureMethod".into(), "HMAC-SHA256".into());
-                },
-                |_| {},
-                Some((400, "InvalidSignatureMethod")),
-            ),
-            (
-                "bad timestamp",
-                ID,
-                |p| {
-                    p.insert("Timestamp".into(), "2024-05-01 12:34:56".into());
-                },
-                |_| {},
-                Some((400, "InvalidTimeStamp.Format")),
-            ),
-            (
-                "16 min old",
-                ID,
-                |p| {
-                    p.insert("Timestamp".into(), "2024-05-01T12:18:55Z".into());
-                },
-                |_| {},
-                Some((400, "InvalidTimeStamp.Expired")),
-            ),
-            (
-                "15 min old ok",
-                ID,
-                |p| {
-                    p.insert("Timestamp".into(), "2024-05-01T12:19:56Z".into());
-                },
-                |_| {},
-                None,
-            ),
-            (
-                "16 min ahead",
-                ID,
-                |p| {
-                    p.insert("Timestamp".into(), "2024-05-01T12:50:57Z".into());
-                },
-                |_| {},
-                Some((400, "InvalidTimeStamp.Expired")),
-            ),
-            (
-                "unknown key",
-                "LTAInobody",
-                |_| {},
-                |_| {},
-                Some((404, "InvalidAccessKeyId.NotFound")),
-            ),
-            (
-                "tampered",
-                ID,
-                |_| {},
-                |p| {
-                    p.insert("ImageId".into(), "m-other".into());
-                },
-                Some((400, "SignatureDoesNotMatch")),
-            ),
-            (
-                "sts missing token",
-                STS_ID,
-                |_| {},
-                |_| {},
-                Some((400, "MissingSecurityToken")),
-            ),
-            (
-                "sts wrong token",
-                STS_ID,
-                |p| {
-                    p.insert("SecurityToken".into(), "QUJD".into());
-                },
-                |_| {},
-                Some((403, "InvalidSecurityToken.MismatchWithAccessKey")),
-            ),
-            (
-                "sts malformed token",
-                STS_ID,
-                |p| {
-                    p.insert("SecurityToken".into(), "not a token!".into());
-                },
-                |_| {},
-                Some((400, "InvalidSecurityToken.Malformed")),
-            ),
-            (
-                "token on permanent key",
-                ID,
-                |p| {
-                    p.insert("SecurityToken".into(), TOKEN.into());
-                },
-                |_| {},
-                Some((403, "InvalidSecurityToken.MismatchWithAccessKey")),
-            ),
-            (
-                "missing region",
-                ID,
-                |p| {
-                    p.remove("RegionId");
-                },
-                |_| {},
-                Some((400, "MissingRegionId")),
-            ),
-            (
-                "missing image",
-                ID,
-                |p| {
-                    p.remove("ImageId");
-                },
-                |_| {},
-                Some((400, "MissingImageId")),
-            ),
-            (
-                "empty image",
-                ID,
-                |p| {
-                    p.insert("ImageId".into(), String::new());
-                },
-                |_| {},
-                Some((400, "MissingImageId")),
-            ),
-            (
-                "unknown region",
-                ID,
-                |p| {
-                    p.insert("RegionId".into(), "mars-north-1".into());
-                },
-                |_| {},
-                Some((404, "InvalidRegionId.NotFound")),
-            ),
-        ];
-        for (name, id, before, after, want) in table {
+        let sim = Simulated::new();
+        let checks = sim.checks();
+        for &(name, id, before, after, want) in TABLE {
             let mut p = base(id);
-            before(&mut p);
+            before.apply(&mut p);
             let mut p = signed("POST", p, SECRET);
-            after(&mut p);
+            after.apply(&mut p);
             let got = check("POST", &p, checks, now());
             match want {
                 None => assert!(got.is_ok(), "{name}: {got:?}"),
@@ -885,13 +764,8 @@ mod tests {
 
     #[test]
     fn method_is_part_of_the_signature() {
-        let regions: BTreeSet<String> = ["cn-hangzhou".to_owned()].into();
-        let keys = ring();
-        let checks = Checks {
-            keys: &keys,
-            regions: &regions,
-            max_skew: DEFAULT_MAX_SKEW,
-        };
+        let sim = Simulated::new();
+        let checks = sim.checks();
         let p = signed("POST", base(ID), SECRET);
         assert!(check("POST", &p, checks, now()).is_ok());
         let err = check("GET", &p, checks, now()).unwrap_err();

@@ -285,6 +285,18 @@ pub(crate) struct ManagedEntry {
 }
 
 impl ManagedEntry {
+    /// A new entry: `writer` owns `fields` since now.
+    fn new(writer: &Writer, operation: &str, subresource: &str, fields: BTreeSet<Path>) -> Self {
+        ManagedEntry {
+            manager: writer.manager.to_string(),
+            operation: operation.into(),
+            subresource: subresource.to_string(),
+            api_version: writer.api_version.to_string(),
+            time: writer.now.to_string(),
+            fields,
+        }
+    }
+
     fn same_owner(&self, manager: &str, operation: &str, subresource: &str) -> bool {
         self.manager == manager && self.operation == operation && self.subresource == subresource
     }
@@ -458,14 +470,7 @@ pub(crate) fn record_update(
                 entry.time = writer.now.to_string();
                 entry.api_version = writer.api_version.to_string();
             }
-            None => entries.push(ManagedEntry {
-                manager: writer.manager.to_string(),
-                operation: "Update".into(),
-                subresource: sub.to_string(),
-                api_version: writer.api_version.to_string(),
-                time: writer.now.to_string(),
-                fields: changed,
-            }),
+            None => entries.push(ManagedEntry::new(writer, "Update", sub, changed)),
         }
     }
     entries.retain(|e| !e.fields.is_empty());
@@ -542,14 +547,7 @@ pub(crate) fn apply(
             entry.fields = fields;
             entry.api_version = writer.api_version.to_string();
         }
-        None => entries.push(ManagedEntry {
-            manager: writer.manager.to_string(),
-            operation: "Apply".into(),
-            subresource: sub.to_string(),
-            api_version: writer.api_version.to_string(),
-            time: writer.now.to_string(),
-            fields,
-        }),
+        None => entries.push(ManagedEntry::new(writer, "Apply", sub, fields)),
     }
     entries.retain(|e| !e.fields.is_empty());
     Ok(merged)

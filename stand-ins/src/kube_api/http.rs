@@ -221,11 +221,7 @@ fn group_list(shared: &Shared) -> Value {
 
 fn resource_list(shared: &Shared, group: &str, version: &str) -> Option<Value> {
     let store = shared.store();
-    let types: Vec<&Arc<ResourceType>> = store
-        .types
-        .iter()
-        .filter(|t| t.group == group && t.version == version)
-        .collect();
+    let types = store.types_in(group, version);
     if types.is_empty() {
         return None;
     }

@@ -46,11 +46,7 @@ fn parameter(name: &str) -> Value {
 
 /// `GET /openapi/v3/apis/{group}/{version}` (or `/openapi/v3/api/v1`).
 pub(crate) fn group_version(store: &Store, group: &str, version: &str) -> Option<Value> {
-    let types: Vec<_> = store
-        .types
-        .iter()
-        .filter(|t| t.group == group && t.version == version)
-        .collect();
+    let types = store.types_in(group, version);
     if types.is_empty() {
         return None;
     }

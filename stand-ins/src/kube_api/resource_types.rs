@@ -81,19 +81,20 @@ impl ResourceType {
 
     /// `plural.group` as used in NotFound / Conflict messages.
     pub(crate) fn group_resource(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.clone()
-        } else {
-            format!("{}.{}", self.plural, self.group)
-        }
+        self.dot_group(&self.plural)
     }
 
     /// `Kind.group` as used in Invalid messages.
     pub(crate) fn group_kind(&self) -> String {
+        self.dot_group(&self.kind)
+    }
+
+    /// `name.group`, or `name` alone for the core group.
+    fn dot_group(&self, name: &str) -> String {
         if self.group.is_empty() {
-            self.kind.clone()
+            name.to_owned()
         } else {
-            format!("{}.{}", self.kind, self.group)
+            format!("{name}.{}", self.group)
         }
     }
 

@@ -312,6 +312,14 @@ impl Store {
         }
     }
 
+    /// The types served under one group and version, in registration order.
+    pub(crate) fn types_in(&self, group: &str, version: &str) -> Vec<&Arc<ResourceType>> {
+        self.types
+            .iter()
+            .filter(|t| t.group == group && t.version == version)
+            .collect()
+    }
+
     /// The type whose store holds `ty`'s objects.
     /// NB: views share their storage type's change stream.
     pub(crate) fn storage_of(&self, ty: usize) -> usize {

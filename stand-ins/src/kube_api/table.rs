@@ -31,31 +31,28 @@ pub(crate) fn human_duration(seconds: i64) -> String {
     if s < 120 {
         format!("{s}s")
     } else if m < 10 {
-        if s % 60 == 0 {
-            format!("{m}m")
-        } else {
-            format!("{m}m{}s", s % 60)
-        }
+        two_units(m, "m", s % 60, "s")
     } else if h < 3 {
         format!("{m}m")
     } else if h < 8 {
-        if m % 60 == 0 {
-            format!("{h}h")
-        } else {
-            format!("{h}h{}m", m % 60)
-        }
+        two_units(h, "h", m % 60, "m")
     } else if h < 48 {
         format!("{h}h")
     } else if h < 24 * 8 {
-        if h % 24 == 0 {
-            format!("{d}d")
-        } else {
-            format!("{d}d{}h", h % 24)
-        }
+        two_units(d, "d", h % 24, "h")
     } else if h < 24 * 365 * 2 {
         format!("{d}d")
     } else {
         format!("{}y", d / 365)
+    }
+}
+
+/// `5m`, or `5m30s` when the smaller unit is not zero (kubectl's style).
+fn two_units(big: i64, big_unit: &str, small: i64, small_unit: &str) -> String {
+    if small == 0 {
+        format!("{big}{big_unit}")
+    } else {
+        format!("{big}{big_unit}{small}{small_unit}")
     }
 }
 

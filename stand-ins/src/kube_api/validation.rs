@@ -195,6 +195,20 @@ fn join(path: &str, field: &str) -> String {
     }
 }
 
+/// The error for a value of the wrong JSON type, as the real server words it.
+fn type_invalid(path: &str, value: &Value, expected: &str) -> FieldError {
+    FieldError {
+        field: path.to_string(),
+        kind: FieldErrorKind::TypeInvalid {
+            value: json!(json_type(value)),
+            detail: format!(
+                "{path} in body must be of type {expected}: \"{}\"",
+                json_type(value)
+            ),
+        },
+    }
+}
+
 fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
@@ -271,31 +285,13 @@ fn check(value: &Value, schema: &Value, path: &str, errors: &mut Vec<FieldError>
         == Some(true);
     if int_or_string {
         if !(value.is_string() || value.is_i64() || value.is_u64()) {
-            errors.push(FieldError {
-                field: path.to_string(),
-                kind: FieldErrorKind::TypeInvalid {
-                    value: json!(json_type(value)),
-                    detail: format!(
-                        "{path} in body must be of type integer,string: \"{}\"",
-                        json_type(value)
-                    ),
-                },
-            });
+            errors.push(type_invalid(path, value, "integer,string"));
             return;
         }
     } else if let Some(expected) = schema.get("type").and_then(Value::as_str)
         && !type_matches(expected, value)
     {
-        errors.push(FieldError {
-            field: path.to_string(),
-            kind: FieldErrorKind::TypeInvalid {
-                value: json!(json_type(value)),
-                detail: format!(
-                    "{path} in body must be of type {expected}: \"{}\"",
-                    json_type(value)
-                ),
-            },
-        });
+        errors.push(type_invalid(path, value, expected));
         return;
     }
     if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
