@@ -905,6 +905,20 @@ pub fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// A resource `name` for m-abc in cn-hangzhou, with the spec's defaults.
+    fn resource(name: &str) -> CopyImageCancellation {
+        CopyImageCancellation::new(
+            name,
+            crate::resource::CopyImageCancellationSpec {
+                region_id: "cn-hangzhou".into(),
+                image_id: "m-abc".into(),
+                credentials_secret_ref: None,
+                backoff_limit: 6,
+                active_deadline_seconds: None,
+            },
+        )
+    }
+
     #[test]
     fn cached_objects_keep_what_reconciles_read_and_nothing_else() {
         use k8s_openapi::ByteString;
@@ -960,16 +974,7 @@ mod tests {
             .expect("the key survives trimming");
         assert_eq!((key.id.as_str(), key.secret()), ("id", "s"));
 
-        let mut cic = CopyImageCancellation::new(
-            "x",
-            crate::resource::CopyImageCancellationSpec {
-                region_id: "cn-hangzhou".into(),
-                image_id: "m-abc".into(),
-                credentials_secret_ref: None,
-                backoff_limit: 6,
-                active_deadline_seconds: None,
-            },
-        );
+        let mut cic = resource("x");
         cic.metadata = meta(&[]);
         let before = cic.clone();
         trim_resource(&mut cic);
@@ -1004,16 +1009,7 @@ mod tests {
     fn in_flight_counts_each_resource_until_its_last_reconcile_ends() {
         let set = Arc::new(InFlight::default());
         let cic = |ns: &str, name: &str| {
-            let mut c = CopyImageCancellation::new(
-                name,
-                crate::resource::CopyImageCancellationSpec {
-                    region_id: "cn-hangzhou".into(),
-                    image_id: "m-abc".into(),
-                    credentials_secret_ref: None,
-                    backoff_limit: 6,
-                    active_deadline_seconds: None,
-                },
-            );
+            let mut c = resource(name);
             c.metadata.namespace = Some(ns.into());
             c
         };
