@@ -567,7 +567,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::assert_lines;
+    use crate::test_support::{assert_lines, cancellation};
 
     #[test]
     fn exposition_names_and_labels() {
@@ -772,17 +772,7 @@ mod tests {
         let (store, mut writer) = kube::runtime::reflector::store::<CopyImageCancellation>();
         m.watch_resources(store);
         let cic = |name: &str, phase: Option<Phase>| {
-            let mut r = CopyImageCancellation::new(
-                name,
-                crate::resource::CopyImageCancellationSpec {
-                    region_id: "cn-hangzhou".into(),
-                    image_id: "m-bp1".into(),
-                    credentials_secret_ref: None,
-                    backoff_limit: 6,
-                    active_deadline_seconds: None,
-                },
-            );
-            r.metadata.namespace = Some("images".into());
+            let mut r = cancellation("images", name, "m-bp1");
             r.status = phase.map(|p| crate::resource::CopyImageCancellationStatus {
                 phase: Some(p),
                 ..Default::default()

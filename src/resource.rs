@@ -133,6 +133,20 @@ pub struct CopyImageCancellationSpec {
     pub active_deadline_seconds: Option<i64>,
 }
 
+impl CopyImageCancellationSpec {
+    /// A spec for `image_id` in `region_id` with what a manifest that says no
+    /// more gets: the operator's own credentials, backoffLimit 6, no deadline.
+    pub fn new(region_id: impl Into<String>, image_id: impl Into<String>) -> Self {
+        Self {
+            region_id: region_id.into(),
+            image_id: image_id.into(),
+            credentials_secret_ref: None,
+            backoff_limit: default_backoff_limit(),
+            active_deadline_seconds: None,
+        }
+    }
+}
+
 /// A Secret in the resource's own namespace.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

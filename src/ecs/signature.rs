@@ -332,16 +332,25 @@ impl SignedParams<'_> {
     }
 }
 
+/// Debug entries for `pairs`, the values of the `sensitive` keys redacted.
+pub(crate) fn debug_redacted<V: fmt::Debug>(
+    map: &mut fmt::DebugMap<'_, '_>,
+    pairs: &[(&'static str, V)],
+    sensitive: &[&str],
+) {
+    for (k, v) in pairs {
+        if sensitive.contains(k) {
+            map.entry(k, &"[REDACTED]");
+        } else {
+            map.entry(k, v);
+        }
+    }
+}
+
 impl fmt::Debug for SignedParams<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut map = f.debug_map();
-        for (k, v) in &self.params {
-            if SENSITIVE_PARAMS.contains(k) {
-                map.entry(k, &"[REDACTED]");
-            } else {
-                map.entry(k, v);
-            }
-        }
+        debug_redacted(&mut map, &self.params, &SENSITIVE_PARAMS);
         map.finish()
     }
 }
@@ -384,6 +393,16 @@ pub fn sign_cancel_copy_image<'a>(
     let at = params.partition_point(|(k, _)| *k < "Signature");
     params.insert(at, ("Signature", Cow::Owned(signature)));
     SignedParams { params }
+}
+
+/// The key the signature tests (RPC and V3) sign with.
+#[cfg(test)]
+pub(crate) fn sample_key(token: Option<&str>) -> AccessKey {
+    AccessKey::new(
+        "LTAI5tExampleKeyId001",
+        "ExampleSecretForVectors000000001",
+        token.map(str::to_owned),
+    )
 }
 
 #[cfg(test)]
@@ -456,14 +475,6 @@ mod tests {
             let ts: Timestamp = input.parse().unwrap();
             assert_eq!(format_timestamp(ts), want, "{input}");
         }
-    }
-
-    fn sample_key(token: Option<&str>) -> AccessKey {
-        AccessKey::new(
-            "LTAI5tExampleKeyId001",
-            "ExampleSecretForVectors000000001",
-            token.map(str::to_owned),
-        )
     }
 
     #[test]

@@ -12,7 +12,7 @@ use hmac::{Hmac, Mac};
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
-use super::signature::{format_timestamp, percent_encode, percent_encode_into};
+use super::signature::{debug_redacted, format_timestamp, percent_encode, percent_encode_into};
 use crate::credentials::AccessKey;
 use crate::ecs::{ACTION, API_VERSION};
 
@@ -257,13 +257,7 @@ impl SignedV3Request {
 impl fmt::Debug for SignedV3Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut map = f.debug_map();
-        for (k, v) in &self.headers {
-            if SENSITIVE_HEADERS.contains(k) {
-                map.entry(k, &"[REDACTED]");
-            } else {
-                map.entry(k, v);
-            }
-        }
+        debug_redacted(&mut map, &self.headers, &SENSITIVE_HEADERS);
         map.entry(&"body", &self.body);
         map.finish()
     }
@@ -320,13 +314,7 @@ pub fn sign_cancel_copy_image_v3(
 mod tests {
     use super::*;
 
-    fn key(token: Option<&str>) -> AccessKey {
-        AccessKey::new(
-            "LTAI5tExampleKeyId001",
-            "ExampleSecretForVectors000000001",
-            token.map(str::to_owned),
-        )
-    }
+    use crate::ecs::signature::sample_key as key;
 
     #[test]
     fn canonical_headers_lowercase_trim_sort_and_join_repeats() {

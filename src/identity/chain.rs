@@ -460,57 +460,6 @@ mod tests {
                 &probe,
                 "env LTAIid token=false",
             ),
-            (
-                with(&[]),
-                &plain,
-                "rrsa https://sts.aliyuncs.com/ session=copyimage-canceller-1795780800 duration=3600",
-            ),
-            (
-                with(&[(ENV_ROLE_SESSION_NAME, "my.session@x")]),
-                &plain,
-                "rrsa https://sts.aliyuncs.com/ session=my.session@x duration=3600",
-            ),
-            (
-                with(&[(ENV_STS_REGION, "cn-hangzhou")]),
-                &plain,
-                "rrsa https://sts.cn-hangzhou.aliyuncs.com/ session=copyimage-canceller-1795780800 duration=3600",
-            ),
-            (
-                with(&[
-                    (ENV_STS_REGION, "cn-hangzhou"),
-                    (ENV_VPC_ENDPOINT_ENABLED, "true"),
-                ]),
-                &plain,
-                "rrsa https://sts-vpc.cn-hangzhou.aliyuncs.com/ session=copyimage-canceller-1795780800 duration=3600",
-            ),
-            (
-                with(&[
-                    (ENV_STS_REGION, "cn-hangzhou"),
-                    (ENV_VPC_ENDPOINT_ENABLED, "false"),
-                ]),
-                &plain,
-                "rrsa https://sts.cn-hangzhou.aliyuncs.com/ session=copyimage-canceller-1795780800 duration=3600",
-            ),
-            // The explicit endpoint wins over region and VPC.
-            (
-                with(&[
-                    (ENV_STS_ENDPOINT, "http://127.0.0.1:8080"),
-                    (ENV_STS_REGION, "cn-hangzhou"),
-                ]),
-                &plain,
-                "rrsa http://127.0.0.1:8080/ session=copyimage-canceller-1795780800 duration=3600",
-            ),
-            (
-                with(&[(ENV_STS_ENDPOINT, "sts.private.example")]),
-                &plain,
-                "rrsa https://sts.private.example/ session=copyimage-canceller-1795780800 duration=3600",
-            ),
-            // RRSA wins over the ECS role.
-            (
-                with(&[(ENV_ECS_METADATA, "r")]),
-                &probe,
-                "rrsa https://sts.aliyuncs.com/ session=copyimage-canceller-1795780800 duration=3600",
-            ),
             // The ECS role only when asked for.
             (
                 vec![(ENV_ECS_METADATA, "node-role")],
@@ -542,6 +491,27 @@ mod tests {
         for (i, (vars, options, want)) in rows.into_iter().enumerate() {
             let got = run(&vars, options).map(|s| summary(&s));
             assert_eq!(got.as_deref(), Ok(want), "row {i}: {vars:?}");
+        }
+        // RRSA, its three variables set: (options, STS endpoint, session, more variables).
+        let default_session = "copyimage-canceller-1795780800";
+        #[rustfmt::skip]
+        let rrsa_rows: Vec<(&ChainOptions, &str, &str, Vars)> = vec![
+            (&plain, "https://sts.aliyuncs.com/",                 default_session, vec![]),
+            (&plain, "https://sts.aliyuncs.com/",                 "my.session@x",  vec![(ENV_ROLE_SESSION_NAME, "my.session@x")]),
+            (&plain, "https://sts.cn-hangzhou.aliyuncs.com/",     default_session, vec![(ENV_STS_REGION, "cn-hangzhou")]),
+            (&plain, "https://sts-vpc.cn-hangzhou.aliyuncs.com/", default_session, vec![(ENV_STS_REGION, "cn-hangzhou"), (ENV_VPC_ENDPOINT_ENABLED, "true")]),
+            (&plain, "https://sts.cn-hangzhou.aliyuncs.com/",     default_session, vec![(ENV_STS_REGION, "cn-hangzhou"), (ENV_VPC_ENDPOINT_ENABLED, "false")]),
+            // The explicit endpoint wins over region and VPC.
+            (&plain, "http://127.0.0.1:8080/",                    default_session, vec![(ENV_STS_ENDPOINT, "http://127.0.0.1:8080"), (ENV_STS_REGION, "cn-hangzhou")]),
+            (&plain, "https://sts.private.example/",              default_session, vec![(ENV_STS_ENDPOINT, "sts.private.example")]),
+            // RRSA wins over the ECS role.
+            (&probe, "https://sts.aliyuncs.com/",                 default_session, vec![(ENV_ECS_METADATA, "r")]),
+        ];
+        for (options, endpoint, session, extra) in rrsa_rows {
+            let vars = with(&extra);
+            let got = run(&vars, options).map(|s| summary(&s));
+            let want = format!("rrsa {endpoint} session={session} duration=3600");
+            assert_eq!(got, Ok(want), "{vars:?}");
         }
     }
 

@@ -20,6 +20,24 @@ fn ts(s: &str) -> Timestamp {
     s.parse().unwrap()
 }
 
+/// What `decide` is given at `now`: generation 1, default backoff, no
+/// jitter, unpaced.
+fn input<'a>(
+    spec: &'a CopyImageCancellationSpec,
+    status: Option<&'a CopyImageCancellationStatus>,
+    now: Timestamp,
+) -> Input<'a> {
+    Input {
+        spec,
+        generation: Some(1),
+        status,
+        now,
+        backoff: Backoff::default(),
+        jitter: 0.0,
+        paced: false,
+    }
+}
+
 fn spec(extra: Value) -> CopyImageCancellationSpec {
     let mut base = json!({
         "regionId": REGION,
@@ -62,6 +80,74 @@ fn service(http_status: u16, code: &str, message: &str, request_id: &str) -> Can
         recommend: None,
         retry_after: None,
     })
+}
+
+/// The message of an InternalError answer.
+const INTERNAL_ERROR: &str = "The request processing has failed due to some unknown error.";
+
+/// Attempt 1 answered with InternalError (request REQ-1).
+fn internal_error() -> CancelOutcome {
+    service(500, "InternalError", INTERNAL_ERROR, "REQ-1")
+}
+
+/// Attempt 1 in the history, failed with InternalError.
+fn attempt_1_internal_error() -> Value {
+    json!({"number": 1, "time": T1, "outcome": "InternalError", "requestId": "REQ-1"})
+}
+
+/// A row for a resource that succeeded at T2 and sees `trigger` later: it
+/// stays as it is and nothing is sent.
+fn finished(name: &'static str, trigger: Trig) -> Row {
+    Row {
+        name,
+        before: Some(succeeded()),
+        now: T10,
+        trigger,
+        status: succeeded(),
+        action: NextAction::Done,
+        ..base()
+    }
+}
+
+/// The row for attempt 1 failing with InternalError while retry 1 of `of`
+/// is allowed: retry 0's window is 1 s, jitter 0.5 → 0.5 s, rounded up to the
+/// next whole second.
+fn counted_retry(name: &'static str, spec: Value, of: u32) -> Row {
+    let message: &'static str = Box::leak(
+        format!(
+            "Attempt 1 failed: InternalError: {INTERNAL_ERROR} (HTTP 500, request ID REQ-1); \
+             next attempt in 1s (retry 1 of {of})"
+        )
+        .into_boxed_str(),
+    );
+    Row {
+        name,
+        spec,
+        before: Some(in_flight_1()),
+        now: T2,
+        jitter: 0.5,
+        trigger: Trig::Attempted(internal_error(), RetryClass::Retryable),
+        status: json!({
+            "phase": "Running", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
+            "errorCode": "InternalError", "httpStatus": 500, "errorMessage": INTERNAL_ERROR,
+            "startTime": T0, "lastAttemptTime": T1, "nextAttemptTime": T3,
+            "attemptHistory": [attempt_1_internal_error()],
+            "observedGeneration": 1,
+            "conditions": conds(IN_PROGRESS, "RetryScheduled", message, [T0; 3]),
+        }),
+        action: NextAction::RequeueAfter(Duration::from_secs(1)),
+        event: normal("RetryScheduled", message),
+    }
+}
+
+/// Attempt 2's answer (request REQ-2): the image is gone.
+fn image_gone() -> CancelOutcome {
+    service(
+        404,
+        "InvalidImageId.NotFound",
+        "The specified ImageId does not exist.",
+        "REQ-2",
+    )
 }
 
 fn transport(message: &str) -> CancelOutcome {
@@ -121,10 +207,7 @@ fn in_flight_2_after_internal_error() -> Value {
         "phase": "Running", "attempts": 2, "failedAttempts": 1, "startTime": T0, "lastAttemptTime": T3,
         "requestId": "REQ-1", "errorCode": "InternalError", "httpStatus": 500,
         "errorMessage": "The request processing has failed due to some unknown error.",
-        "attemptHistory": [
-            {"number": 1, "time": T1, "outcome": "InternalError", "requestId": "REQ-1"},
-            {"number": 2, "time": T3, "outcome": "Unknown"},
-        ],
+        "attemptHistory": [attempt_1_internal_error(), {"number": 2, "time": T3, "outcome": "Unknown"}],
         "observedGeneration": 1,
         "conditions": conds(IN_PROGRESS, "AttemptInFlight",
             "Sending CancelCopyImage (attempt 2) for m-bp1caf3yicx5jlfl in cn-hangzhou", [T0; 3]),
@@ -143,6 +226,19 @@ fn in_flight_2_after_unknown() -> Value {
         "observedGeneration": 1,
         "conditions": conds(IN_PROGRESS, "AttemptInFlight",
             "Sending CancelCopyImage (attempt 2) for m-bp1caf3yicx5jlfl in cn-hangzhou", [T0; 3]),
+    })
+}
+
+/// Attempt 1 failed ("boom") and a retry is due at `next`; the
+/// conditions (set at T0) give `reason` and `message`.
+fn retry_due(next: &str, reason: &str, message: &str) -> Value {
+    json!({
+        "phase": "Running", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
+        "errorCode": "InternalError", "httpStatus": 500, "errorMessage": "boom",
+        "startTime": T0, "lastAttemptTime": T1, "nextAttemptTime": next,
+        "attemptHistory": [attempt_1_internal_error()],
+        "observedGeneration": 1,
+        "conditions": conds(IN_PROGRESS, reason, message, [T0; 3]),
     })
 }
 
@@ -208,13 +304,8 @@ fn run(row: &Row) {
         .clone()
         .map(|v| serde_json::from_value(v).unwrap());
     let input = Input {
-        spec: &spec,
-        generation: Some(1),
-        status: before.as_ref(),
-        now: ts(row.now),
-        backoff: Backoff::default(),
         jitter: row.jitter,
-        paced: false,
+        ..input(&spec, before.as_ref(), ts(row.now))
     };
     let trigger = match &row.trigger {
         Trig::Observe => Trigger::Observe,
@@ -337,12 +428,7 @@ fn table() {
             status: in_flight_1(),
             action: NextAction::WriteAheadThenSend, ..base() },
         Row { name: "credentials appear: the waiting resource proceeds to its first attempt", now: T1,
-            before: Some(json!({
-                "phase": "Pending", "attempts": 0, "startTime": T0, "observedGeneration": 1,
-                "conditions": conds(IN_PROGRESS, "AwaitingCredentials",
-                    "Nothing is sent until credentials are available: Secret images/alibaba-credentials not found",
-                    [T0; 3]),
-            })),
+            before: Some(awaiting("Secret images/alibaba-credentials not found")),
             trigger: Trig::Observe,
             status: in_flight_1(),
             action: NextAction::WriteAheadThenSend, ..base() },
@@ -359,10 +445,7 @@ fn table() {
             status: json!({
                 "phase": "Succeeded", "attempts": 2, "failedAttempts": 1, "requestId": "REQ-2",
                 "startTime": T0, "lastAttemptTime": T3, "completionTime": T4,
-                "attemptHistory": [
-                    {"number": 1, "time": T1, "outcome": "InternalError", "requestId": "REQ-1"},
-                    {"number": 2, "time": T3, "outcome": "Succeeded", "requestId": "REQ-2"},
-                ],
+                "attemptHistory": [attempt_1_internal_error(), {"number": 2, "time": T3, "outcome": "Succeeded", "requestId": "REQ-2"}],
                 "observedGeneration": 1,
                 "conditions": conds(SUCCEEDED, "Cancelled",
                     "Cancelled the copy to m-bp1caf3yicx5jlfl in cn-hangzhou (request ID REQ-2)", [T4, T4, T0]),
@@ -370,44 +453,9 @@ fn table() {
             action: NextAction::Done,
             event: normal("Cancelled",
                 "Cancelled the copy to m-bp1caf3yicx5jlfl in cn-hangzhou (request ID REQ-2)"), ..base() },
-        Row { name: "counted retry: InternalError schedules the next attempt", now: T2, jitter: 0.5,
-            before: Some(in_flight_1()),
-            trigger: Trig::Attempted(service(500, "InternalError", "The request processing has failed due to some unknown error.", "REQ-1"), RetryClass::Retryable),
-            // retry 0: window 1 s, jitter 0.5 → 0.5 s, rounded up to the next whole second.
-            status: json!({
-                "phase": "Running", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
-                "errorCode": "InternalError", "httpStatus": 500,
-                "errorMessage": "The request processing has failed due to some unknown error.",
-                "startTime": T0, "lastAttemptTime": T1, "nextAttemptTime": T3,
-                "attemptHistory": [{"number": 1, "time": T1, "outcome": "InternalError", "requestId": "REQ-1"}],
-                "observedGeneration": 1,
-                "conditions": conds(IN_PROGRESS, "RetryScheduled",
-                    "Attempt 1 failed: InternalError: The request processing has failed due to some unknown error. \
-                     (HTTP 500, request ID REQ-1); next attempt in 1s (retry 1 of 6)", [T0; 3]),
-            }),
-            action: NextAction::RequeueAfter(Duration::from_secs(1)),
-            event: normal("RetryScheduled",
-                "Attempt 1 failed: InternalError: The request processing has failed due to some unknown error. \
-                (HTTP 500, request ID REQ-1); next attempt in 1s (retry 1 of 6)"), ..base() },
-        Row { name: "counted retry: the last allowed retry is numbered against backoffLimit", now: T2, spec: json!({"backoffLimit": 1}), jitter: 0.5,
-            before: Some(in_flight_1()),
-            trigger: Trig::Attempted(service(500, "InternalError", "The request processing has failed due to some unknown error.", "REQ-1"), RetryClass::Retryable),
-            // retry 0: window 1 s, jitter 0.5 → 0.5 s, rounded up to the next whole second.
-            status: json!({
-                "phase": "Running", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
-                "errorCode": "InternalError", "httpStatus": 500,
-                "errorMessage": "The request processing has failed due to some unknown error.",
-                "startTime": T0, "lastAttemptTime": T1, "nextAttemptTime": T3,
-                "attemptHistory": [{"number": 1, "time": T1, "outcome": "InternalError", "requestId": "REQ-1"}],
-                "observedGeneration": 1,
-                "conditions": conds(IN_PROGRESS, "RetryScheduled",
-                    "Attempt 1 failed: InternalError: The request processing has failed due to some unknown error. \
-                     (HTTP 500, request ID REQ-1); next attempt in 1s (retry 1 of 1)", [T0; 3]),
-            }),
-            action: NextAction::RequeueAfter(Duration::from_secs(1)),
-            event: normal("RetryScheduled",
-                "Attempt 1 failed: InternalError: The request processing has failed due to some unknown error. \
-                (HTTP 500, request ID REQ-1); next attempt in 1s (retry 1 of 1)") },
+        counted_retry("counted retry: InternalError schedules the next attempt", json!({}), 6),
+        counted_retry("counted retry: the last allowed retry is numbered against backoffLimit",
+            json!({"backoffLimit": 1}), 1),
         Row { name: "counted retry: a transport failure is ambiguous and keeps the last request ID", now: T4, jitter: 0.75,
             before: Some(in_flight_2_after_internal_error()),
             trigger: Trig::Attempted(transport("connection reset by peer"), RetryClass::Retryable),
@@ -417,10 +465,7 @@ fn table() {
                 "requestId": "REQ-1", "errorCode": "TransportError",
                 "errorMessage": "connection reset by peer",
                 "startTime": T0, "lastAttemptTime": T3, "nextAttemptTime": "2026-11-27T21:00:06Z",
-                "attemptHistory": [
-                    {"number": 1, "time": T1, "outcome": "InternalError", "requestId": "REQ-1"},
-                    {"number": 2, "time": T3, "outcome": "TransportError"},
-                ],
+                "attemptHistory": [attempt_1_internal_error(), {"number": 2, "time": T3, "outcome": "TransportError"}],
                 "observedGeneration": 1,
                 "conditions": conds(IN_PROGRESS, "RetryScheduled",
                     "Attempt 2 failed: TransportError: connection reset by peer; next attempt in 2s (retry 2 of 6)",
@@ -461,10 +506,7 @@ fn table() {
                 "errorCode": "ServiceUnavailable", "httpStatus": 503,
                 "errorMessage": "The request has failed due to a temporary failure of the server.",
                 "startTime": T0, "lastAttemptTime": T3, "completionTime": T4,
-                "attemptHistory": [
-                    {"number": 1, "time": T1, "outcome": "InternalError", "requestId": "REQ-1"},
-                    {"number": 2, "time": T3, "outcome": "ServiceUnavailable", "requestId": "REQ-2"},
-                ],
+                "attemptHistory": [attempt_1_internal_error(), {"number": 2, "time": T3, "outcome": "ServiceUnavailable", "requestId": "REQ-2"}],
                 "observedGeneration": 1,
                 "conditions": conds(FAILED, "RetriesExhausted",
                     "Gave up after 2 failed attempt(s) (backoffLimit 1); last: ServiceUnavailable: The request \
@@ -477,13 +519,13 @@ fn table() {
                 The request has failed due to a temporary failure of the server. (HTTP 503, request ID REQ-2)"), ..base() },
         Row { name: "backoffLimit 0: the first retryable failure is final", now: T2, spec: json!({"backoffLimit": 0}),
             before: Some(in_flight_1()),
-            trigger: Trig::Attempted(service(500, "InternalError", "The request processing has failed due to some unknown error.", "REQ-1"), RetryClass::Retryable),
+            trigger: Trig::Attempted(internal_error(), RetryClass::Retryable),
             status: json!({
                 "phase": "Failed", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
                 "errorCode": "InternalError", "httpStatus": 500,
                 "errorMessage": "The request processing has failed due to some unknown error.",
                 "startTime": T0, "lastAttemptTime": T1, "completionTime": T2,
-                "attemptHistory": [{"number": 1, "time": T1, "outcome": "InternalError", "requestId": "REQ-1"}],
+                "attemptHistory": [attempt_1_internal_error()],
                 "observedGeneration": 1,
                 "conditions": conds(FAILED, "RetriesExhausted",
                     "Gave up after 1 failed attempt(s) (backoffLimit 0); last: InternalError: The request \
@@ -495,20 +537,13 @@ fn table() {
                 "RetriesExhausted: Gave up after 1 failed attempt(s) (backoffLimit 0); last: InternalError: The \
                 request processing has failed due to some unknown error. (HTTP 500, request ID REQ-1)"), ..base() },
         Row { name: "deadline passed while waiting for a retry: Failed DeadlineExceeded, nothing sent", now: T5, spec: json!({"activeDeadlineSeconds": 5}),
-            before: Some(json!({
-                "phase": "Running", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
-                "errorCode": "InternalError", "httpStatus": 500, "errorMessage": "boom",
-                "startTime": T0, "lastAttemptTime": T1, "nextAttemptTime": "2026-11-27T21:01:00Z",
-                "attemptHistory": [{"number": 1, "time": T1, "outcome": "InternalError", "requestId": "REQ-1"}],
-                "observedGeneration": 1,
-                "conditions": conds(IN_PROGRESS, "RetryScheduled", "Attempt 1 failed", [T0; 3]),
-            })),
+            before: Some(retry_due("2026-11-27T21:01:00Z", "RetryScheduled", "Attempt 1 failed")),
             trigger: Trig::Observe,
             status: json!({
                 "phase": "Failed", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
                 "errorCode": "InternalError", "httpStatus": 500, "errorMessage": "boom",
                 "startTime": T0, "lastAttemptTime": T1, "completionTime": T5,
-                "attemptHistory": [{"number": 1, "time": T1, "outcome": "InternalError", "requestId": "REQ-1"}],
+                "attemptHistory": [attempt_1_internal_error()],
                 "observedGeneration": 1,
                 "conditions": conds(FAILED, "DeadlineExceeded",
                     "activeDeadlineSeconds (5s) passed after 1 attempt(s); last error InternalError: boom",
@@ -525,10 +560,7 @@ fn table() {
                 "phase": "Running", "attempts": 2, "failedAttempts": 2, "ambiguousAttempts": 1,
                 "requestId": "REQ-1", "errorCode": "TransportError", "errorMessage": "timed out",
                 "startTime": T0, "lastAttemptTime": T3, "nextAttemptTime": "2026-11-27T21:00:06Z",
-                "attemptHistory": [
-                    {"number": 1, "time": T1, "outcome": "InternalError", "requestId": "REQ-1"},
-                    {"number": 2, "time": T3, "outcome": "TransportError"},
-                ],
+                "attemptHistory": [attempt_1_internal_error(), {"number": 2, "time": T3, "outcome": "TransportError"}],
                 "observedGeneration": 1,
                 "conditions": conds(IN_PROGRESS, "RetryScheduled",
                     "Attempt 2 failed: TransportError: timed out; next attempt in 2s (retry 2 of 6)", [T0; 3]),
@@ -566,7 +598,7 @@ fn table() {
             action: NextAction::WriteAheadThenSend, ..base() },
         Row { name: "PreviousAttemptMayHaveSucceeded: image gone after an unknown outcome", now: T10,
             before: Some(in_flight_2_after_unknown()),
-            trigger: Trig::Attempted(service(404, "InvalidImageId.NotFound", "The specified ImageId does not exist.", "REQ-2"), RetryClass::Terminal),
+            trigger: Trig::Attempted(image_gone(), RetryClass::Terminal),
             status: json!({
                 "phase": "Failed", "attempts": 2, "failedAttempts": 1, "ambiguousAttempts": 1,
                 "requestId": "REQ-2", "errorCode": "InvalidImageId.NotFound", "httpStatus": 404,
@@ -591,27 +623,12 @@ fn table() {
                 outcome: the earlier attempt may well have cancelled the copy already. Check image \
                 m-bp1caf3yicx5jlfl in cn-hangzhou before creating a new cancellation"), ..base() },
         Row { name: "credentials missing when a retry is due: no attempt counted, deadline still watched", now: T3, spec: json!({"activeDeadlineSeconds": 60}),
-            before: Some(json!({
-                "phase": "Running", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
-                "errorCode": "InternalError", "httpStatus": 500, "errorMessage": "boom",
-                "startTime": T0, "lastAttemptTime": T1, "nextAttemptTime": T3,
-                "attemptHistory": [{"number": 1, "time": T1, "outcome": "InternalError", "requestId": "REQ-1"}],
-                "observedGeneration": 1,
-                "conditions": conds(IN_PROGRESS, "RetryScheduled", "Attempt 1 failed", [T0; 3]),
-            })),
+            before: Some(retry_due(T3, "RetryScheduled", "Attempt 1 failed")),
             trigger: Trig::CredentialsMissing("Secret images/alibaba-credentials has no key accessKeySecret"),
             // The deadline (T0 + 60 s) still lands on time while waiting.
-            status: json!({
-                "phase": "Running", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
-                "errorCode": "InternalError", "httpStatus": 500, "errorMessage": "boom",
-                "startTime": T0, "lastAttemptTime": T1, "nextAttemptTime": T3,
-                "attemptHistory": [{"number": 1, "time": T1, "outcome": "InternalError", "requestId": "REQ-1"}],
-                "observedGeneration": 1,
-                "conditions": conds(IN_PROGRESS, "AwaitingCredentials",
-                    "Nothing is sent until credentials are available: Secret images/alibaba-credentials has no \
-                     key accessKeySecret",
-                    [T0; 3]),
-            }),
+            status: retry_due(T3, "AwaitingCredentials",
+                "Nothing is sent until credentials are available: Secret images/alibaba-credentials has no \
+                 key accessKeySecret"),
             action: NextAction::AwaitCredentials(Some(Duration::from_secs(57))),
             event: warning("AwaitingCredentials",
                 "Nothing is sent until credentials are available: Secret images/alibaba-credentials has no \
@@ -633,21 +650,9 @@ fn table() {
                 "conditions": conds(IN_PROGRESS, "RetryScheduled", "Attempt 1 failed", [T0; 3]),
             }),
             action: NextAction::RequeueAfter(Duration::from_secs(6)), ..base() },
-        Row { name: "a finished resource is never sent again", now: T10,
-            before: Some(succeeded()),
-            trigger: Trig::Observe,
-            status: succeeded(),
-            action: NextAction::Done, ..base() },
-        Row { name: "a finished resource does not wait for credentials either", now: T10,
-            before: Some(succeeded()),
-            trigger: Trig::CredentialsMissing("Secret images/alibaba-credentials not found"),
-            status: succeeded(),
-            action: NextAction::Done, ..base() },
-        Row { name: "a recorded success is never overwritten by a late outcome", now: T10,
-            before: Some(succeeded()),
-            trigger: Trig::Attempted(transport("timed out"), RetryClass::Retryable),
-            status: succeeded(),
-            action: NextAction::Done, ..base() },
+        finished("a finished resource is never sent again", Trig::Observe),
+        finished("a finished resource does not wait for credentials either", Trig::CredentialsMissing("Secret images/alibaba-credentials not found")),
+        finished("a recorded success is never overwritten by a late outcome", Trig::Attempted(transport("timed out"), RetryClass::Retryable)),
     ];
     for row in &rows {
         run(row);
@@ -751,15 +756,7 @@ fn previous_attempt_may_have_succeeded_survives_history_rotation() {
             .any(|a| a.number < 12 && (a.outcome == "Unknown" || a.outcome == "TransportError")),
         "the ambiguous attempt has rotated out of the history"
     );
-    let input = Input {
-        spec: &spec,
-        generation: Some(1),
-        status: Some(&before),
-        now: ts(T10),
-        backoff: Backoff::default(),
-        jitter: 0.0,
-        paced: false,
-    };
+    let input = input(&spec, Some(&before), ts(T10));
     let outcome = service(
         400,
         "IncorrectImageStatus",
@@ -787,22 +784,8 @@ fn image_gone_without_ambiguity_is_a_plain_terminal_error() {
     let spec = spec(json!({}));
     let before: CopyImageCancellationStatus =
         serde_json::from_value(in_flight_2_after_internal_error()).unwrap();
-    let input = Input {
-        spec: &spec,
-        generation: Some(1),
-        status: Some(&before),
-        now: ts(T10),
-        backoff: Backoff::default(),
-        jitter: 0.0,
-        paced: false,
-    };
-    let outcome = service(
-        404,
-        "InvalidImageId.NotFound",
-        "The specified ImageId does not exist.",
-        "REQ-2",
-    );
-    let d = decide(&input, Trigger::Attempted(&outcome));
+    let input = input(&spec, Some(&before), ts(T10));
+    let d = decide(&input, Trigger::Attempted(&image_gone()));
     let stalled = conditions::get(&d.status.conditions, types::STALLED).unwrap();
     assert_eq!(stalled.reason, "InvalidImageIdNotFound");
 }
@@ -814,15 +797,7 @@ fn history_keeps_the_last_ten() {
     let mut status: Option<CopyImageCancellationStatus> = None;
     let mut now = ts(T0);
     for _ in 0..15 {
-        let input = Input {
-            spec: &spec,
-            generation: Some(1),
-            status: status.as_ref(),
-            now,
-            backoff: Backoff::default(),
-            jitter: 0.0,
-            paced: false,
-        };
+        let input = input(&spec, status.as_ref(), now);
         let d = decide(&input, Trigger::Observe);
         let d = if d.action == NextAction::WriteAheadThenSend {
             let input = Input {
@@ -848,15 +823,7 @@ fn history_keeps_the_last_ten() {
 fn messages_are_bounded() {
     let spec = spec(json!({}));
     let before: CopyImageCancellationStatus = serde_json::from_value(in_flight_1()).unwrap();
-    let input = Input {
-        spec: &spec,
-        generation: Some(1),
-        status: Some(&before),
-        now: ts(T2),
-        backoff: Backoff::default(),
-        jitter: 0.0,
-        paced: false,
-    };
+    let input = input(&spec, Some(&before), ts(T2));
     let long = "x".repeat(10_000);
     let outcome = service(400, "InvalidParameter", &long, "REQ-1");
     let d = decide(&input, Trigger::Attempted(&outcome));
@@ -913,6 +880,12 @@ fn credential_events_on_transitions_only() {
     let waiting = "resources without a credentialsSecretRef wait (AwaitingCredentials) until a \
                    refresh succeeds; resources with their own Secret are not affected";
     type Expected = Option<(EventKind, &'static str, String)>;
+    let refresh_failed =
+        |note: String| -> Expected { Some((EventKind::Warning, "CredentialRefreshFailed", note)) };
+    let recovered = || -> Expected {
+        let note = "The operator's rrsa credentials were refreshed again; resources waiting for them proceed";
+        Some((EventKind::Normal, "CredentialsRecovered", note.to_string()))
+    };
     let rows: Vec<(Option<S>, S, u32, Expected)> = vec![
         (None, S::Pending, 0, None),
         (Some(S::Pending), S::Valid, 0, None),
@@ -922,13 +895,9 @@ fn credential_events_on_transitions_only() {
             Some(S::Pending),
             S::Unavailable,
             1,
-            Some((
-                EventKind::Warning,
-                "CredentialRefreshFailed",
-                format!(
-                    "No rrsa credentials could be obtained for the operator: STS answered HTTP 500 \
-                     InternalError: boom (request ID R-1); {waiting}"
-                ),
+            refresh_failed(format!(
+                "No rrsa credentials could be obtained for the operator: STS answered HTTP 500 \
+                 InternalError: boom (request ID R-1); {waiting}"
             )),
         ),
         (Some(S::Unavailable), S::Unavailable, 2, None),
@@ -936,51 +905,25 @@ fn credential_events_on_transitions_only() {
             Some(S::Valid),
             S::RefreshFailing,
             1,
-            Some((
-                EventKind::Warning,
-                "CredentialRefreshFailed",
+            refresh_failed(
                 "Refreshing the operator's rrsa credentials failed (1 time(s) in a row; retrying with \
                  backoff); the current ones stay valid until 2026-11-27T22:00:00Z: STS answered HTTP \
                  500 InternalError: boom (request ID R-1)"
                     .to_string(),
-            )),
+            ),
         ),
         (Some(S::RefreshFailing), S::RefreshFailing, 2, None),
         (
             Some(S::RefreshFailing),
             S::Expired,
             3,
-            Some((
-                EventKind::Warning,
-                "CredentialRefreshFailed",
-                format!(
-                    "The operator's rrsa credentials expired and could not be refreshed: STS answered \
-                     HTTP 500 InternalError: boom (request ID R-1); {waiting}"
-                ),
+            refresh_failed(format!(
+                "The operator's rrsa credentials expired and could not be refreshed: STS answered \
+                 HTTP 500 InternalError: boom (request ID R-1); {waiting}"
             )),
         ),
-        (
-            Some(S::Expired),
-            S::Valid,
-            0,
-            Some((
-                EventKind::Normal,
-                "CredentialsRecovered",
-                "The operator's rrsa credentials were refreshed again; resources waiting for them proceed"
-                    .to_string(),
-            )),
-        ),
-        (
-            Some(S::Unavailable),
-            S::Valid,
-            0,
-            Some((
-                EventKind::Normal,
-                "CredentialsRecovered",
-                "The operator's rrsa credentials were refreshed again; resources waiting for them proceed"
-                    .to_string(),
-            )),
-        ),
+        (Some(S::Expired), S::Valid, 0, recovered()),
+        (Some(S::Unavailable), S::Valid, 0, recovered()),
     ];
     for (previous, state, failures, want) in rows {
         let got = credential_event(previous, &status(state, failures));
@@ -1005,13 +948,9 @@ fn decide_paced(
     let before: Option<CopyImageCancellationStatus> =
         before.map(|v| serde_json::from_value(v).unwrap());
     let input = Input {
-        spec,
-        generation: Some(1),
-        status: before.as_ref(),
-        now: ts(T2),
-        backoff: Backoff::default(),
         jitter: 0.75,
         paced: true,
+        ..input(spec, before.as_ref(), ts(T2))
     };
     decide(&input, trigger)
 }

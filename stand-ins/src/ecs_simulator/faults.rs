@@ -346,79 +346,26 @@ mod tests {
 
     #[test]
     fn parses_every_kind() {
+        use FaultCount::{Always, Times};
+        use FaultKind::{
+            BadGateway, Drop, Hang, InternalError, Latency, Oversized, ServiceUnavailable, Stall,
+            Throttling,
+        };
+        use FaultTarget::AnyImage;
+        let image = |id: &str| FaultTarget::Image(id.into());
+        #[rustfmt::skip]
         let table = [
-            (
-                "m-abc=internal-error*2",
-                FaultTarget::Image("m-abc".into()),
-                FaultKind::InternalError,
-                FaultCount::Times(2),
-            ),
-            (
-                "*=throttling",
-                FaultTarget::AnyImage,
-                FaultKind::Throttling { retry_after: None },
-                FaultCount::Times(1),
-            ),
-            (
-                "*=throttling:1500ms*always",
-                FaultTarget::AnyImage,
-                FaultKind::Throttling {
-                    retry_after: Some(Duration::from_millis(1500)),
-                },
-                FaultCount::Always,
-            ),
-            (
-                "m-a=service-unavailable*3",
-                FaultTarget::Image("m-a".into()),
-                FaultKind::ServiceUnavailable,
-                FaultCount::Times(3),
-            ),
-            (
-                "m-a=bad-gateway",
-                FaultTarget::Image("m-a".into()),
-                FaultKind::BadGateway,
-                FaultCount::Times(1),
-            ),
-            (
-                "m-a=drop",
-                FaultTarget::Image("m-a".into()),
-                FaultKind::Drop,
-                FaultCount::Times(1),
-            ),
-            (
-                "m-a=stall",
-                FaultTarget::Image("m-a".into()),
-                FaultKind::Stall,
-                FaultCount::Times(1),
-            ),
-            (
-                "m-a=hang",
-                FaultTarget::Image("m-a".into()),
-                FaultKind::Hang,
-                FaultCount::Times(1),
-            ),
-            (
-                "m-a=oversized",
-                FaultTarget::Image("m-a".into()),
-                FaultKind::Oversized {
-                    bytes: DEFAULT_OVERSIZED_BYTES,
-                },
-                FaultCount::Times(1),
-            ),
-            (
-                "m-a=oversized:64k",
-                FaultTarget::Image("m-a".into()),
-                FaultKind::Oversized { bytes: 65536 },
-                FaultCount::Times(1),
-            ),
-            (
-                "m-a=latency:200ms",
-                FaultTarget::Image("m-a".into()),
-                FaultKind::Latency {
-                    delay: Duration::from_millis(200),
-                },
-                FaultCount::Times(1),
-            ),
+            ("m-abc=internal-error*2",     image("m-abc"), InternalError,                                                 Times(2)),
+            ("*=throttling",               AnyImage,       Throttling { retry_after: None },                              Times(1)),
+            ("*=throttling:1500ms*always", AnyImage,       Throttling { retry_after: Some(Duration::from_millis(1500)) }, Always),
+            ("m-a=service-unavailable*3",  image("m-a"),   ServiceUnavailable,                                            Times(3)),
+            ("m-a=bad-gateway",            image("m-a"),   BadGateway,                                                    Times(1)),
+            ("m-a=drop",                   image("m-a"),   Drop,                                                          Times(1)),
+            ("m-a=stall",                  image("m-a"),   Stall,                                                         Times(1)),
+            ("m-a=hang",                   image("m-a"),   Hang,                                                          Times(1)),
+            ("m-a=oversized",              image("m-a"),   Oversized { bytes: DEFAULT_OVERSIZED_BYTES },                  Times(1)),
+            ("m-a=oversized:64k",          image("m-a"),   Oversized { bytes: 65536 },                                    Times(1)),
+            ("m-a=latency:200ms",          image("m-a"),   Latency { delay: Duration::from_millis(200) },                 Times(1)),
         ];
         for (text, target, kind, count) in table {
             assert_eq!(spec(text), FaultSpec::new(target, kind, count), "{text}");
