@@ -26,5 +26,6 @@ pub mod metrics;
 pub mod pacing;
 pub mod resource;
 pub mod retry;
+pub mod role_selector;
 #[cfg(test)]
 mod test_support;

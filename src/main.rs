@@ -21,8 +21,8 @@ enum Command {
     EcsSimulator(copyimage_stand_ins::ecs_simulator::cli::SimulatorArgs),
     /// Run the controller: watch CopyImageCancellations and send CancelCopyImage for them.
     Run(copyimage_canceller::controller::run::RunArgs),
-    /// Print the CopyImageCancellation CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the CustomResourceDefinitions (CopyImageCancellation, RamRoleSelector) as YAML.
+    Crd(CrdArgs),
     /// The whole controller path on embedded stand-ins: no cluster or cloud account needed.
     Demo(copyimage_canceller::demo::DemoArgs),
     /// Show which operator credentials the chain selects (env, RRSA, ECS RAM role) and fetch them once; never prints a secret.
@@ -46,7 +46,7 @@ fn main() -> ExitCode {
             Command::Cancel(args) => copyimage_canceller::cancel::run(args).await,
             Command::EcsSimulator(args) => exit_code(args.run().await),
             Command::Run(args) => exit_code(copyimage_canceller::controller::run::run(args).await),
-            Command::Crd => exit_code(print_crd()),
+            Command::Crd(args) => exit_code(print_crd(&args)),
             Command::Demo(args) => exit_code(copyimage_canceller::demo::run(args).await),
             Command::Credentials(args) => copyimage_canceller::identity::cli::run(args).await,
         }
@@ -64,8 +64,23 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// `crd`: the YAML that `crds/copyimagecancellations.yaml` holds.
-fn print_crd() -> anyhow::Result<()> {
-    print!("{}", copyimage_canceller::resource::crd_yaml()?);
+/// Arguments of `crd`.
+#[derive(clap::Args, Debug)]
+struct CrdArgs {
+    /// Print only this CRD, by plural (`copyimagecancellations`, `ramroleselectors`): the
+    /// file `crds/<plural>.yaml` holds exactly this output. Default: both, as one YAML stream.
+    #[arg(long, value_name = "PLURAL", value_parser = ["copyimagecancellations", "ramroleselectors"])]
+    name: Option<String>,
+}
+
+/// `crd`: the YAML that `crds/` holds (one file per CRD, `--name` prints one).
+fn print_crd(args: &CrdArgs) -> anyhow::Result<()> {
+    let cic = copyimage_canceller::resource::crd_yaml()?;
+    let selector = copyimage_canceller::role_selector::crd_yaml()?;
+    match args.name.as_deref() {
+        Some("copyimagecancellations") => print!("{cic}"),
+        Some(_) => print!("{selector}"),
+        None => print!("{cic}---\n{selector}"),
+    }
     Ok(())
 }

@@ -11,11 +11,12 @@ use kube::CustomResourceExt;
 use serde_json::Value;
 
 const COMMITTED: &str = include_str!("../crds/copyimagecancellations.yaml");
+const COMMITTED_SELECTORS: &str = include_str!("../crds/ramroleselectors.yaml");
 
-#[test]
-fn committed_crd_is_the_output_of_the_crd_subcommand() {
+fn crd_output(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_copyimage-canceller"))
         .arg("crd")
+        .args(args)
         .output()
         .expect("run copyimage-canceller crd");
     assert!(
@@ -23,11 +24,26 @@ fn committed_crd_is_the_output_of_the_crd_subcommand() {
         "crd failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let printed = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        printed == COMMITTED,
-        "crds/copyimagecancellations.yaml is stale: regenerate it with \
-         `cargo run -- crd > crds/copyimagecancellations.yaml`"
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn committed_crd_is_the_output_of_the_crd_subcommand() {
+    for (plural, committed) in [
+        ("copyimagecancellations", COMMITTED),
+        ("ramroleselectors", COMMITTED_SELECTORS),
+    ] {
+        assert!(
+            crd_output(&["--name", plural]) == committed,
+            "crds/{plural}.yaml is stale: regenerate it with \
+             `cargo run -- crd --name {plural} > crds/{plural}.yaml` (and copy it to \
+             charts/copyimage-canceller/crds/ and deploy/crds/)"
+        );
+    }
+    // Without --name: both, one YAML stream, ready for `kubectl apply -f -`.
+    assert_eq!(
+        crd_output(&[]),
+        format!("{COMMITTED}---\n{COMMITTED_SELECTORS}")
     );
 }
 

@@ -20,6 +20,9 @@ pub mod reasons {
     pub const PENDING: &str = "Pending";
     /// The Secret (or a key in it) is missing: nothing is sent until it appears.
     pub const AWAITING_CREDENTIALS: &str = "AwaitingCredentials";
+    /// Two RamRoleSelectors match the resource's namespace: nothing is sent
+    /// until an administrator removes the overlap.
+    pub const AMBIGUOUS_ROLE: &str = "AmbiguousRole";
     /// Nothing sent yet: ECS throttled the access key in the region, and the
     /// resource waits for its turn in the pace.
     pub const AWAITING_PACE: &str = "AwaitingPace";

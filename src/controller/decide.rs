@@ -57,6 +57,8 @@ pub mod event_reasons {
     /// Nothing can be sent: no credentials (the Secret, a key in it, or the
     /// operator's own credentials are missing or cannot be obtained).
     pub const AWAITING_CREDENTIALS: &str = "AwaitingCredentials";
+    /// Nothing can be sent: two RamRoleSelectors match the namespace.
+    pub const AMBIGUOUS_ROLE: &str = "AmbiguousRole";
 }
 
 /// Event reasons about the operator's own Pod.
@@ -174,6 +176,10 @@ pub enum Trigger<'a> {
     /// A reconcile without usable credentials (the reason names the Secret
     /// or key, never a value).
     CredentialsMissing(&'a str),
+    /// A reconcile whose namespace two RamRoleSelectors match (the reason
+    /// names both): nothing is guessed, the resource waits like one without
+    /// credentials, under its own reason.
+    AmbiguousRole(&'a str),
     /// A reconcile while the credentials are expected shortly (the operator's
     /// own being fetched for the first time, or a Secret the cache has not
     /// seen yet): a short, expected wait, so no status change or Event (a new
@@ -261,6 +267,7 @@ pub fn decide(input: &Input<'_>, trigger: Trigger<'_>) -> Decision {
         Trigger::Attempted(outcome) => d.attempted(outcome, outcome.retry_class()),
         Trigger::Observe => d.observe(None),
         Trigger::CredentialsMissing(why) => d.observe(Some(Hold::Missing(why))),
+        Trigger::AmbiguousRole(why) => d.observe(Some(Hold::Ambiguous(why))),
         Trigger::CredentialsPending => d.observe(Some(Hold::Pending)),
         Trigger::AwaitingPace => d.observe(Some(Hold::Pace)),
     }
@@ -271,6 +278,8 @@ pub fn decide(input: &Input<'_>, trigger: Trigger<'_>) -> Decision {
 enum Hold<'a> {
     /// No key: missing or failing (the reason).
     Missing(&'a str),
+    /// Two selectors match the namespace (the reason).
+    Ambiguous(&'a str),
     /// The key is expected shortly.
     Pending,
     /// The pace of the key and region has no slot yet.
@@ -296,6 +305,7 @@ impl Draft<'_, '_> {
             let spec = self.input.spec;
             return match hold {
                 Some(Hold::Missing(why)) => self.awaiting_credentials(why),
+                Some(Hold::Ambiguous(why)) => self.ambiguous_role(why),
                 Some(Hold::Pending) => {
                     // The operator's credentials are being fetched: say so
                     // now (kstatus sees Reconciling), send once they are here.
@@ -349,6 +359,7 @@ impl Draft<'_, '_> {
         let by_deadline = self.deadline().map(|d| until(self.input.now, d));
         match hold {
             Some(Hold::Missing(why)) => self.awaiting_credentials(why),
+            Some(Hold::Ambiguous(why)) => self.ambiguous_role(why),
             Some(Hold::Pending) => self.finish(NextAction::AwaitCredentials(by_deadline), None),
             Some(Hold::Pace) => self.finish(NextAction::AwaitSlot(by_deadline), None),
             None => self.write_ahead(),
@@ -364,6 +375,22 @@ impl Draft<'_, '_> {
         let event = (!already_waiting).then(|| EventNote {
             kind: EventKind::Warning,
             reason: event_reasons::AWAITING_CREDENTIALS,
+            note: bounded(&message),
+        });
+        let by_deadline = self.deadline().map(|d| until(self.input.now, d));
+        self.finish(NextAction::AwaitCredentials(by_deadline), event)
+    }
+
+    /// Waits for an administrator to remove overlapping selectors, with a
+    /// Warning Event when the wait begins.
+    fn ambiguous_role(mut self, why: &str) -> Decision {
+        let already_waiting = conditions::get(&self.status.conditions, types::RECONCILING)
+            .is_some_and(|c| c.reason == reasons::AMBIGUOUS_ROLE);
+        let message = format!("Nothing is sent, nothing is guessed: {why}");
+        self.in_progress(reasons::AMBIGUOUS_ROLE, &message);
+        let event = (!already_waiting).then(|| EventNote {
+            kind: EventKind::Warning,
+            reason: event_reasons::AMBIGUOUS_ROLE,
             note: bounded(&message),
         });
         let by_deadline = self.deadline().map(|d| until(self.input.now, d));

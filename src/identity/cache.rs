@@ -19,6 +19,7 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::assume_role::AssumeRoleFetcher;
 use super::fetch::{FetchError, TemporaryCredentials};
 use super::imds::ImdsFetcher;
 use super::rrsa::RrsaFetcher;
@@ -33,6 +34,8 @@ pub enum Fetcher {
     Rrsa(RrsaFetcher),
     /// The instance role.
     Imds(ImdsFetcher),
+    /// A tenant's role, assumed from the operator's identity.
+    AssumeRole(AssumeRoleFetcher),
 }
 
 impl Fetcher {
@@ -41,6 +44,7 @@ impl Fetcher {
         match self {
             Self::Rrsa(f) => f.fetch().await,
             Self::Imds(f) => f.fetch().await,
+            Self::AssumeRole(f) => f.fetch().await,
         }
     }
 
@@ -49,6 +53,7 @@ impl Fetcher {
         match self {
             Self::Rrsa(_) => SourceKind::Rrsa,
             Self::Imds(_) => SourceKind::EcsRamRole,
+            Self::AssumeRole(_) => SourceKind::AssumedRole,
         }
     }
 }
@@ -112,6 +117,9 @@ pub struct Snapshot {
     pub consecutive_failures: u32,
     /// The last failure, in words without secrets; cleared on success.
     pub last_error: Option<String>,
+    /// The service's error code of the last failure, when it sent one
+    /// (`NoPermission`); cleared on success.
+    pub last_error_code: Option<String>,
     /// When the task will try next.
     pub next_refresh: Option<Timestamp>,
     /// Successful fetches so far.
@@ -151,6 +159,7 @@ pub fn apply<R: Rng + ?Sized>(
             snapshot.obtained_at = Some(now);
             snapshot.consecutive_failures = 0;
             snapshot.last_error = None;
+            snapshot.last_error_code = None;
             snapshot.refreshes_total += 1;
             next
         }
@@ -161,6 +170,7 @@ pub fn apply<R: Rng + ?Sized>(
             snapshot.consecutive_failures = snapshot.consecutive_failures.saturating_add(1);
             snapshot.failures_total += 1;
             snapshot.last_error = Some(err.to_string());
+            snapshot.last_error_code = err.code().map(str::to_owned);
             now + delay
         }
     };

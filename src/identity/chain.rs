@@ -300,6 +300,14 @@ fn rrsa_config(
     })
 }
 
+/// The STS endpoint from the environment (`ALIBABA_CLOUD_STS_ENDPOINT`,
+/// else `ALIBABA_CLOUD_STS_REGION` and `ALIBABA_CLOUD_VPC_ENDPOINT_ENABLED`,
+/// else `sts.aliyuncs.com`), as RRSA uses it; tenant roles are assumed there too.
+pub fn sts_endpoint_from(lookup: impl Fn(&str) -> Option<String>) -> Result<Url, ChainError> {
+    let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+    sts_endpoint(&get)
+}
+
 /// The STS endpoint: the explicit one, else regional/VPC, else central.
 fn sts_endpoint(get: &impl Fn(&str) -> Option<String>) -> Result<Url, ChainError> {
     let vpc = parse_bool(ENV_VPC_ENDPOINT_ENABLED, get(ENV_VPC_ENDPOINT_ENABLED))?;

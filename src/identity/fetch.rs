@@ -74,6 +74,22 @@ pub enum FetchError {
         /// What failed.
         message: String,
     },
+    /// The operator's own identity, which signs AssumeRole, has no key.
+    #[error("the operator's own credentials, which assume the role, are not available: {message}")]
+    Caller {
+        /// Why (no secret in it).
+        message: String,
+    },
+}
+
+impl FetchError {
+    /// The service's error code, when the service answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Service { code, .. } => Some(code),
+            _ => None,
+        }
+    }
 }
 
 /// Installs the ring crypto provider for rustls, once per process.

@@ -22,6 +22,7 @@
 //! `fetch` (what one fetch yields, and the HTTP plumbing) and `status` (what
 //! callers are told), never this module.
 
+pub mod assume_role;
 pub mod cache;
 pub mod chain;
 pub mod cli;
@@ -29,6 +30,7 @@ pub mod fetch;
 pub mod imds;
 pub mod rrsa;
 pub mod status;
+pub mod tenant;
 
 use std::sync::Arc;
 
@@ -58,6 +60,8 @@ enum Inner {
     Static(AccessKey),
     Refreshing {
         source: SourceKind,
+        /// The identity behind the keys (a role), which ECS counts quota against.
+        identity: String,
         rx: watch::Receiver<cache::Snapshot>,
         stop: CancellationToken,
     },
@@ -114,6 +118,14 @@ impl OperatorCredentials {
     /// Keeps `fetcher`'s credentials fresh in the background under `policy`.
     pub fn refreshing(fetcher: Fetcher, policy: RefreshPolicy) -> Self {
         let source = fetcher.kind();
+        let identity = match &fetcher {
+            Fetcher::Rrsa(f) => format!("role:{}", f.config().role_arn),
+            Fetcher::Imds(f) => format!(
+                "ecs-ram-role:{}",
+                f.config().role_name.as_deref().unwrap_or_default()
+            ),
+            Fetcher::AssumeRole(f) => format!("role:{}", f.request().role_arn),
+        };
         let (tx, rx) = watch::channel(cache::Snapshot::default());
         let stop = CancellationToken::new();
         tokio::spawn(cache::refresh_loop(
@@ -123,7 +135,12 @@ impl OperatorCredentials {
             policy,
             stop.clone(),
         ));
-        Self::wrap(Inner::Refreshing { source, rx, stop })
+        Self::wrap(Inner::Refreshing {
+            source,
+            identity,
+            rx,
+            stop,
+        })
     }
 
     /// Fixed keys (tests, and callers that resolved keys themselves).
@@ -189,6 +206,25 @@ impl OperatorCredentials {
         }
     }
 
+    /// Whose quota requests signed with `key` (from [`Self::try_current`])
+    /// count against: the role behind temporary keys (so the pace outlives
+    /// each refresh's new key), the key itself for static keys. Never a label.
+    pub fn quota_identity(&self, key: &AccessKey) -> String {
+        match &*self.inner {
+            Inner::Refreshing { identity, .. } => identity.clone(),
+            _ => format!("key:{}", key.id),
+        }
+    }
+
+    /// The service's code of the last failed fetch (`NoPermission`), if the
+    /// last fetch failed with one.
+    pub fn last_error_code(&self) -> Option<String> {
+        match &*self.inner {
+            Inner::Refreshing { rx, .. } => rx.borrow().last_error_code.clone(),
+            _ => None,
+        }
+    }
+
     /// Where the credentials stand now.
     pub fn status(&self) -> CredentialStatus {
         self.status_at(Timestamp::now())
@@ -220,6 +256,12 @@ impl OperatorCredentials {
             }),
             _ => None,
         }
+    }
+}
+
+impl assume_role::CallerKey for OperatorCredentials {
+    fn caller_key(&self) -> futures::future::BoxFuture<'_, Result<AccessKey, String>> {
+        Box::pin(async move { self.current().await.map_err(|e| e.to_string()) })
     }
 }
 

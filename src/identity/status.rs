@@ -12,6 +12,8 @@ pub enum SourceKind {
     Rrsa,
     /// The ECS instance RAM role.
     EcsRamRole,
+    /// A tenant's RAM role, assumed with STS AssumeRole (RamRoleSelector).
+    AssumedRole,
 }
 
 impl SourceKind {
@@ -21,6 +23,7 @@ impl SourceKind {
             Self::Environment => "environment",
             Self::Rrsa => "rrsa",
             Self::EcsRamRole => "ecs-ram-role",
+            Self::AssumedRole => "assumed-role",
         }
     }
 }

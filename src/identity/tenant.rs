@@ -1,0 +1,138 @@
+//! Tenants' role sessions: one background-refreshed session per (role,
+//! ExternalId, session policy, session name), assumed from the operator's
+//! identity and shared by every namespace (and resource) that uses it.
+//!
+//! ```text
+//! RamRoleSelector ──AssumeRoleRequest──▶ TenantRoles::session ──▶ RoleSession (OperatorCredentials,
+//!                                              │ first use starts      Refreshing: cache::refresh_loop
+//!                                              │ the refresh                └─ AssumeRoleFetcher)
+//! selectors gone ──TenantRoles::retain──▶ session dropped, refresh stopped
+//! ```
+//!
+//! NB: the refresh is the same machinery as RRSA's (`cache`): sessions are
+//! renewed ahead of expiry and a failing AssumeRole backs off, so STS sees
+//! one call per session lifetime, not one per request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::Url;
+
+use super::assume_role::{AssumeRoleFetcher, AssumeRoleRequest, CallerKey};
+use super::cache::{Fetcher, RefreshPolicy};
+use super::status::CredentialError;
+use super::OperatorCredentials;
+use crate::credentials::AccessKey;
+
+/// One tenant role's session: credentials kept fresh in the background.
+/// Cheap to clone; the refresh stops when [`TenantRoles`] drops it and the
+/// last clone is gone.
+#[derive(Clone, Debug)]
+pub struct RoleSession {
+    request: AssumeRoleRequest,
+    credentials: OperatorCredentials,
+}
+
+impl RoleSession {
+    /// What is assumed.
+    pub fn request(&self) -> &AssumeRoleRequest {
+        &self.request
+    }
+
+    /// The key to sign with now, never waiting: before the first AssumeRole
+    /// has answered, [`CredentialError::Pending`].
+    pub fn try_current(&self) -> Result<AccessKey, CredentialError> {
+        self.credentials.try_current()
+    }
+
+    /// Whose quota the session's requests count against: the role.
+    pub fn quota_identity(&self) -> String {
+        format!("role:{}", self.request.role_arn)
+    }
+
+    /// Where the session stands (state, expiry, last error, never a secret).
+    pub fn status(&self) -> super::CredentialStatus {
+        self.credentials.status()
+    }
+
+    /// The STS code of the last failed AssumeRole, while it is failing.
+    pub fn last_error_code(&self) -> Option<String> {
+        self.credentials.last_error_code()
+    }
+}
+
+/// Every tenant role session of this operator.
+#[derive(Debug)]
+pub struct TenantRoles {
+    caller: Arc<dyn CallerKey>,
+    endpoint: Url,
+    policy: RefreshPolicy,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    sessions: Mutex<HashMap<AssumeRoleRequest, RoleSession>>,
+}
+
+impl TenantRoles {
+    /// Sessions assumed with `caller`'s key at the STS `endpoint`, refreshed
+    /// under `policy`.
+    pub fn new(
+        caller: OperatorCredentials,
+        endpoint: Url,
+        policy: RefreshPolicy,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+    ) -> Self {
+        Self {
+            caller: Arc::new(caller),
+            endpoint,
+            policy,
+            connect_timeout,
+            request_timeout,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AssumeRoleRequest, RoleSession>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The session for `request`, started (first AssumeRole in the
+    /// background) on first use. Must run inside a Tokio runtime.
+    pub fn session(&self, request: &AssumeRoleRequest) -> Result<RoleSession, String> {
+        let mut sessions = self.lock();
+        if let Some(session) = sessions.get(request) {
+            return Ok(session.clone());
+        }
+        let fetcher = AssumeRoleFetcher::new(
+            request.clone(),
+            self.endpoint.clone(),
+            self.caller.clone(),
+            self.connect_timeout,
+            self.request_timeout,
+        )
+        .map_err(|e| format!("cannot build the STS client: {e}"))?;
+        let session = RoleSession {
+            request: request.clone(),
+            credentials: OperatorCredentials::refreshing(Fetcher::AssumeRole(fetcher), self.policy),
+        };
+        sessions.insert(request.clone(), session.clone());
+        Ok(session)
+    }
+
+    /// Drops (and stops refreshing) every session `keep` says no to: those
+    /// no selector asks for any more.
+    pub fn retain(&self, keep: impl Fn(&AssumeRoleRequest) -> bool) {
+        self.lock().retain(|request, _| keep(request));
+    }
+
+    /// How many sessions are kept.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no session is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
