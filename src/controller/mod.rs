@@ -18,6 +18,7 @@
 pub mod conditions;
 pub mod decide;
 pub mod leader;
+pub mod roles;
 pub mod run;
 pub mod secrets;
 
@@ -98,6 +99,11 @@ pub enum Error {
         "the Secret cache is not ready after {0:?}; check the operator may list and watch Secrets"
     )]
     SecretsNotReady(Duration),
+    /// The RamRoleSelector or Namespace cache did not finish its first list.
+    #[error(
+        "the RamRoleSelector or Namespace cache is not ready after {0:?}; check the operator may list and watch ramroleselectors and namespaces"
+    )]
+    SelectorsNotReady(Duration),
     /// The object from the watch cache lacks a namespace or UID.
     #[error("{0} has no namespace or UID")]
     Incomplete(String),
@@ -124,11 +130,28 @@ impl Settings {
     }
 }
 
+/// The key a resource is signed with, and whose quota it counts against.
+struct Signer {
+    key: AccessKey,
+    /// The identity behind the key, the pace's scope ([`Pacer::slot`]).
+    quota: String,
+}
+
+impl Signer {
+    /// A long-lived key (a Secret's): its quota is its own.
+    fn own(key: AccessKey) -> Self {
+        let quota = format!("key:{}", key.id);
+        Self { key, quota }
+    }
+}
+
 /// Why a reconcile has no key at hand.
 #[derive(Debug)]
 enum NoKey {
     /// Missing or failing: the reason, without secrets.
     Missing(String),
+    /// Two RamRoleSelectors match the namespace: the reason names both.
+    Ambiguous(String),
     /// Expected shortly: the operator's credentials are being fetched for the
     /// first time, or the resource's Secret is not in the cache yet but may
     /// only be behind in its watch ([`SECRET_CACHE_GRACE`]).
@@ -218,6 +241,9 @@ pub struct Context {
     /// Secrets found absent from the cache within the grace.
     secret_misses: SecretMisses,
     metrics: Arc<Metrics>,
+    /// RamRoleSelectors, Namespaces and role sessions; `None`: no tenant
+    /// roles (every resource without a Secret uses the operator's identity).
+    tenancy: Option<Arc<roles::Tenancy>>,
 }
 
 impl Context {
@@ -241,21 +267,71 @@ impl Context {
             own_writes: OwnWrites::default(),
             secret_misses: SecretMisses::default(),
             metrics,
+            tenancy: None,
         }
     }
 
-    /// The key for `obj`: its Secret's when it names one, else the
-    /// operator's. Without one, why (no secrets in it); with it, how soon to
-    /// look again when the wait is not ended by a Secret event.
+    /// Resolves identities with tenant roles: a resource without its own
+    /// Secret is signed by the one RamRoleSelector matching its namespace.
+    pub fn with_tenancy(mut self, tenancy: Arc<roles::Tenancy>) -> Self {
+        self.tenancy = Some(tenancy);
+        self
+    }
+
+    /// The key for `obj`, in order: its Secret's when it names one, else the
+    /// session of the one RamRoleSelector matching its namespace, else the
+    /// operator's (unless `--require-namespace-role`). Without one, why (no
+    /// secrets in it); with it, how soon to look again when the wait is not
+    /// ended by a Secret event.
     fn credentials(
         &self,
         obj: &CopyImageCancellation,
         namespace: &str,
-    ) -> (Result<AccessKey, NoKey>, Option<Duration>) {
-        match &obj.spec.credentials_secret_ref {
-            Some(secret_ref) => self.secret_credentials(obj, &secret_ref.name, namespace),
-            None => match self.settings.operator.try_current() {
-                Ok(key) => (Ok(key), None),
+    ) -> (Result<Signer, NoKey>, Option<Duration>) {
+        let resolved = match &self.tenancy {
+            Some(tenancy) => tenancy.resolve(obj, namespace),
+            None if obj.spec.credentials_secret_ref.is_some() => roles::Resolved::Secret,
+            None => roles::Resolved::Operator,
+        };
+        match resolved {
+            roles::Resolved::Secret => {
+                let name = obj
+                    .spec
+                    .credentials_secret_ref
+                    .as_ref()
+                    .map(|r| r.name.as_str())
+                    .unwrap_or_default();
+                let (key, recheck) = self.secret_credentials(obj, name, namespace);
+                (key.map(Signer::own), recheck)
+            }
+            roles::Resolved::Ambiguous(why) => {
+                (Err(NoKey::Ambiguous(why)), Some(OPERATOR_CREDENTIALS_RECHECK))
+            }
+            roles::Resolved::Missing(why) => {
+                (Err(NoKey::Missing(why)), Some(OPERATOR_CREDENTIALS_RECHECK))
+            }
+            roles::Resolved::Role { selector, session } => match session.try_current() {
+                Ok(key) => {
+                    let quota = session.quota_identity();
+                    (Ok(Signer { key, quota }), None)
+                }
+                Err(CredentialError::Pending { .. }) => {
+                    (Err(NoKey::Pending), Some(OPERATOR_CREDENTIALS_RECHECK))
+                }
+                Err(err) => (
+                    Err(NoKey::Missing(roles::role_failure_message(
+                        &selector,
+                        &session.request().role_arn,
+                        &err.to_string(),
+                    ))),
+                    Some(OPERATOR_CREDENTIALS_RECHECK),
+                ),
+            },
+            roles::Resolved::Operator => match self.settings.operator.try_current() {
+                Ok(key) => {
+                    let quota = self.settings.operator.quota_identity(&key);
+                    (Ok(Signer { key, quota }), None)
+                }
                 Err(CredentialError::NotConfigured) => (
                     Err(NoKey::Missing(CredentialError::NotConfigured.to_string())),
                     None,
@@ -679,11 +755,22 @@ async fn reconcile_in_span(
         {
             return Err(Error::SecretsNotReady(SECRETS_READY_TIMEOUT));
         }
+        // NB: before the selector and Namespace caches have their first list,
+        // a tenant's resource would look like one without a role and be
+        // signed with the operator's identity.
+        if current.spec.credentials_secret_ref.is_none()
+            && let Some(tenancy) = &ctx.tenancy
+            && !(cache_ready(&tenancy.selectors, Some(SECRETS_READY_TIMEOUT)).await
+                && cache_ready(&tenancy.namespaces, Some(SECRETS_READY_TIMEOUT)).await)
+        {
+            return Err(Error::SelectorsNotReady(SECRETS_READY_TIMEOUT));
+        }
         let (credentials, recheck) = ctx.credentials(&current, &namespace);
         let trigger = match &credentials {
             Ok(_) if queued.is_some() => Trigger::AwaitingPace,
             Ok(_) => Trigger::Observe,
             Err(NoKey::Missing(why)) => Trigger::CredentialsMissing(why),
+            Err(NoKey::Ambiguous(why)) => Trigger::AmbiguousRole(why),
             Err(NoKey::Pending) => Trigger::CredentialsPending,
         };
         let decision = decide::decide(
@@ -706,10 +793,13 @@ async fn reconcile_in_span(
         if action == NextAction::WriteAheadThenSend && grant.is_none() {
             // NB: the slot comes before the write-ahead, so that a wait for it
             // is never recorded as an attempt in flight.
-            let key = credentials
+            let signer = credentials
                 .as_ref()
                 .expect("decide sends only with credentials at hand");
-            match settings.pacer.slot(&key.id, &current.spec.region_id, &uid) {
+            match settings
+                .pacer
+                .slot(&signer.quota, &current.spec.region_id, &uid)
+            {
                 Slot::Now(now) => grant = Some(now),
                 Slot::Queued(ticket) => {
                     queued = Some(ticket);
@@ -747,11 +837,11 @@ async fn reconcile_in_span(
         };
         match (action, written) {
             (NextAction::WriteAheadThenSend, Some(written)) => {
-                let key = credentials.expect("decide sends only with credentials at hand");
+                let signer = credentials.expect("decide sends only with credentials at hand");
                 let grant = grant
                     .take()
                     .expect("a slot is taken before the write-ahead");
-                return send_and_record(&ctx, &api, written, &key, &uid, grant).await;
+                return send_and_record(&ctx, &api, written, &signer.key, &uid, grant).await;
             }
             (NextAction::AwaitSlot(limit), written) => {
                 let Some(ticket) = queued.take() else {

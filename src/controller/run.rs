@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
 use kube::runtime::WatchStreamExt;
@@ -32,6 +32,7 @@ use crate::pacing::pace::Ceiling;
 use crate::pacing::{Pacer, PacingConfig};
 use crate::resource::CopyImageCancellation;
 use crate::retry::Backoff;
+use crate::role_selector::RamRoleSelector;
 
 const AFTER_HELP: &str = "\
 Kubernetes access: the in-cluster service account, or KUBECONFIG / ~/.kube/config outside a cluster.
@@ -151,6 +152,18 @@ pub struct RunArgs {
     /// Hidden: for tests and unusual clusters.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_probe_interval, hide = true)]
     pub api_probe_interval: Duration,
+    /// Sign resources without a credentialsSecretRef with the RAM role of the one
+    /// RamRoleSelector that selects their namespace (assumed with STS AssumeRole from the
+    /// operator's identity). Needs list/watch on ramroleselectors and namespaces. With false,
+    /// selectors are ignored. When the RamRoleSelector CRD is not installed, this is off (with a
+    /// warning) until a restart.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub namespace_roles: bool,
+    /// Never sign with the operator's own identity: a resource without a credentialsSecretRef
+    /// in a namespace no RamRoleSelector selects waits (AwaitingCredentials) until an
+    /// administrator creates one. For clusters shared by several teams.
+    #[arg(long)]
+    pub require_namespace_role: bool,
     /// Where the operator's own credentials come from.
     #[command(flatten)]
     pub identity: IdentityArgs,
@@ -207,6 +220,20 @@ pub struct WatchOptions {
     /// `None`: never, and watch errors do not mark the API unreachable either
     /// (nothing could clear the mark). `run` probes only with `--admin-addr`.
     pub api_probe_interval: Option<Duration>,
+    /// Tenant roles (RamRoleSelectors); `None`: off, every resource without
+    /// a Secret uses the operator's identity.
+    pub tenant_roles: Option<TenantRoleOptions>,
+}
+
+/// How tenant roles are assumed (`--namespace-roles`, `--require-namespace-role`).
+#[derive(Clone, Debug)]
+pub struct TenantRoleOptions {
+    /// The STS endpoint (as for RRSA: `ALIBABA_CLOUD_STS_ENDPOINT`, `ALIBABA_CLOUD_STS_REGION`).
+    pub sts_endpoint: reqwest::Url,
+    /// When sessions are refreshed, and how failures are retried.
+    pub refresh: crate::identity::RefreshPolicy,
+    /// `--require-namespace-role`.
+    pub require_namespace_role: bool,
 }
 
 /// How long the readiness probe waits for the API's answer.
@@ -273,7 +300,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let tenant_roles = if args.namespace_roles {
+        Some(TenantRoleOptions {
+            sts_endpoint: crate::identity::chain::sts_endpoint_from(|n| std::env::var(n).ok())
+                .context("the STS endpoint for tenant roles")?,
+            refresh: args.identity.chain_options().refresh,
+            require_namespace_role: args.require_namespace_role,
+        })
+    } else {
+        anyhow::ensure!(
+            !args.require_namespace_role,
+            "--require-namespace-role needs --namespace-roles=true: without RamRoleSelectors no resource without a credentialsSecretRef could ever be signed"
+        );
+        None
+    };
     let options = WatchOptions {
+        tenant_roles,
         namespaces: args.watch_namespaces,
         selector: args.selector,
         max_concurrent_reconciles: args.max_concurrent_reconciles,
@@ -450,10 +492,20 @@ pub async fn run_controllers(
     );
     let metrics = options.metrics.clone().unwrap_or_default();
     let health = options.health.clone();
+    let tenant_roles = match &options.tenant_roles {
+        Some(tenant) => {
+            check_tenant_access(&client, tenant.require_namespace_role, &shutdown).await?
+        }
+        None => false,
+    }
+    .then_some(options.tenant_roles.clone())
+    .flatten();
     if let Some(health) = &health {
-        // A resource cache and (unless told not to read Secrets) a Secret cache per scope.
+        // A resource cache and (unless told not to read Secrets) a Secret cache per scope;
+        // with tenant roles, the selector and Namespace caches.
         let per_scope = if options.without_secrets { 1 } else { 2 };
-        health.expect_caches(per_scope * scopes.len());
+        let tenant_caches = if tenant_roles.is_some() { 2 } else { 0 };
+        health.expect_caches(per_scope * scopes.len() + tenant_caches);
         let (health, stop) = (health.clone(), shutdown.clone());
         tokio::spawn(async move {
             stop.cancelled().await;
@@ -482,6 +534,97 @@ pub async fn run_controllers(
         };
         feeds.push(tokio::spawn(probe_api(probed, health.clone(), every)));
     }
+    // Tenant roles: the selector and Namespace caches, fed by their own
+    // tasks, each change passed on to every scope's controller so the
+    // resources it may concern look again.
+    let mut selector_wakers: Vec<futures::channel::mpsc::UnboundedSender<RamRoleSelector>> =
+        Vec::new();
+    let mut namespace_wakers: Vec<futures::channel::mpsc::UnboundedSender<Namespace>> = Vec::new();
+    let mut wake_rx = Vec::new();
+    for _ in &scopes {
+        let (stx, srx) = futures::channel::mpsc::unbounded::<RamRoleSelector>();
+        let (ntx, nrx) = futures::channel::mpsc::unbounded::<Namespace>();
+        selector_wakers.push(stx);
+        namespace_wakers.push(ntx);
+        wake_rx.push((srx, nrx));
+    }
+    let tenancy = match &tenant_roles {
+        None => None,
+        Some(tenant) => {
+            let (selectors, writer) = reflector::store::<RamRoleSelector>();
+            let reporter = api_health.clone();
+            feeds.push(tokio::spawn(
+                watcher(Api::<RamRoleSelector>::all(client.clone()), watcher::Config::default())
+                    .default_backoff()
+                    .reflect(writer)
+                    .touched_objects()
+                    .for_each(move |event| {
+                        match event {
+                            Ok(selector) => {
+                                for waker in &selector_wakers {
+                                    drop(waker.unbounded_send(selector.clone()));
+                                }
+                            }
+                            Err(err) => {
+                                report_api_trouble(reporter.as_deref(), &err);
+                                warn!(error = %err, "watching RamRoleSelectors failed; retrying")
+                            }
+                        }
+                        std::future::ready(())
+                    }),
+            ));
+            let (namespaces, writer) = reflector::store::<Namespace>();
+            let reporter = api_health.clone();
+            feeds.push(tokio::spawn(
+                watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default())
+                    .default_backoff()
+                    .modify(trim_namespace)
+                    .reflect(writer)
+                    .touched_objects()
+                    .for_each(move |event| {
+                        match event {
+                            Ok(namespace) => {
+                                for waker in &namespace_wakers {
+                                    drop(waker.unbounded_send(namespace.clone()));
+                                }
+                            }
+                            Err(err) => {
+                                report_api_trouble(reporter.as_deref(), &err);
+                                warn!(error = %err, "watching Namespaces failed; retrying")
+                            }
+                        }
+                        std::future::ready(())
+                    }),
+            ));
+            if let Some(health) = &health {
+                report_synced(health.clone(), selectors.clone());
+                report_synced(health.clone(), namespaces.clone());
+            }
+            let tenancy = Arc::new(super::roles::Tenancy {
+                selectors,
+                namespaces,
+                roles: crate::identity::tenant::TenantRoles::new(
+                    settings.operator.clone(),
+                    tenant.sts_endpoint.clone(),
+                    tenant.refresh,
+                    Duration::from_secs(5),
+                    Duration::from_secs(10),
+                ),
+                require_namespace_role: tenant.require_namespace_role,
+            });
+            feeds.push(tokio::spawn(super::roles::write_selector_statuses(
+                client.clone(),
+                tenancy.clone(),
+                shutdown.clone(),
+            )));
+            info!(
+                require_namespace_role = tenant.require_namespace_role,
+                "tenant roles on: resources without a credentialsSecretRef use the RamRoleSelector of their namespace"
+            );
+            Some(tenancy)
+        }
+    };
+    let mut wake_rx = wake_rx.into_iter();
     let in_flight = Arc::new(InFlight::default());
     let concurrency = options.max_concurrent_reconciles.max(1);
     let permits = Arc::new(Semaphore::new(usize::from(concurrency)));
@@ -549,17 +692,30 @@ pub async fn run_controllers(
             });
             Some(secret_store)
         };
-        let ctx = Arc::new(
-            Context::new(
-                client.clone(),
-                settings.clone(),
-                secret_store,
-                recorder.clone(),
-                permits.clone(),
-                metrics.clone(),
-            )
-            .with_reporting_instance(options.instance.clone()),
-        );
+        let (selector_rx, namespace_rx) = wake_rx.next().expect("one pair per scope");
+        let mut ctx = Context::new(
+            client.clone(),
+            settings.clone(),
+            secret_store,
+            recorder.clone(),
+            permits.clone(),
+            metrics.clone(),
+        )
+        .with_reporting_instance(options.instance.clone());
+        if let Some(tenancy) = &tenancy {
+            ctx = ctx.with_tenancy(tenancy.clone());
+            // A new, changed or deleted selector may move any resource that
+            // has no Secret; a Namespace's labels, those in it.
+            let all = resources.clone();
+            controller = controller.watches_stream(selector_rx.map(Ok), move |_: RamRoleSelector| {
+                resources_without_secret(&all.state(), None)
+            });
+            let all = resources.clone();
+            controller = controller.watches_stream(namespace_rx.map(Ok), move |ns: Namespace| {
+                resources_without_secret(&all.state(), ns.metadata.name.as_deref())
+            });
+        }
+        let ctx = Arc::new(ctx);
         let stop = shutdown.clone();
         let scope_name = scope
             .clone()
@@ -785,6 +941,82 @@ fn trim_secret(secret: &mut Secret) {
     }
     if let Some(data) = &mut secret.string_data {
         data.retain(|key, _| wanted(key));
+    }
+}
+
+/// The unfinished resources without a credentialsSecretRef (in `namespace`
+/// when given): those whose identity a selector or Namespace change may move.
+fn resources_without_secret(
+    resources: &[Arc<CopyImageCancellation>],
+    namespace: Option<&str>,
+) -> Vec<kube::runtime::reflector::ObjectRef<CopyImageCancellation>> {
+    resources
+        .iter()
+        .filter(|r| r.spec.credentials_secret_ref.is_none())
+        .filter(|r| namespace.is_none_or(|ns| r.metadata.namespace.as_deref() == Some(ns)))
+        .filter(|r| {
+            !r.status
+                .as_ref()
+                .is_some_and(|s| s.phase.is_some_and(crate::resource::Phase::is_finished))
+        })
+        .map(|r| kube::runtime::reflector::ObjectRef::from_obj(r.as_ref()))
+        .collect()
+}
+
+/// What the Namespace cache keeps: name and labels.
+fn trim_namespace(ns: &mut Namespace) {
+    trim_metadata(&mut ns.metadata);
+    ns.spec = None;
+    ns.status = None;
+}
+
+/// Whether tenant roles can be used: the RamRoleSelector CRD is installed and
+/// the operator may list selectors and Namespaces. A missing CRD turns them
+/// off with a warning (no selector can exist), unless they are required.
+async fn check_tenant_access(
+    client: &kube::Client,
+    required: bool,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let params = ListParams::default().limit(1);
+    let selectors: Api<RamRoleSelector> = Api::all(client.clone());
+    let mut pause = CHECK_ACCESS_FIRST_PAUSE;
+    let listed = loop {
+        match selectors.list_metadata(&params).await {
+            Err(err) if transient(&err) && !shutdown.is_cancelled() => {
+                warn!(error = %err, "listing ramroleselectors failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(CHECK_ACCESS_MAX_PAUSE);
+            }
+            other => break other,
+        }
+    };
+    match listed {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 && !required => {
+            warn!(
+                "the RamRoleSelector CRD is not installed: every resource without a credentialsSecretRef \
+                 uses the operator's identity; install crds/ramroleselectors.yaml and restart to use tenant roles"
+            );
+            return Ok(false);
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => anyhow::bail!(
+            "--require-namespace-role needs the RamRoleSelector CRD: kubectl apply -f crds/ramroleselectors.yaml"
+        ),
+        Err(kube::Error::Api(status)) if status.code == 403 => anyhow::bail!(
+            "not allowed to list ramroleselectors: {}; grant the operator's RBAC role (the chart's), or run with --namespace-roles=false",
+            status.message
+        ),
+        Err(err) => return Err(err).context("listing ramroleselectors"),
+    }
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    match namespaces.list_metadata(&params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 403 => anyhow::bail!(
+            "not allowed to list namespaces (tenant roles select them by labels): {}; grant the operator's RBAC role, or run with --namespace-roles=false",
+            status.message
+        ),
+        Err(err) => Err(err).context("listing namespaces"),
     }
 }
 

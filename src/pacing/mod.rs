@@ -57,7 +57,8 @@ impl Default for PacingConfig {
     }
 }
 
-/// A quota scope: the access key ID's hash and the region.
+/// A quota scope: the hash of the identity behind the key (see
+/// [`Pacer::slot`]) and the region.
 type ScopeKey = (u64, String);
 
 /// Permission to send one request now. Hand it back with [`Pacer::answered`].
@@ -199,9 +200,14 @@ impl Pacer {
         self.epoch.elapsed().as_secs_f64()
     }
 
-    /// A slot for resource `uid` to send with key `key_id` to `region`: now,
-    /// or a place in the scope's queue.
-    pub fn slot(self: &Arc<Self>, key_id: &str, region: &str, uid: &str) -> Slot {
+    /// A slot for resource `uid` to send to `region` as `identity`: now, or a
+    /// place in the scope's queue.
+    ///
+    /// `identity` is who the request counts against, not the key that signs
+    /// it: the role behind temporary keys (an assumed role, RRSA), so the
+    /// pace is not started afresh by every refresh's new AccessKey ID; the
+    /// AccessKey ID of a long-lived key. Hashed, never a label.
+    pub fn slot(self: &Arc<Self>, identity: &str, region: &str, uid: &str) -> Slot {
         let t = self.now();
         if !self.config.adaptive && self.config.ceiling.is_none() {
             // Nothing to pace and nothing to learn: no scope, no lock.
@@ -214,7 +220,7 @@ impl Pacer {
                 waited: Duration::ZERO,
             });
         }
-        let key = (self.seed.hash_one(key_id), region.to_string());
+        let key = (self.seed.hash_one(identity), region.to_string());
         let mut scopes = self.lock();
         if scopes.closed {
             // NB: the sender is dropped at once: the ticket says closed.

@@ -282,7 +282,7 @@ async fn credentials(
             });
             state.minted.push(key.clone());
             if let Some(sink) = &state.sink {
-                sink.send(key);
+                sink.send(key, None);
             }
             (
                 with_token,

@@ -1,8 +1,11 @@
-//! A local STS endpoint answering `AssumeRoleWithOIDC` like Alibaba Cloud
-//! STS: parameter checks, the OIDC token compared with the one it expects,
-//! credentials with a configurable lifetime, scriptable error answers, and a
-//! call log. Minted keys can be handed to the ECS simulator, so a whole
-//! RRSA → STS → ECS flow runs on loopback.
+//! A local STS endpoint answering `AssumeRoleWithOIDC` and `AssumeRole` like
+//! Alibaba Cloud STS: parameter checks, the OIDC token compared with the one
+//! it expects, AssumeRole's RPC signature checked with this crate's own code
+//! against the callers it knows, a trust table (which principal may assume
+//! which role, with which ExternalId), credentials with a configurable
+//! lifetime, scriptable error answers, and a call log. Minted keys (with
+//! their session policy) can be handed to the ECS simulator, so a whole
+//! RRSA → STS → ECS flow, and a tenant's AssumeRole on top, runs on loopback.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -27,25 +30,63 @@ use crate::access_key::AccessKey;
 /// `HostId` in error bodies.
 pub const HOST_ID: &str = "sts.aliyuncs.com";
 
-/// Receives every key a stand-in mints, e.g. to make the ECS simulator accept it.
+/// Receives every key a stand-in mints (with its session policy, if any),
+/// e.g. to make the ECS simulator accept it.
 #[derive(Clone)]
-pub struct KeySink(Arc<dyn Fn(AccessKey) + Send + Sync>);
+pub struct KeySink(Arc<dyn Fn(AccessKey, Option<String>) + Send + Sync>);
 
 impl KeySink {
     /// A sink calling `f` with each minted key.
     pub fn new(f: impl Fn(AccessKey) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(move |key, _| f(key)))
+    }
+
+    /// A sink calling `f` with each minted key and its session policy.
+    pub fn with_policy(f: impl Fn(AccessKey, Option<String>) + Send + Sync + 'static) -> Self {
         Self(Arc::new(f))
     }
 
-    /// A sink adding each minted key to a running ECS simulator.
+    /// A sink adding each minted key, with its session policy, to a running ECS simulator.
     pub fn ecs(simulator: Arc<super::ecs_simulator::SimulatorHandle>) -> Self {
-        Self::new(move |key| simulator.add_key(key))
+        Self::with_policy(move |key, policy| simulator.add_key_with_policy(key, policy))
     }
 
     /// Hands `key` to the receiver.
-    pub(crate) fn send(&self, key: AccessKey) {
-        (self.0)(key)
+    pub(crate) fn send(&self, key: AccessKey, policy: Option<String>) {
+        (self.0)(key, policy)
     }
+}
+
+/// One line of the trust table: `principal` may assume `role_arn`, with
+/// `external_id` when the role's trust policy asks for one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trust {
+    /// Who may assume the role: a name given to a caller (see
+    /// [`StsSimulatorHandle::add_caller`]), or a role ARN whose sessions may
+    /// (keys minted by AssumeRoleWithOIDC for it, say).
+    pub principal: String,
+    /// The role.
+    pub role_arn: String,
+    /// The `sts:ExternalId` condition, when there is one.
+    pub external_id: Option<String>,
+}
+
+/// A session minted by `AssumeRole`: whose key it is, for the logs that
+/// prove which session signed a request. Holds no secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MintedSession {
+    /// The minted AccessKey ID.
+    pub access_key_id: String,
+    /// The role assumed.
+    pub role_arn: String,
+    /// `RoleSessionName`.
+    pub session_name: String,
+    /// The session policy sent, if any.
+    pub policy: Option<String>,
+    /// Who assumed it.
+    pub principal: String,
+    /// When it expires.
+    pub expiration: Timestamp,
 }
 
 impl std::fmt::Debug for KeySink {
@@ -118,6 +159,10 @@ pub struct StsSimulatorConfig {
     pub lifetime: Option<Duration>,
     /// Receives every minted key.
     pub sink: Option<KeySink>,
+    /// Keys that may call the signed `AssumeRole`, each with its principal name.
+    pub callers: Vec<(AccessKey, String)>,
+    /// The trust table of `AssumeRole`.
+    pub trust: Vec<Trust>,
 }
 
 impl Default for StsSimulatorConfig {
@@ -129,6 +174,8 @@ impl Default for StsSimulatorConfig {
             oidc_provider_arn: None,
             lifetime: None,
             sink: None,
+            callers: Vec::new(),
+            trust: Vec::new(),
         }
     }
 }
@@ -158,6 +205,12 @@ pub struct StsCall {
     pub code: String,
     /// The AccessKey ID minted, on success.
     pub access_key_id: Option<String>,
+    /// `AssumeRole`: the AccessKey ID that signed the call.
+    pub caller_access_key_id: Option<String>,
+    /// `AssumeRole`: `ExternalId`, when sent.
+    pub external_id: Option<String>,
+    /// `Policy`, when sent.
+    pub policy: Option<String>,
 }
 
 /// Hex SHA-256 of a token, to compare with [`StsCall::token_sha256`].
@@ -176,6 +229,10 @@ struct StsState {
     persistent_fault: Option<StsFault>,
     calls: Vec<StsCall>,
     minted: Vec<AccessKey>,
+    /// Callers of `AssumeRole` by AccessKey ID: the key and its principal.
+    callers: BTreeMap<String, (AccessKey, String)>,
+    trust: Vec<Trust>,
+    sessions: Vec<MintedSession>,
 }
 
 type Shared = SharedState<StsState>;
@@ -197,6 +254,13 @@ impl StsSimulator {
             persistent_fault: None,
             calls: Vec::new(),
             minted: Vec::new(),
+            callers: config
+                .callers
+                .into_iter()
+                .map(|(key, principal)| (key.id.clone(), (key, principal)))
+                .collect(),
+            trust: config.trust,
+            sessions: Vec::new(),
         }));
         let app = Router::new()
             .route("/", any(api))
@@ -257,6 +321,34 @@ impl StsSimulatorHandle {
     /// Every key minted so far, oldest first.
     pub fn minted(&self) -> Vec<AccessKey> {
         self.shared.state().minted.clone()
+    }
+
+    /// Lets `key` call `AssumeRole` as `principal`.
+    pub fn add_caller(&self, key: AccessKey, principal: impl Into<String>) {
+        self.shared
+            .state()
+            .callers
+            .insert(key.id.clone(), (key, principal.into()));
+    }
+
+    /// Replaces the trust table.
+    pub fn set_trust(&self, trust: Vec<Trust>) {
+        self.shared.state().trust = trust;
+    }
+
+    /// Every session `AssumeRole` minted, oldest first.
+    pub fn sessions(&self) -> Vec<MintedSession> {
+        self.shared.state().sessions.clone()
+    }
+
+    /// The session that minted the key `access_key_id`, if `AssumeRole` did.
+    pub fn session_of(&self, access_key_id: &str) -> Option<MintedSession> {
+        self.shared
+            .state()
+            .sessions
+            .iter()
+            .find(|s| s.access_key_id == access_key_id)
+            .cloned()
     }
 
     /// Stops serving and waits for the listener to close.
@@ -394,6 +486,147 @@ fn check(state: &StsState, p: &BTreeMap<String, String>) -> Result<u64, StsFault
     Ok(duration)
 }
 
+/// What a checked `AssumeRole` call may mint.
+#[derive(Debug, PartialEq, Eq)]
+struct Assumed {
+    duration: u64,
+    principal: String,
+}
+
+/// The checks STS makes on a signed `AssumeRole` sent with HTTP `method`,
+/// in order: the signature (this crate's own RPC verifier), the parameters,
+/// then the trust table. Pure.
+fn check_assume_role(
+    state: &StsState,
+    method: &str,
+    p: &BTreeMap<String, String>,
+) -> Result<Assumed, StsFault> {
+    use crate::ecs_simulator::verify;
+    let get = |k: &str| p.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    if get("Version") != Some("2015-04-01") {
+        return Err(StsFault::new(
+            400,
+            "InvalidVersion",
+            "Specified parameter Version is not valid.",
+        ));
+    }
+    for name in [
+        "AccessKeyId",
+        "Signature",
+        "SignatureMethod",
+        "SignatureVersion",
+        "SignatureNonce",
+        "Timestamp",
+    ] {
+        get(name).ok_or_else(|| missing(name))?;
+    }
+    if get("SignatureMethod") != Some("HMAC-SHA1") {
+        return Err(StsFault::new(
+            400,
+            "InvalidSignatureMethod",
+            "Specified signature method is not supported.",
+        ));
+    }
+    if get("SignatureVersion") != Some("1.0") {
+        return Err(StsFault::new(
+            400,
+            "InvalidSignatureVersion",
+            "Specified signature version is not supported.",
+        ));
+    }
+    if get("Timestamp").and_then(verify::parse_timestamp).is_none() {
+        return Err(StsFault::new(
+            400,
+            "InvalidTimeStamp.Format",
+            "Specified time stamp or date value is not well formatted.",
+        ));
+    }
+    let key_id = get("AccessKeyId").unwrap_or_default();
+    let Some((key, principal)) = state.callers.get(key_id) else {
+        return Err(StsFault::new(
+            404,
+            "InvalidAccessKeyId.NotFound",
+            "Specified access key is not found.",
+        ));
+    };
+    let string_to_sign = verify::string_to_sign(method, p);
+    if !verify::signature_matches(
+        key.secret(),
+        &string_to_sign,
+        get("Signature").unwrap_or_default(),
+    ) {
+        return Err(StsFault::new(
+            400,
+            "SignatureDoesNotMatch",
+            "Specified signature is not matched with our calculation.",
+        ));
+    }
+    if key.security_token() != get("SecurityToken") {
+        return Err(StsFault::new(
+            400,
+            "InvalidSecurityToken.MismatchWithAccessKey",
+            "The security token you provided does not match the access key.",
+        ));
+    }
+    let role = get("RoleArn").ok_or_else(|| missing("RoleArn"))?;
+    if !arn_ok(role, "role/") {
+        return Err(invalid(
+            "RoleArn",
+            "is not a RAM role ARN (acs:ram::<account>:role/<name>)",
+        ));
+    }
+    let session = get("RoleSessionName").ok_or_else(|| missing("RoleSessionName"))?;
+    if !is_valid_session_name(session) {
+        return Err(invalid("RoleSessionName", "is not valid"));
+    }
+    let duration: u64 = match get("DurationSeconds") {
+        None => 3600,
+        Some(d) => d
+            .parse()
+            .ok()
+            .filter(|d| (900..=43200).contains(d))
+            .ok_or_else(|| invalid("DurationSeconds", "must be between 900 and 43200"))?,
+    };
+    let external_id = get("ExternalId");
+    if let Some(id) = external_id {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "_+=,.@:/-".contains(c);
+        if !(2..=1224).contains(&id.len()) || !id.chars().all(allowed) {
+            return Err(invalid("ExternalId", "is not valid"));
+        }
+    }
+    if let Some(policy) = get("Policy")
+        && !serde_json::from_str::<serde_json::Value>(policy).is_ok_and(|v| v.is_object())
+    {
+        return Err(StsFault::new(
+            400,
+            "InvalidParameter.PolicyGrammar",
+            "The parameter Policy has not a valid grammar.",
+        ));
+    }
+    let for_role: Vec<&Trust> = state.trust.iter().filter(|t| t.role_arn == role).collect();
+    if for_role.is_empty() {
+        return Err(StsFault::new(
+            404,
+            "EntityNotExist.Role",
+            "The role not exists.",
+        ));
+    }
+    let trusted = for_role.iter().any(|t| {
+        &t.principal == principal && t.external_id.as_deref().is_none_or(|e| Some(e) == external_id)
+    });
+    if !trusted {
+        return Err(StsFault::new(
+            403,
+            "NoPermission",
+            "You are not authorized to do this action. You should be authorized by RAM.",
+        ));
+    }
+    Ok(Assumed {
+        duration,
+        principal: principal.clone(),
+    })
+}
+
 fn arn_ok(arn: &str, kind: &str) -> bool {
     arn.strip_prefix("acs:ram::")
         .and_then(|rest| rest.split_once(':'))
@@ -435,6 +668,7 @@ pub fn mint_key() -> AccessKey {
 
 async fn api(
     State(shared): State<Arc<Shared>>,
+    method: axum::http::Method,
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
@@ -442,6 +676,7 @@ async fn api(
     let request_id = uuid::Uuid::new_v4().to_string().to_uppercase();
     let now = Timestamp::now();
     let mut state = shared.state();
+    let assume_role = p.get("Action").map(String::as_str) == Some("AssumeRole");
     let mut call = StsCall {
         time: now,
         action: p.get("Action").cloned(),
@@ -455,6 +690,9 @@ async fn api(
             .any(|(k, _)| k == "OIDCToken"),
         code: String::new(),
         access_key_id: None,
+        caller_access_key_id: p.get("AccessKeyId").cloned().filter(|_| assume_role),
+        external_id: p.get("ExternalId").cloned(),
+        policy: p.get("Policy").cloned(),
     };
     let outcome = match state
         .faults
@@ -462,17 +700,21 @@ async fn api(
         .or_else(|| state.persistent_fault.clone())
     {
         Some(fault) => Err(fault),
-        None => check(&state, &p),
+        None if assume_role => {
+            check_assume_role(&state, method.as_str(), &p).map(|a| (a.duration, Some(a.principal)))
+        }
+        None => check(&state, &p).map(|d| (d, None)),
     };
     let response = match outcome {
         Err(fault) => {
             call.code = fault.code.clone();
             error(&request_id, &fault)
         }
-        Ok(duration) => {
+        Ok((duration, principal)) => {
             let lifetime = state.lifetime.unwrap_or(Duration::from_secs(duration));
             let key = mint_key();
-            let expiration = (now + lifetime).strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+            let expires = now + lifetime;
+            let expiration = expires.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
             let role = call.role_arn.clone().unwrap_or_default();
             let session = call.session_name.clone().unwrap_or_default();
             let body = serde_json::json!({
@@ -491,8 +733,23 @@ async fn api(
             call.code = "Success".to_owned();
             call.access_key_id = Some(key.id.clone());
             state.minted.push(key.clone());
+            // A session of the role may itself call AssumeRole as the role
+            // (RRSA's keys, say): the trust table names roles as principals.
+            state
+                .callers
+                .insert(key.id.clone(), (key.clone(), role.clone()));
+            if let Some(principal) = principal {
+                state.sessions.push(MintedSession {
+                    access_key_id: key.id.clone(),
+                    role_arn: role.clone(),
+                    session_name: session.clone(),
+                    policy: call.policy.clone(),
+                    principal,
+                    expiration: expires,
+                });
+            }
             if let Some(sink) = &state.sink {
-                sink.send(key);
+                sink.send(key, call.policy.clone());
             }
             (
                 StatusCode::OK,
@@ -503,11 +760,13 @@ async fn api(
         }
     };
     tracing::info!(
+        action = call.action.as_deref().unwrap_or("-"),
         code = %call.code,
         role_arn = call.role_arn.as_deref().unwrap_or("-"),
         session_name = call.session_name.as_deref().unwrap_or("-"),
+        caller = call.caller_access_key_id.as_deref().unwrap_or("-"),
         access_key_id = call.access_key_id.as_deref().unwrap_or("-"),
-        "sts-simulator AssumeRoleWithOIDC"
+        "sts-simulator call"
     );
     state.calls.push(call);
     response
@@ -545,6 +804,9 @@ mod tests {
             persistent_fault: None,
             calls: Vec::new(),
             minted: Vec::new(),
+            callers: BTreeMap::new(),
+            trust: Vec::new(),
+            sessions: Vec::new(),
         }
     }
 

@@ -23,6 +23,7 @@
 pub mod cli;
 mod clock;
 pub mod faults;
+pub mod policy;
 pub mod quota;
 pub mod render;
 mod server;
@@ -30,7 +31,7 @@ pub mod state;
 pub mod verify;
 pub mod verify_v3;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -188,6 +189,7 @@ impl EcsSimulator {
                 requests: VecDeque::new(),
                 request_log_capacity: config.request_log_capacity,
                 quota: quota::QuotaMeter::new(config.quota),
+                session_policies: BTreeMap::new(),
             }),
             clock: config.clock,
             latency: config.latency,
@@ -270,6 +272,17 @@ impl SimulatorHandle {
     /// Accepts another key (or replaces the one with the same ID).
     pub fn add_key(&self, key: AccessKey) {
         self.shared.state().keys.insert(key);
+    }
+
+    /// Accepts a key minted with a session `policy` (STS AssumeRole): its
+    /// requests outside the policy are refused with `Forbidden.RAM`.
+    pub fn add_key_with_policy(&self, key: AccessKey, policy: Option<String>) {
+        let mut state = self.shared.state();
+        match policy {
+            Some(policy) => state.session_policies.insert(key.id.clone(), policy),
+            None => state.session_policies.remove(&key.id),
+        };
+        state.keys.insert(key);
     }
 
     /// Stops accepting the key with this ID (as after a rotation), returning whether it was known.

@@ -174,6 +174,9 @@ pub struct SimulatorState {
     pub request_log_capacity: usize,
     /// Flow control per access key and region.
     pub quota: QuotaMeter,
+    /// Session policies of keys minted by STS AssumeRole with a `Policy`,
+    /// by AccessKey ID: requests they do not allow get `Forbidden.RAM`.
+    pub session_policies: BTreeMap<String, String>,
 }
 
 impl SimulatorState {
@@ -260,6 +263,13 @@ impl SimulatorState {
                         },
                         Duration::ZERO,
                     ),
+                    Ok(()) if !self.session_allows(&auth) => (
+                        Answer::Error {
+                            error: super::policy::forbidden(),
+                            retry_after: None,
+                        },
+                        Duration::ZERO,
+                    ),
                     Ok(()) => match self.quota.admit(&auth.access_key_id, &auth.region_id, now) {
                         Err(refusal) => {
                             record.fault = Some(refusal.as_str().to_owned());
@@ -323,6 +333,20 @@ impl SimulatorState {
             format,
             record,
         }
+    }
+
+    /// Whether the signer's session policy, if it has one, allows this
+    /// CancelCopyImage.
+    fn session_allows(&self, auth: &verify::Authenticated) -> bool {
+        self.session_policies
+            .get(&auth.access_key_id)
+            .is_none_or(|policy| {
+                super::policy::allows(
+                    policy,
+                    "ecs:CancelCopyImage",
+                    &format!("acs:ecs:{}:*:image/{}", auth.region_id, auth.image_id),
+                )
+            })
     }
 
     fn image_answer(&mut self, image_id: &str) -> Answer {
