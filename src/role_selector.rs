@@ -117,7 +117,10 @@ pub struct RamRoleSelectorSpec {
     /// one (`sts:ExternalId` condition; it guards against the confused-deputy
     /// problem). 2 to 1224 characters: letters, digits and `_+=,.@:/-`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[A-Za-z0-9_+=,.@:/-]+$"), length(min = 2, max = 1224))]
+    #[schemars(
+        regex(pattern = r"^[A-Za-z0-9_+=,.@:/-]+$"),
+        length(min = 2, max = 1224)
+    )]
     pub external_id: Option<String>,
 
     /// Lifetime of each session in seconds, 900 to 43200 (at most the role's
@@ -246,7 +249,10 @@ impl NamespaceSelector {
             return false;
         }
         (self.names.is_empty() || self.names.iter().any(|n| n == name))
-            && self.label_selector.as_ref().is_none_or(|s| s.matches(labels))
+            && self
+                .label_selector
+                .as_ref()
+                .is_none_or(|s| s.matches(labels))
     }
 }
 
@@ -273,15 +279,14 @@ pub fn choose<'a>(
     has_secret_ref: bool,
     namespace: &str,
     labels: &BTreeMap<String, String>,
-    selectors: &'a [impl AsRef<RamRoleSelector>],
+    selectors: impl IntoIterator<Item = &'a RamRoleSelector>,
     require_role: bool,
 ) -> Identity<'a> {
     if has_secret_ref {
         return Identity::Secret;
     }
     let mut matching: Vec<&RamRoleSelector> = selectors
-        .iter()
-        .map(AsRef::as_ref)
+        .into_iter()
         .filter(|s| s.metadata.deletion_timestamp.is_none())
         .filter(|s| s.spec.namespace_selector.matches(namespace, labels))
         .collect();
@@ -429,11 +434,7 @@ mod tests {
             ),
         ];
         for (i, (sel, ns, want)) in rows.into_iter().enumerate() {
-            assert_eq!(
-                sel.spec.namespace_selector.matches(ns, &l),
-                want,
-                "row {i}"
-            );
+            assert_eq!(sel.spec.namespace_selector.matches(ns, &l), want, "row {i}");
         }
     }
 
@@ -474,7 +475,7 @@ mod tests {
             } else {
                 BTreeMap::new()
             };
-            let got = name(choose(secret, ns, &labels, selectors, require));
+            let got = name(choose(secret, ns, &labels, selectors.iter(), require));
             assert_eq!(got, want, "row {i}");
         }
     }

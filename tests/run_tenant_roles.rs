@@ -70,14 +70,14 @@ impl World {
         .await
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        api.write_kubeconfig(&dir.path().join("kubeconfig")).unwrap();
+        api.write_kubeconfig(&dir.path().join("kubeconfig"))
+            .unwrap();
         Self { api, ecs, sts, dir }
     }
 
     /// `run` with the operator's static keys and `extra` flags.
     async fn run(&self, extra: &[&str]) -> FollowedRun {
-        let mut command =
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_copyimage-canceller"));
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_copyimage-canceller"));
         command
             .arg("run")
             .args([
@@ -204,7 +204,8 @@ impl World {
     /// Waits until `ns/name` is Reconciling with `reason`; returns it.
     async fn wait_reason(&self, ns: &str, name: &str, reason: &str) -> CopyImageCancellation {
         self.wait(ns, name, reason, |c| {
-            common::cond(c, "Reconciling").is_some_and(|(status, r)| status == "True" && r == reason)
+            common::cond(c, "Reconciling")
+                .is_some_and(|(status, r)| status == "True" && r == reason)
         })
         .await
     }
@@ -342,12 +343,18 @@ async fn each_tenant_namespace_is_signed_by_its_own_role_session() {
         assert_eq!(requests[0].code, "Success");
         requests[0].access_key_id.clone().unwrap()
     };
-    let a = world.sts.session_of(&signer(images[0])).expect("a role session");
+    let a = world
+        .sts
+        .session_of(&signer(images[0]))
+        .expect("a role session");
     assert_eq!(a.role_arn, role("team-a"));
     assert_eq!(a.session_name, "cic.team-a");
     assert_eq!(a.principal, OPERATOR);
     assert_eq!(a.policy.as_deref(), Some(SESSION_POLICY));
-    let b = world.sts.session_of(&signer(images[1])).expect("a role session");
+    let b = world
+        .sts
+        .session_of(&signer(images[1]))
+        .expect("a role session");
     assert_eq!(b.role_arn, role("team-b"));
     // Selected by label: the session names the selector (the tenant).
     assert_eq!(b.session_name, "cic.team-b");
@@ -415,10 +422,8 @@ async fn each_tenant_namespace_is_signed_by_its_own_role_session() {
         all.iter().all(|r| r.code == "Success"),
         "no request failed across refreshes: {all:?}"
     );
-    let later_signers: std::collections::BTreeSet<String> = images[3..]
-        .iter()
-        .map(|image| signer(image))
-        .collect();
+    let later_signers: std::collections::BTreeSet<String> =
+        images[3..].iter().map(|image| signer(image)).collect();
     assert!(
         later_signers.len() >= 2,
         "requests after a refresh are signed with the new session's key: {later_signers:?}"
@@ -461,7 +466,13 @@ async fn without_a_usable_role_nothing_is_sent_and_the_resource_says_why() {
         .selector("overlap-by-name", "team-c", &["team-c"], None, None)
         .await;
     world
-        .selector("overlap-by-label", "team-c2", &[], Some(("tenant", "c")), None)
+        .selector(
+            "overlap-by-label",
+            "team-c2",
+            &[],
+            Some(("tenant", "c")),
+            None,
+        )
         .await;
     world
         .selector("team-d", "team-d", &["team-d"], None, None)
@@ -477,13 +488,21 @@ async fn without_a_usable_role_nothing_is_sent_and_the_resource_says_why() {
         .await;
     let (_, message) = (
         (),
-        common::condition(&no_role, "Reconciling").unwrap().message.clone(),
+        common::condition(&no_role, "Reconciling")
+            .unwrap()
+            .message
+            .clone(),
     );
-    for needle in ["no RamRoleSelector selects namespace shared", "must create a RamRoleSelector"] {
+    for needle in [
+        "no RamRoleSelector selects namespace shared",
+        "must create a RamRoleSelector",
+    ] {
         assert!(message.contains(needle), "{needle} not in: {message}");
     }
 
-    let overlap = world.wait_reason("team-c", "overlap", "AmbiguousRole").await;
+    let overlap = world
+        .wait_reason("team-c", "overlap", "AmbiguousRole")
+        .await;
     let message = &common::condition(&overlap, "Reconciling").unwrap().message;
     for needle in ["overlap-by-label", "overlap-by-name", "team-c"] {
         assert!(message.contains(needle), "{needle} not in: {message}");
@@ -502,8 +521,15 @@ async fn without_a_usable_role_nothing_is_sent_and_the_resource_says_why() {
         )
         .await;
     let message = &common::condition(&refused, "Reconciling").unwrap().message;
-    assert!(message.contains(&role("team-d")), "the role is named: {message}");
-    assert_eq!(refused.status.as_ref().unwrap().attempts, 0, "no attempt counted");
+    assert!(
+        message.contains(&role("team-d")),
+        "the role is named: {message}"
+    );
+    assert_eq!(
+        refused.status.as_ref().unwrap().attempts,
+        0,
+        "no attempt counted"
+    );
     let selector = world.wait_selector("team-d", "False", "NoPermission").await;
     assert_eq!(
         selector.status.unwrap().error_code.as_deref(),

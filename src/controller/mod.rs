@@ -304,9 +304,10 @@ impl Context {
                 let (key, recheck) = self.secret_credentials(obj, name, namespace);
                 (key.map(Signer::own), recheck)
             }
-            roles::Resolved::Ambiguous(why) => {
-                (Err(NoKey::Ambiguous(why)), Some(OPERATOR_CREDENTIALS_RECHECK))
-            }
+            roles::Resolved::Ambiguous(why) => (
+                Err(NoKey::Ambiguous(why)),
+                Some(OPERATOR_CREDENTIALS_RECHECK),
+            ),
             roles::Resolved::Missing(why) => {
                 (Err(NoKey::Missing(why)), Some(OPERATOR_CREDENTIALS_RECHECK))
             }

@@ -103,7 +103,7 @@ impl Tenancy {
             obj.spec.credentials_secret_ref.is_some(),
             namespace,
             &labels,
-            &selectors,
+            selectors.iter().map(|s| s.as_ref()),
             self.require_namespace_role,
         ) {
             Identity::Secret => Resolved::Secret,
@@ -169,7 +169,9 @@ pub fn hint(code: Option<&str>) -> &'static str {
             "STS throttled the operator; it retries with backoff"
         }
         Some(_) => "see STS's message",
-        None => "STS could not be reached, or the operator has no identity of its own to assume the role with",
+        None => {
+            "STS could not be reached, or the operator has no identity of its own to assume the role with"
+        }
     }
 }
 
@@ -248,25 +250,30 @@ fn same(a: Option<&RamRoleSelectorStatus>, b: &RamRoleSelectorStatus) -> bool {
     let strip = |s: &RamRoleSelectorStatus| {
         let mut s = s.clone();
         for c in &mut s.conditions {
-            c.last_transition_time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                Timestamp::UNIX_EPOCH,
-            );
+            c.last_transition_time =
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::UNIX_EPOCH);
         }
         s
     };
     strip(a) == strip(b)
 }
 
-/// Keeps every selector's session started and its status current, and drops
-/// the sessions no selector asks for, until `stop`.
+/// Keeps every selector's session started and its status current (written
+/// by `field_manager`), and drops the sessions no selector asks for, until `stop`.
 pub async fn write_selector_statuses(
     client: kube::Client,
     tenancy: Arc<Tenancy>,
+    field_manager: &'static str,
     stop: CancellationToken,
 ) {
     let api: Api<RamRoleSelector> = Api::all(client);
     loop {
-        if super::cache_ready(&tenancy.selectors, Some(STATUS_EVERY)).await {
+        // NB: a bounded wait, looked at again each round: kube-runtime's
+        // `wait_until_ready` wakes only the latest of several waiters.
+        let ready = tokio::time::timeout(STATUS_EVERY, tenancy.selectors.wait_until_ready())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if ready {
             let selectors = tenancy.selectors.state();
             let requests: Vec<AssumeRoleRequest> =
                 selectors.iter().map(|s| request_for(s)).collect();
@@ -308,7 +315,7 @@ pub async fn write_selector_statuses(
                     "metadata": {"name": selector.name_any(), "uid": selector.uid()},
                     "status": status,
                 });
-                let params = PatchParams::apply(super::FIELD_MANAGER).force();
+                let params = PatchParams::apply(field_manager).force();
                 match api
                     .patch_status(&selector.name_any(), &params, &Patch::Apply(&patch))
                     .await
@@ -386,9 +393,18 @@ mod tests {
                 ),
             ),
             (
-                session(CredentialState::Unavailable, Some("STS could not be reached")),
+                session(
+                    CredentialState::Unavailable,
+                    Some("STS could not be reached"),
+                ),
                 None,
-                ("False", "AssumeRoleFailed", None, false, "could not be reached"),
+                (
+                    "False",
+                    "AssumeRoleFailed",
+                    None,
+                    false,
+                    "could not be reached",
+                ),
             ),
             (
                 session(CredentialState::Expired, Some("x")),

@@ -554,47 +554,53 @@ pub async fn run_controllers(
             let (selectors, writer) = reflector::store::<RamRoleSelector>();
             let reporter = api_health.clone();
             feeds.push(tokio::spawn(
-                watcher(Api::<RamRoleSelector>::all(client.clone()), watcher::Config::default())
-                    .default_backoff()
-                    .reflect(writer)
-                    .touched_objects()
-                    .for_each(move |event| {
-                        match event {
-                            Ok(selector) => {
-                                for waker in &selector_wakers {
-                                    drop(waker.unbounded_send(selector.clone()));
-                                }
-                            }
-                            Err(err) => {
-                                report_api_trouble(reporter.as_deref(), &err);
-                                warn!(error = %err, "watching RamRoleSelectors failed; retrying")
+                watcher(
+                    Api::<RamRoleSelector>::all(client.clone()),
+                    watcher::Config::default(),
+                )
+                .default_backoff()
+                .reflect(writer)
+                .touched_objects()
+                .for_each(move |event| {
+                    match event {
+                        Ok(selector) => {
+                            for waker in &selector_wakers {
+                                drop(waker.unbounded_send(selector.clone()));
                             }
                         }
-                        std::future::ready(())
-                    }),
+                        Err(err) => {
+                            report_api_trouble(reporter.as_deref(), &err);
+                            warn!(error = %err, "watching RamRoleSelectors failed; retrying")
+                        }
+                    }
+                    std::future::ready(())
+                }),
             ));
             let (namespaces, writer) = reflector::store::<Namespace>();
             let reporter = api_health.clone();
             feeds.push(tokio::spawn(
-                watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default())
-                    .default_backoff()
-                    .modify(trim_namespace)
-                    .reflect(writer)
-                    .touched_objects()
-                    .for_each(move |event| {
-                        match event {
-                            Ok(namespace) => {
-                                for waker in &namespace_wakers {
-                                    drop(waker.unbounded_send(namespace.clone()));
-                                }
-                            }
-                            Err(err) => {
-                                report_api_trouble(reporter.as_deref(), &err);
-                                warn!(error = %err, "watching Namespaces failed; retrying")
+                watcher(
+                    Api::<Namespace>::all(client.clone()),
+                    watcher::Config::default(),
+                )
+                .default_backoff()
+                .modify(trim_namespace)
+                .reflect(writer)
+                .touched_objects()
+                .for_each(move |event| {
+                    match event {
+                        Ok(namespace) => {
+                            for waker in &namespace_wakers {
+                                drop(waker.unbounded_send(namespace.clone()));
                             }
                         }
-                        std::future::ready(())
-                    }),
+                        Err(err) => {
+                            report_api_trouble(reporter.as_deref(), &err);
+                            warn!(error = %err, "watching Namespaces failed; retrying")
+                        }
+                    }
+                    std::future::ready(())
+                }),
             ));
             if let Some(health) = &health {
                 report_synced(health.clone(), selectors.clone());
@@ -615,6 +621,7 @@ pub async fn run_controllers(
             feeds.push(tokio::spawn(super::roles::write_selector_statuses(
                 client.clone(),
                 tenancy.clone(),
+                super::FIELD_MANAGER,
                 shutdown.clone(),
             )));
             info!(
@@ -707,9 +714,10 @@ pub async fn run_controllers(
             // A new, changed or deleted selector may move any resource that
             // has no Secret; a Namespace's labels, those in it.
             let all = resources.clone();
-            controller = controller.watches_stream(selector_rx.map(Ok), move |_: RamRoleSelector| {
-                resources_without_secret(&all.state(), None)
-            });
+            controller = controller
+                .watches_stream(selector_rx.map(Ok), move |_: RamRoleSelector| {
+                    resources_without_secret(&all.state(), None)
+                });
             let all = resources.clone();
             controller = controller.watches_stream(namespace_rx.map(Ok), move |ns: Namespace| {
                 resources_without_secret(&all.state(), ns.metadata.name.as_deref())

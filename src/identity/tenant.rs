@@ -19,10 +19,10 @@ use std::time::Duration;
 
 use reqwest::Url;
 
+use super::OperatorCredentials;
 use super::assume_role::{AssumeRoleFetcher, AssumeRoleRequest, CallerKey};
 use super::cache::{Fetcher, RefreshPolicy};
 use super::status::CredentialError;
-use super::OperatorCredentials;
 use crate::credentials::AccessKey;
 
 /// One tenant role's session: credentials kept fresh in the background.

@@ -612,7 +612,10 @@ fn check_assume_role(
         ));
     }
     let trusted = for_role.iter().any(|t| {
-        &t.principal == principal && t.external_id.as_deref().is_none_or(|e| Some(e) == external_id)
+        &t.principal == principal
+            && t.external_id
+                .as_deref()
+                .is_none_or(|e| Some(e) == external_id)
     });
     if !trusted {
         return Err(StsFault::new(
@@ -865,6 +868,146 @@ mod tests {
             let got = check(&state(), &p).map_err(|f| f.code);
             assert_eq!(got, want.map_err(str::to_owned), "{name}={value:?}");
         }
+    }
+
+    /// A signed AssumeRole by `key`, with `extra` parameters set (or removed when `None`).
+    fn assume_role(key: &AccessKey, extra: &[(&str, Option<&str>)]) -> BTreeMap<String, String> {
+        let mut p: BTreeMap<String, String> = [
+            ("Action", "AssumeRole"),
+            ("Version", "2015-04-01"),
+            ("Format", "JSON"),
+            ("AccessKeyId", key.id.as_str()),
+            ("SignatureMethod", "HMAC-SHA1"),
+            ("SignatureVersion", "1.0"),
+            ("SignatureNonce", "n-1"),
+            ("Timestamp", "2026-12-06T10:00:00Z"),
+            ("RoleArn", "acs:ram::123:role/tenant"),
+            ("RoleSessionName", "cic.images"),
+            ("DurationSeconds", "900"),
+            ("Policy", r#"{"Version":"1","Statement":[]}"#),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        if let Some(token) = key.security_token() {
+            p.insert("SecurityToken".into(), token.into());
+        }
+        for (k, v) in extra {
+            match v {
+                Some(v) => p.insert(k.to_string(), v.to_string()),
+                None => p.remove(*k),
+            };
+        }
+        let signature = crate::ecs_simulator::verify::signature(
+            key.secret(),
+            &crate::ecs_simulator::verify::string_to_sign("POST", &p),
+        );
+        p.insert("Signature".into(), signature);
+        p
+    }
+
+    #[test]
+    fn assume_role_checks_table() {
+        let operator = AccessKey::new("LTAI5tOp", "op-secret", Some("CAISop".into()));
+        let stranger = AccessKey::new("LTAI5tNo", "no-secret", None);
+        let mut st = state();
+        st.callers
+            .insert(operator.id.clone(), (operator.clone(), "operator".into()));
+        st.trust = vec![
+            Trust {
+                principal: "operator".into(),
+                role_arn: "acs:ram::123:role/tenant".into(),
+                external_id: None,
+            },
+            Trust {
+                principal: "operator".into(),
+                role_arn: "acs:ram::123:role/guarded".into(),
+                external_id: Some("ext-1".into()),
+            },
+            Trust {
+                principal: "someone-else".into(),
+                role_arn: "acs:ram::123:role/theirs".into(),
+                external_id: None,
+            },
+        ];
+        let guarded = Some("acs:ram::123:role/guarded");
+        // (caller, parameters changed, what STS answers)
+        type Row<'a> = (
+            &'a AccessKey,
+            Vec<(&'a str, Option<&'a str>)>,
+            Result<u64, &'a str>,
+        );
+        let rows: Vec<Row> = vec![
+            (&operator, vec![], Ok(900)),
+            (&operator, vec![("DurationSeconds", None)], Ok(3600)),
+            (&stranger, vec![], Err("InvalidAccessKeyId.NotFound")),
+            (
+                &operator,
+                vec![("SecurityToken", Some("CAISother"))],
+                Err("InvalidSecurityToken.MismatchWithAccessKey"),
+            ),
+            (
+                &operator,
+                vec![("Timestamp", Some("today"))],
+                Err("InvalidTimeStamp.Format"),
+            ),
+            (&operator, vec![("RoleArn", None)], Err("MissingRoleArn")),
+            (
+                &operator,
+                vec![("RoleSessionName", Some("a b"))],
+                Err("InvalidParameter.RoleSessionName"),
+            ),
+            (
+                &operator,
+                vec![("Policy", Some("not json"))],
+                Err("InvalidParameter.PolicyGrammar"),
+            ),
+            (
+                &operator,
+                vec![("RoleArn", Some("acs:ram::123:role/gone"))],
+                Err("EntityNotExist.Role"),
+            ),
+            (
+                &operator,
+                vec![("RoleArn", Some("acs:ram::123:role/theirs"))],
+                Err("NoPermission"),
+            ),
+            (&operator, vec![("RoleArn", guarded)], Err("NoPermission")),
+            (
+                &operator,
+                vec![("RoleArn", guarded), ("ExternalId", Some("ext-2"))],
+                Err("NoPermission"),
+            ),
+            (
+                &operator,
+                vec![("RoleArn", guarded), ("ExternalId", Some("ext-1"))],
+                Ok(900),
+            ),
+            (
+                &operator,
+                vec![("ExternalId", Some("x"))],
+                Err("InvalidParameter.ExternalId"),
+            ),
+        ];
+        for (i, (key, extra, want)) in rows.into_iter().enumerate() {
+            let p = assume_role(key, &extra);
+            let got = check_assume_role(&st, "POST", &p)
+                .map(|a| a.duration)
+                .map_err(|f| f.code);
+            assert_eq!(got, want.map_err(str::to_owned), "row {i}");
+        }
+        // Signed for GET, sent as POST; or a parameter changed after signing.
+        let p = assume_role(&operator, &[]);
+        assert_eq!(
+            check_assume_role(&st, "GET", &p).unwrap_err().code,
+            "SignatureDoesNotMatch"
+        );
+        let mut tampered = p.clone();
+        tampered.insert("RoleArn".into(), "acs:ram::123:role/guarded".into());
+        assert_eq!(
+            check_assume_role(&st, "POST", &tampered).unwrap_err().code,
+            "SignatureDoesNotMatch"
+        );
     }
 
     #[test]

@@ -191,6 +191,23 @@ fn awaiting(why: &str) -> Value {
     })
 }
 
+const AMBIGUOUS: &str = "RamRoleSelectors a and b both select namespace images; a cluster \
+     administrator must change them so that at most one selects it (kubectl get ramroleselectors)";
+const AMBIGUOUS_NOTE: &str = "Nothing is sent, nothing is guessed: RamRoleSelectors a and b both \
+     select namespace images; a cluster administrator must change them so that at most one selects it \
+     (kubectl get ramroleselectors)";
+const AWAITING_DENIED_NOTE: &str = "Nothing is sent until credentials are available: no rrsa \
+     credentials could be obtained yet: STS answered HTTP 400 AuthenticationFail.OIDCToken.Expired: \
+     token expired (request ID STS-REQ-2)";
+
+/// Pending since T0 and waiting for an administrator to remove two overlapping selectors.
+fn ambiguous() -> Value {
+    json!({
+        "phase": "Pending", "attempts": 0, "startTime": T0, "observedGeneration": 1,
+        "conditions": conds(IN_PROGRESS, "AmbiguousRole", AMBIGUOUS_NOTE, [T0; 3]),
+    })
+}
+
 fn in_flight_1() -> Value {
     json!({
         "phase": "Running", "attempts": 1, "startTime": T0, "lastAttemptTime": T1,
@@ -293,6 +310,7 @@ fn warning(reason: &'static str, note: &'static str) -> ExpectedEvent {
 enum Trig {
     Observe,
     CredentialsMissing(&'static str),
+    AmbiguousRole(&'static str),
     CredentialsPending,
     Attempted(CancelOutcome, RetryClass),
 }
@@ -310,6 +328,7 @@ fn run(row: &Row) {
     let trigger = match &row.trigger {
         Trig::Observe => Trigger::Observe,
         Trig::CredentialsMissing(why) => Trigger::CredentialsMissing(why),
+        Trig::AmbiguousRole(why) => Trigger::AmbiguousRole(why),
         Trig::CredentialsPending => Trigger::CredentialsPending,
         Trig::Attempted(outcome, class) => {
             assert_eq!(
@@ -394,6 +413,22 @@ fn table() {
             action: NextAction::AwaitCredentials(None),
             event: warning("AwaitingCredentials",
                 "Nothing is sent until credentials are available: Secret images/alibaba-credentials not found"), ..base() },
+        Row { name: "two selectors match the namespace: waits under AmbiguousRole, counts nothing", now: T0,
+            trigger: Trig::AmbiguousRole(AMBIGUOUS),
+            status: ambiguous(),
+            action: NextAction::AwaitCredentials(None),
+            event: warning("AmbiguousRole", AMBIGUOUS_NOTE), ..base() },
+        Row { name: "still ambiguous on a recheck: no second Event", now: T2,
+            before: Some(ambiguous()),
+            trigger: Trig::AmbiguousRole(AMBIGUOUS),
+            status: ambiguous(),
+            action: NextAction::AwaitCredentials(None), ..base() },
+        Row { name: "the overlap removed, the role not assumable yet: AwaitingCredentials with its Warning", now: T2,
+            before: Some(ambiguous()),
+            trigger: Trig::CredentialsMissing(STS_DENIED),
+            status: awaiting(STS_DENIED),
+            action: NextAction::AwaitCredentials(None),
+            event: warning("AwaitingCredentials", AWAITING_DENIED_NOTE), ..base() },
         Row { name: "still waiting on a recheck: no second Event", now: T2,
             before: Some(awaiting(STS_FAILING)),
             trigger: Trig::CredentialsMissing(STS_FAILING),

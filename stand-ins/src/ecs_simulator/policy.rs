@@ -83,9 +83,7 @@ pub fn allows(policy: &str, action: &str, resource: &str) -> bool {
     fn effect(s: &Value) -> &str {
         s.get("Effect").and_then(Value::as_str).unwrap_or("")
     }
-    let denied = statements
-        .iter()
-        .any(|s| effect(s) == "Deny" && applies(s));
+    let denied = statements.iter().any(|s| effect(s) == "Deny" && applies(s));
     let allowed = statements
         .iter()
         .any(|s| effect(s) == "Allow" && applies(s));

@@ -450,6 +450,7 @@ mod tests {
             requests: VecDeque::new(),
             request_log_capacity: 3,
             quota: QuotaMeter::default(),
+            session_policies: BTreeMap::new(),
         }
     }
 
@@ -499,6 +500,23 @@ mod tests {
             assert_eq!(d.record.image_id.as_deref(), Some(image));
         }
         assert!(!s.images.contains_key("m-copying"));
+    }
+
+    #[test]
+    fn a_session_policy_that_does_not_allow_the_cancel_gets_forbidden_ram() {
+        let mut s = state();
+        let describe_only = r#"{"Version":"1","Statement":[{"Effect":"Allow","Action":"ecs:Describe*","Resource":"*"}]}"#;
+        s.session_policies.insert(ID.into(), describe_only.into());
+        let d = s.decide("GET", &request("m-copying", "p1"), now());
+        assert_eq!(
+            (code(&d), d.record.http_status),
+            ("Forbidden.RAM", Some(403))
+        );
+        assert_eq!(s.images.get("m-copying"), Some(&ImageState::Copying));
+        let cancel_only = r#"{"Version":"1","Statement":[{"Effect":"Allow","Action":["ecs:CancelCopyImage"],"Resource":["*"]}]}"#;
+        s.session_policies.insert(ID.into(), cancel_only.into());
+        let d = s.decide("GET", &request("m-copying", "p2"), now());
+        assert_eq!(code(&d), "Success");
     }
 
     #[test]
