@@ -170,6 +170,27 @@ mod tests {
     }
 
     #[test]
+    fn debug_never_shows_the_callers_secret_or_token() {
+        let caller = crate::identity::OperatorCredentials::fixed(AccessKey::new(
+            "LTAI5tCaller",
+            "caller-secret-x9",
+            Some("CAIS-caller-token".into()),
+        ));
+        let fetcher = AssumeRoleFetcher::new(
+            request(Some("tenant-42")),
+            "https://sts.aliyuncs.com".parse().unwrap(),
+            std::sync::Arc::new(caller),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let debug = format!("{fetcher:?} {fetcher:#?}");
+        assert!(!debug.contains("caller-secret-x9"), "{debug}");
+        assert!(!debug.contains("CAIS-caller-token"), "{debug}");
+        assert!(debug.contains("acs:ram::1234567890123456:role/images"));
+    }
+
+    #[test]
     fn body_carries_what_sts_needs_and_a_signature_over_it() {
         let key = AccessKey::new("LTAI5tCaller", "caller-secret", Some("CAIS-tok".into()));
         let now = "2026-12-06T10:00:00Z".parse().unwrap();

@@ -38,8 +38,31 @@ RULES_LEASES = [
     {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
     {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["copyimage-canceller"], "verbs": ["get", "update", "patch"]},
 ]
+# Tenant roles (RamRoleSelectors): cluster-scoped, so a ClusterRole of its own.
+RULES_TENANT_ROLES = [
+    {"apiGroups": ["ecs.alibabacloud.com"], "resources": ["ramroleselectors"], "verbs": ["list", "watch"]},
+    {"apiGroups": ["ecs.alibabacloud.com"], "resources": ["ramroleselectors/status"], "verbs": ["patch"]},
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+]
 RULES_VIEW = [{"apiGroups": ["ecs.alibabacloud.com"], "resources": ["copyimagecancellations"], "verbs": ["get", "list", "watch"]}]
 RULES_EDIT = [{"apiGroups": ["ecs.alibabacloud.com"], "resources": ["copyimagecancellations"], "verbs": ["create", "delete", "deletecollection", "patch", "update"]}]
+
+
+def assert_selectors_only_for_cluster_admins(test, docs):
+    """No aggregated (view/edit/admin) ClusterRole grants anything on ramroleselectors:
+    namespace editors and admins cannot write them."""
+    for doc in docs:
+        if doc["kind"] != "ClusterRole":
+            continue
+        labels = doc["metadata"].get("labels", {})
+        if not any(k.startswith("rbac.authorization.k8s.io/aggregate-to-") for k in labels):
+            continue
+        for rule in doc.get("rules", []):
+            resources = rule.get("resources", [])
+            test.assertFalse(
+                any(r in ("*", "ramroleselectors") or r.startswith("ramroleselectors/") for r in resources),
+                "%s aggregates into view/edit/admin and grants %s" % (doc["metadata"]["name"], rule),
+            )
 
 
 def controller_rules(per_resource_secrets):

@@ -13,7 +13,8 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 from common import (  # noqa: E402
-    CHART, HELM, ROOT, RULES_EDIT, RULES_EVENTS, RULES_LEASES, RULES_VIEW, by_kind, controller_rules, one, rbac_objects, run,
+    CHART, HELM, ROOT, RULES_EDIT, RULES_EVENTS, RULES_LEASES, RULES_TENANT_ROLES, RULES_VIEW, by_kind, controller_rules, one,
+    rbac_objects, run,
 )
 
 RELEASE = "cic"
@@ -35,8 +36,9 @@ VALUE_SETS = {
         "leaderElection": {"enabled": True},
         "podDisruptionBudget": {"enabled": True},
     },
+    "tenant-roles-required": {"credentials": {"requireNamespaceRole": True}, "controller": {"watchNamespaces": ["images"]}},
     "credentials-secret": {
-        "credentials": {"perResourceSecrets": False, "operatorSecret": {"name": "alibaba-operator-keys"}},
+        "credentials": {"perResourceSecrets": False, "namespaceRoles": False, "operatorSecret": {"name": "alibaba-operator-keys"}},
         "serviceAccount": {"annotations": {"pod-identity.alibabacloud.com/role-name": "copyimage-canceller"}},
     },
     "rrsa": {
@@ -198,6 +200,11 @@ class ChartTest(unittest.TestCase):
                 else:
                     expected[("ClusterRole", None, FULLNAME)] = rules
                     expected[("ClusterRoleBinding", None, FULLNAME)] = ({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": FULLNAME}, [SA])
+                if get(values, "credentials.namespaceRoles", True):
+                    # Cluster-scoped kinds: a ClusterRole even with watchNamespaces.
+                    tr = FULLNAME + "-tenant-roles"
+                    expected[("ClusterRole", None, tr)] = RULES_TENANT_ROLES
+                    expected[("ClusterRoleBinding", None, tr)] = ({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": tr}, [SA])
                 if get(values, "leaderElection.enabled"):
                     lease_ns = get(values, "leaderElection.namespace") or NAMESPACE
                     le = FULLNAME + "-leader-election"
@@ -213,7 +220,28 @@ class ChartTest(unittest.TestCase):
         self.assertNotIn("rbac.authorization.k8s.io/aggregate-to-view", roles[FULLNAME])
         _, out, _ = template({"rbac": {"aggregateToDefaultRoles": False}})
         names = {d["metadata"]["name"] for d in by_kind(common.documents(out), "ClusterRole")}
-        self.assertEqual(names, {FULLNAME})
+        self.assertEqual(names, {FULLNAME, FULLNAME + "-tenant-roles"})
+
+    def test_namespace_editors_and_admins_cannot_write_ramroleselectors(self):
+        for name in VALUE_SETS:
+            with self.subTest(values=name):
+                common.assert_selectors_only_for_cluster_admins(self, self.render(name))
+
+    def test_tenant_role_flags_follow_the_values(self):
+        _, container = self.deployment("default")
+        self.assertNotIn("--namespace-roles=false", container["args"])
+        self.assertNotIn("--require-namespace-role", container["args"])
+        _, container = self.deployment("tenant-roles-required")
+        self.assertIn("--require-namespace-role", container["args"])
+        _, container = self.deployment("credentials-secret")
+        self.assertIn("--namespace-roles=false", container["args"])
+        docs = self.render("credentials-secret")
+        self.assertNotIn(FULLNAME + "-tenant-roles", {d["metadata"]["name"] for d in by_kind(docs, "ClusterRole")})
+        crds = {d["metadata"]["name"] for d in by_kind(self.render("default"), "CustomResourceDefinition")}
+        self.assertEqual(crds, {"copyimagecancellations.ecs.alibabacloud.com", "ramroleselectors.ecs.alibabacloud.com"})
+        code, _, err = template({"credentials": {"namespaceRoles": False, "requireNamespaceRole": True}}, expect_ok=False)
+        self.assertNotEqual(code, 0)
+        self.assertIn("credentials.requireNamespaceRole needs credentials.namespaceRoles=true", err)
 
     def test_arguments_follow_the_values(self):
         deployment, container = self.deployment("default")

@@ -12,7 +12,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-from common import DEPLOY, KUBECTL, ROOT, RULES_EDIT, RULES_VIEW, by_kind, controller_rules, one, rbac_objects, run  # noqa: E402
+from common import DEPLOY, KUBECTL, ROOT, RULES_EDIT, RULES_TENANT_ROLES, RULES_VIEW, assert_selectors_only_for_cluster_admins, by_kind, controller_rules, one, rbac_objects, run  # noqa: E402
 
 NAMESPACE = "copyimage-canceller"
 SA = {"kind": "ServiceAccount", "name": "copyimage-canceller", "namespace": NAMESPACE}
@@ -23,10 +23,10 @@ def build():
     return common.documents(out)
 
 
-def crd_schema():
+def crd_schema(name="copyimagecancellations.yaml"):
     import yaml
 
-    with open(os.path.join(ROOT, "crds", "copyimagecancellations.yaml")) as f:
+    with open(os.path.join(ROOT, "crds", name)) as f:
         crd = yaml.safe_load(f)
     (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
     return version["schema"]["openAPIV3Schema"]
@@ -42,9 +42,12 @@ class KustomizeTest(unittest.TestCase):
         self.assertEqual(kinds, sorted([
             ("Namespace", NAMESPACE),
             ("CustomResourceDefinition", "copyimagecancellations.ecs.alibabacloud.com"),
+            ("CustomResourceDefinition", "ramroleselectors.ecs.alibabacloud.com"),
             ("ServiceAccount", "copyimage-canceller"),
             ("ClusterRole", "copyimage-canceller"),
             ("ClusterRoleBinding", "copyimage-canceller"),
+            ("ClusterRole", "copyimage-canceller-tenant-roles"),
+            ("ClusterRoleBinding", "copyimage-canceller-tenant-roles"),
             ("ClusterRole", "copyimage-canceller-view"),
             ("ClusterRole", "copyimage-canceller-edit"),
             ("Deployment", "copyimage-canceller"),
@@ -77,6 +80,9 @@ class KustomizeTest(unittest.TestCase):
             ("ClusterRole", None, "copyimage-canceller"): controller_rules(True),
             ("ClusterRoleBinding", None, "copyimage-canceller"): (
                 {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "copyimage-canceller"}, [SA]),
+            ("ClusterRole", None, "copyimage-canceller-tenant-roles"): RULES_TENANT_ROLES,
+            ("ClusterRoleBinding", None, "copyimage-canceller-tenant-roles"): (
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "copyimage-canceller-tenant-roles"}, [SA]),
             ("ClusterRole", None, "copyimage-canceller-view"): RULES_VIEW,
             ("ClusterRole", None, "copyimage-canceller-edit"): RULES_EDIT,
         })
@@ -85,10 +91,15 @@ class KustomizeTest(unittest.TestCase):
         self.assertEqual(labels["copyimage-canceller-edit"]["rbac.authorization.k8s.io/aggregate-to-edit"], "true")
 
     def test_the_base_crd_is_the_repository_crd(self):
-        self.assertTrue(
-            filecmp.cmp(os.path.join(DEPLOY, "crds", "copyimagecancellations.yaml"), os.path.join(ROOT, "crds", "copyimagecancellations.yaml"), shallow=False),
-            "deploy/crds/copyimagecancellations.yaml differs from crds/: cp crds/copyimagecancellations.yaml deploy/crds/",
-        )
+        self.assertEqual(sorted(os.listdir(os.path.join(DEPLOY, "crds"))), sorted(os.listdir(os.path.join(ROOT, "crds"))))
+        for name in ("copyimagecancellations.yaml", "ramroleselectors.yaml"):
+            self.assertTrue(
+                filecmp.cmp(os.path.join(DEPLOY, "crds", name), os.path.join(ROOT, "crds", name), shallow=False),
+                "deploy/crds/%s differs from crds/: cp crds/%s deploy/crds/" % (name, name),
+            )
+
+    def test_namespace_editors_cannot_write_ramroleselectors(self):
+        common.assert_selectors_only_for_cluster_admins(self, self.docs)
 
     def test_samples_are_valid_copyimagecancellations(self):
         import jsonschema
@@ -105,6 +116,9 @@ class KustomizeTest(unittest.TestCase):
                         self.assertEqual(doc["apiVersion"], "ecs.alibabacloud.com/v1alpha1")
                         jsonschema.validate(doc, schema)
                         cancellations += 1
+                    elif doc["kind"] == "RamRoleSelector":
+                        self.assertEqual(doc["apiVersion"], "ecs.alibabacloud.com/v1alpha1")
+                        jsonschema.validate(doc, crd_schema("ramroleselectors.yaml"))
                     else:
                         # Anything else beside them (e.g. the credentials Secret) is plain Kubernetes.
                         common.validate_strict(self, [doc], known_custom=())

@@ -103,6 +103,9 @@ credentials.
 {{- if gt (add (int .Values.controller.shutdownTimeoutSeconds) 5) (int .Values.terminationGracePeriodSeconds) }}
 {{- fail (printf "controller.shutdownTimeoutSeconds (%d) must be at least 5 below terminationGracePeriodSeconds (%d): the operator needs the rest to release its Lease and exit before the kubelet kills it; lower the one or raise the other" (int .Values.controller.shutdownTimeoutSeconds) (int .Values.terminationGracePeriodSeconds)) }}
 {{- end }}
+{{- if and .Values.credentials.requireNamespaceRole (not .Values.credentials.namespaceRoles) }}
+{{- fail "credentials.requireNamespaceRole needs credentials.namespaceRoles=true: without RamRoleSelectors no resource without a credentialsSecretRef could ever be signed" }}
+{{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not (and .Values.admin.enabled .Values.metrics.service.enabled)) }}
 {{- fail "metrics.serviceMonitor.enabled needs admin.enabled=true and metrics.service.enabled=true (the ServiceMonitor scrapes the metrics Service)" }}
 {{- end }}
