@@ -577,3 +577,83 @@ async fn without_a_usable_role_nothing_is_sent_and_the_resource_says_why() {
     }
     run.kill().await;
 }
+
+/// Admission (the CRD schema, in the API server): a bad role ARN, ExternalId
+/// or duration, and a selector that selects nothing, are refused with a
+/// message naming the field; the sample in deploy/samples is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_selectors_are_refused_at_admission() {
+    let api = KubeApi::start(vec![CopyImageCancellation::crd(), RamRoleSelector::crd()])
+        .await
+        .unwrap();
+    let selectors = Api::<RamRoleSelector>::all(api.client().unwrap());
+    let good = || {
+        RamRoleSelector::new(
+            "s",
+            RamRoleSelectorSpec {
+                role_arn: role("team-a"),
+                namespace_selector: NamespaceSelector {
+                    names: vec!["team-a".into()],
+                    label_selector: None,
+                },
+                external_id: None,
+                session_duration_seconds: None,
+            },
+        )
+    };
+    type Bend = fn(&mut RamRoleSelectorSpec);
+    let rows: [(&str, Bend, &str); 5] = [
+        (
+            "role ARN",
+            |s| s.role_arn = "arn:aws:iam::1:role/x".into(),
+            "spec.roleArn",
+        ),
+        (
+            "ExternalId",
+            |s| s.external_id = Some("a b".into()),
+            "spec.externalId",
+        ),
+        (
+            "short ExternalId",
+            |s| s.external_id = Some("a".into()),
+            "spec.externalId",
+        ),
+        (
+            "duration",
+            |s| s.session_duration_seconds = Some(60),
+            "spec.sessionDurationSeconds",
+        ),
+        (
+            "empty selector",
+            |s| s.namespace_selector.names.clear(),
+            "namespaceSelector must list names or give a labelSelector",
+        ),
+    ];
+    for (what, bend, needle) in rows {
+        let mut bad = good();
+        bend(&mut bad.spec);
+        let err = selectors
+            .create(&PostParams::default(), &bad)
+            .await
+            .expect_err(what);
+        let kube::Error::Api(status) = err else {
+            panic!("{what}: {err}")
+        };
+        assert_eq!(status.code, 422, "{what}: {status:?}");
+        assert!(
+            status.message.contains(needle),
+            "{what}: {}",
+            status.message
+        );
+    }
+    selectors
+        .create(&PostParams::default(), &good())
+        .await
+        .unwrap();
+    let sample: RamRoleSelector =
+        serde_yaml_ng::from_str(include_str!("../deploy/samples/ramroleselector.yaml")).unwrap();
+    selectors
+        .create(&PostParams::default(), &sample)
+        .await
+        .unwrap();
+}
