@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs Alibaba Cloud's official Python SDKs (alibabacloud-ecs20140526 and
-# aliyun-python-sdk-core, every dependency pinned and hash-checked) into .venv
+# Installs Alibaba Cloud's official Python SDKs (alibabacloud-ecs20140526,
+# alibabacloud-sts20150401 and aliyun-python-sdk-core, every dependency pinned
+# and hash-checked) into .venv
 # at the repository root, for the peer tests in tests/python_peer.rs.
 #
 # Idempotent and fast when done: a stamp in .venv records the sha256 of
@@ -42,6 +43,6 @@ echo "install-python-sdk: installing pinned SDKs from $requirements"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
     --require-hashes -r "$requirements"
 # Fail here, not in the tests, if an import is broken.
-"$venv/bin/python" -c 'import alibabacloud_ecs20140526.client, alibabacloud_tea_openapi.models, aliyunsdkcore.client, aliyunsdkcore.request'
+"$venv/bin/python" -c 'import alibabacloud_ecs20140526.client, alibabacloud_sts20150401.client, alibabacloud_tea_openapi.models, aliyunsdkcore.client, aliyunsdkcore.request'
 echo "$want" > "$stamp"
 echo "install-python-sdk: done ($venv)"
