@@ -40,6 +40,8 @@ The operator needs: get/list/watch on copyimagecancellations, patch on copyimage
 list/watch on secrets (in the watched namespaces), and create/patch on events.k8s.io events.
 With --leader-elect also create, get and patch on coordination.k8s.io leases (the Lease
 copyimage-canceller in --leader-election-namespace).
+With tenant roles (--namespace-roles, the default) also list/watch on ramroleselectors and
+namespaces, and patch on ramroleselectors/status (cluster-scoped).
 
 Credentials: a resource's spec.credentialsSecretRef names a Secret in its own namespace (keys
 accessKeyId, accessKeySecret, optional securityToken). Resources without one use the operator's own
@@ -49,6 +51,12 @@ RRSA (ALIBABA_CLOUD_ROLE_ARN + ALIBABA_CLOUD_OIDC_PROVIDER_ARN + ALIBABA_CLOUD_O
 the ECS instance RAM role (ALIBABA_CLOUD_ECS_METADATA or --ecs-ram-role). Temporary credentials
 are refreshed in the background. A partial RRSA triple stops `run` at start-up. While no key is
 available, nothing is sent and the resource waits (reason AwaitingCredentials).
+Between the two, a resource without a Secret in a namespace that one RamRoleSelector selects is
+signed with a session of that selector's RAM role, assumed with STS AssumeRole from the operator's
+identity (at ALIBABA_CLOUD_STS_ENDPOINT, else sts[-vpc].ALIBABA_CLOUD_STS_REGION.aliyuncs.com, else
+sts.aliyuncs.com) under a session policy allowing only ecs:CancelCopyImage. Two selectors for one
+namespace: the resource waits (AmbiguousRole). --require-namespace-role never falls back to the
+operator's identity.
 
 SIGTERM or Ctrl+C: no new work is taken; requests in flight finish and their outcomes are recorded
 in status; then the process exits (status 0). Whatever is still in flight after --shutdown-timeout
