@@ -61,6 +61,9 @@ const CREDENTIALS_RECHECK: Duration = Duration::from_secs(300);
 /// How soon a resource waiting for the operator's own temporary credentials
 /// (first fetch pending, or refresh failing) looks again: no event announces them.
 const OPERATOR_CREDENTIALS_RECHECK: Duration = Duration::from_secs(5);
+/// How soon a resource waiting for its namespace role's first session looks
+/// again: the session is usually a single STS call away.
+const ROLE_SESSION_PENDING_RECHECK: Duration = Duration::from_secs(1);
 /// Delay before looking again after a write lost an optimistic-concurrency race.
 const CONFLICT_REQUEUE: Duration = Duration::from_secs(1);
 /// Delay before `error_policy` retries a failed reconcile.
@@ -317,7 +320,7 @@ impl Context {
                     (Ok(Signer { key, quota }), None)
                 }
                 Err(CredentialError::Pending { .. }) => {
-                    (Err(NoKey::Pending), Some(OPERATOR_CREDENTIALS_RECHECK))
+                    (Err(NoKey::Pending), Some(ROLE_SESSION_PENDING_RECHECK))
                 }
                 Err(err) => (
                     Err(NoKey::Missing(roles::role_failure_message(
