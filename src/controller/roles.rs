@@ -97,6 +97,9 @@ impl Tenancy {
 
     /// Which identity signs `obj` in `namespace`.
     pub fn resolve(&self, obj: &CopyImageCancellation, namespace: &str) -> Resolved {
+        if obj.spec.credentials_secret_ref.is_some() {
+            return Resolved::Secret;
+        }
         let selectors = self.selectors.state();
         let labels = self.labels(namespace);
         match role_selector::choose(
