@@ -169,12 +169,13 @@ class ReleaseBundleTest(unittest.TestCase):
 
     def test_the_files(self):
         self.assertEqual(sorted(os.listdir(self.dist)), sorted([
-            "SHA256SUMS", "copyimagecancellations.yaml",
+            "SHA256SUMS", "copyimagecancellations.yaml", "ramroleselectors.yaml",
             "copyimage-canceller-%s.yaml" % self.version, "copyimage-canceller-%s.tgz" % self.version]))
 
     def test_the_crd_is_the_committed_one(self):
-        with open(self.path("copyimagecancellations.yaml")) as a, open(os.path.join(ROOT, "crds", "copyimagecancellations.yaml")) as b:
-            self.assertEqual(a.read(), b.read())
+        for name in ("copyimagecancellations.yaml", "ramroleselectors.yaml"):
+            with open(self.path(name)) as a, open(os.path.join(ROOT, "crds", name)) as b:
+                self.assertEqual(a.read(), b.read(), name)
 
     def test_the_kustomize_bundle_pins_the_image_by_digest(self):
         with open(self.path("copyimage-canceller-%s.yaml" % self.version)) as f:
@@ -183,7 +184,7 @@ class ReleaseBundleTest(unittest.TestCase):
         deployment = common.one(self, docs, "Deployment")
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         self.assertEqual(container["image"], "%s@%s" % (self.REPO, self.DIGEST))
-        self.assertEqual(len(common.by_kind(docs, "CustomResourceDefinition")), 1)
+        self.assertEqual(len(common.by_kind(docs, "CustomResourceDefinition")), 2)
 
     def test_the_chart_defaults_to_the_released_image(self):
         with tarfile.open(self.path("copyimage-canceller-%s.tgz" % self.version)) as tgz:
