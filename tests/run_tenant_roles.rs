@@ -388,6 +388,34 @@ async fn each_tenant_namespace_is_signed_by_its_own_role_session() {
     let selector = world.wait_selector("team-a", "True", "RoleAssumed").await;
     assert_eq!(selector.status.unwrap().matched_namespaces, 1);
     world.wait_selector("team-b", "True", "RoleAssumed").await;
+    let request = http::Request::get("/apis/ecs.alibabacloud.com/v1alpha1/ramroleselectors")
+        .header(
+            "Accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        )
+        .body(Vec::new())
+        .unwrap();
+    let table: serde_json::Value = world.client().request(request).await.unwrap();
+    let columns: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns.join(" | "),
+        "Name | Role | Namespaces | Assumable | Reason | Age"
+    );
+    let row = table["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["cells"][0] == "team-a")
+        .expect("a row for team-a");
+    assert_eq!(row["cells"][1], role("team-a").as_str());
+    assert_eq!(row["cells"][2], 1);
+    assert_eq!(row["cells"][3], "True");
+    assert_eq!(row["cells"][4], "RoleAssumed");
 
     // Refresh before expiry: more resources while the 3-second sessions are
     // renewed; each is signed by a then-current session, none fails.
@@ -431,6 +459,21 @@ async fn each_tenant_namespace_is_signed_by_its_own_role_session() {
     for key in &later_signers {
         let session = world.sts.session_of(key).unwrap();
         assert_eq!(session.session_name, "cic.team-a");
+    }
+    // Every session key was used only before its session expired.
+    for request in &all {
+        if let Some(session) = world
+            .sts
+            .session_of(request.access_key_id.as_deref().unwrap_or_default())
+        {
+            assert!(
+                request.time < session.expiration,
+                "{} signed at {} with a session that expired at {}",
+                request.image_id.as_deref().unwrap_or_default(),
+                request.time,
+                session.expiration
+            );
+        }
     }
 
     let written = world.everything_written(&mut run).await;
