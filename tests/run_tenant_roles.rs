@@ -77,6 +77,22 @@ impl World {
 
     /// `run` with the operator's static keys and `extra` flags.
     async fn run(&self, extra: &[&str]) -> FollowedRun {
+        self.run_as(
+            extra,
+            &[
+                ("ALIBABA_CLOUD_ACCESS_KEY_ID", OPERATOR_KEY_ID.to_owned()),
+                (
+                    "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+                    OPERATOR_KEY_SECRET.to_owned(),
+                ),
+                ("ALIBABA_CLOUD_SECURITY_TOKEN", OPERATOR_TOKEN.to_owned()),
+            ],
+        )
+        .await
+    }
+
+    /// `run` with `extra` flags and the operator's identity from `vars`.
+    async fn run_as(&self, extra: &[&str], vars: &[(&str, String)]) -> FollowedRun {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_copyimage-canceller"));
         command
             .arg("run")
@@ -100,9 +116,7 @@ impl World {
             }
         }
         command
-            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", OPERATOR_KEY_ID)
-            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", OPERATOR_KEY_SECRET)
-            .env("ALIBABA_CLOUD_SECURITY_TOKEN", OPERATOR_TOKEN)
+            .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
             .env("ALIBABA_CLOUD_STS_ENDPOINT", self.sts.endpoint());
         FollowedRun::spawn(command).await
     }
@@ -699,4 +713,88 @@ async fn bad_selectors_are_refused_at_admission() {
         .create(&PostParams::default(), &sample)
         .await
         .unwrap();
+}
+
+/// The set-up the docs walk through: the operator's identity is its RRSA
+/// role (AssumeRoleWithOIDC), and the tenant role's trust policy names that
+/// role. The tenant session is assumed with the RRSA session's key (and its
+/// security token), and the operator's RRSA key never reaches ECS for the tenant.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_role_trusting_the_operators_rrsa_role() {
+    const OPERATOR_ROLE: &str = "acs:ram::1234567890123456:role/copyimage-canceller";
+    const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.tenant-roles-oidc.sig";
+    let images = ["m-viarrsa0000001", "m-viarrsa0000002"];
+    let world = World::start(
+        vec![Trust {
+            principal: OPERATOR_ROLE.into(),
+            role_arn: role("team-a"),
+            external_id: Some(EXTERNAL_ID.into()),
+        }],
+        &images,
+    )
+    .await;
+    world.namespace("team-a", &[]).await;
+    world.namespace("platform", &[]).await;
+    world
+        .selector("team-a", "team-a", &["team-a"], None, Some(EXTERNAL_ID))
+        .await;
+    let token_file = world.dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let run = world
+        .run_as(
+            &[],
+            &[
+                ("ALIBABA_CLOUD_ROLE_ARN", OPERATOR_ROLE.to_owned()),
+                (
+                    "ALIBABA_CLOUD_OIDC_PROVIDER_ARN",
+                    "acs:ram::1234567890123456:oidc-provider/ack-rrsa-c1".to_owned(),
+                ),
+                (
+                    "ALIBABA_CLOUD_OIDC_TOKEN_FILE",
+                    token_file.display().to_string(),
+                ),
+            ],
+        )
+        .await;
+    world.create("team-a", "tenant", images[0]).await;
+    world.create("platform", "own", images[1]).await;
+    world.wait_succeeded("team-a", "tenant").await;
+    world.wait_succeeded("platform", "own").await;
+
+    let calls = world.sts.calls();
+    let rrsa_key = calls
+        .iter()
+        .find(|c| c.action.as_deref() == Some("AssumeRoleWithOIDC") && c.code == "Success")
+        .and_then(|c| c.access_key_id.clone())
+        .expect("the operator's RRSA session");
+    let tenant_call = calls
+        .iter()
+        .find(|c| c.action.as_deref() == Some("AssumeRole") && c.code == "Success")
+        .expect("the tenant's AssumeRole");
+    assert_eq!(
+        tenant_call.caller_access_key_id.as_deref(),
+        Some(rrsa_key.as_str())
+    );
+    assert_eq!(tenant_call.external_id.as_deref(), Some(EXTERNAL_ID));
+    let tenant_signer = world.requests_for(images[0])[0]
+        .access_key_id
+        .clone()
+        .unwrap();
+    let session = world
+        .sts
+        .session_of(&tenant_signer)
+        .expect("a tenant session");
+    assert_eq!(session.principal, OPERATOR_ROLE);
+    assert_eq!(session.session_name, "cic.team-a");
+    assert_ne!(
+        tenant_signer, rrsa_key,
+        "the operator's key never signs for the tenant"
+    );
+    // The namespace without a selector: the operator's own RRSA session.
+    assert_eq!(
+        world.requests_for(images[1])[0].access_key_id.as_deref(),
+        Some(rrsa_key.as_str())
+    );
+    run.kill().await;
 }
