@@ -136,3 +136,66 @@ impl TenantRoles {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::rrsa::{RrsaConfig, RrsaFetcher};
+
+    fn request(role: &str, external_id: Option<&str>) -> AssumeRoleRequest {
+        AssumeRoleRequest {
+            role_arn: role.into(),
+            external_id: external_id.map(Into::into),
+            session_name: "cic.images".into(),
+            policy: crate::role_selector::SESSION_POLICY.into(),
+            duration: Duration::from_secs(900),
+        }
+    }
+
+    /// The pace is keyed by whom ECS counts the quota against: the role
+    /// behind temporary keys, the key itself for long-lived ones.
+    #[tokio::test]
+    async fn quota_identity_is_the_role_behind_temporary_keys() {
+        let key = AccessKey::new("STS.Temp1", "s", Some("t".into()));
+        assert_eq!(
+            OperatorCredentials::fixed(AccessKey::new("LTAI5tLong", "s", None))
+                .quota_identity(&AccessKey::new("LTAI5tLong", "s", None)),
+            "key:LTAI5tLong"
+        );
+        let rrsa = RrsaFetcher::new(RrsaConfig {
+            role_arn: "acs:ram::1:role/operator".into(),
+            oidc_provider_arn: "acs:ram::1:oidc-provider/p".into(),
+            token_file: "/nonexistent/token".into(),
+            session_name: "s1".into(),
+            endpoint: "http://127.0.0.1:9".parse().unwrap(),
+            duration: Duration::from_secs(900),
+            connect_timeout: Duration::from_millis(100),
+            request_timeout: Duration::from_millis(100),
+        })
+        .unwrap();
+        let operator =
+            OperatorCredentials::refreshing(Fetcher::Rrsa(rrsa), RefreshPolicy::default());
+        assert_eq!(
+            operator.quota_identity(&key),
+            "role:acs:ram::1:role/operator"
+        );
+
+        let roles = TenantRoles::new(
+            operator,
+            "http://127.0.0.1:9".parse().unwrap(),
+            RefreshPolicy::default(),
+            Duration::from_millis(100),
+            Duration::from_millis(100),
+        );
+        let a = roles.session(&request("acs:ram::1:role/a", None)).unwrap();
+        assert_eq!(a.quota_identity(), "role:acs:ram::1:role/a");
+        // One session per (role, ExternalId, policy, session name), shared.
+        roles.session(&request("acs:ram::1:role/a", None)).unwrap();
+        roles
+            .session(&request("acs:ram::1:role/a", Some("ext-1")))
+            .unwrap();
+        assert_eq!(roles.len(), 2);
+        roles.retain(|r| r.external_id.is_some());
+        assert_eq!(roles.len(), 1);
+    }
+}
