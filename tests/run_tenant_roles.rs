@@ -515,7 +515,7 @@ async fn without_a_usable_role_nothing_is_sent_and_the_resource_says_why() {
         role_arn: role("team-d"),
         external_id: None,
     };
-    let world = World::start(vec![other.clone()], &images).await;
+    let world = World::start(vec![other.clone(), trust("team-c", None)], &images).await;
     world.namespace("shared", &[]).await;
     world.namespace("team-c", &[("tenant", "c")]).await;
     world.namespace("team-d", &[]).await;
@@ -599,7 +599,11 @@ async fn without_a_usable_role_nothing_is_sent_and_the_resource_says_why() {
     }
 
     // The administrator fixes the trust policy: the resource goes on by itself.
-    world.sts.set_trust(vec![other, trust("team-d", None)]);
+    world.sts.set_trust(vec![
+        other.clone(),
+        trust("team-c", None),
+        trust("team-d", None),
+    ]);
     let done = world.wait_succeeded("team-d", "refused").await;
     assert_eq!(done.status.unwrap().attempts, 1);
     world.wait_selector("team-d", "True", "RoleAssumed").await;
@@ -610,11 +614,25 @@ async fn without_a_usable_role_nothing_is_sent_and_the_resource_says_why() {
         .unwrap();
     assert_eq!(session.session_name, "cic.team-d");
 
-    // The others still wait, and never used the operator's key.
-    for (ns, name, reason) in [
-        ("shared", "no-role", "AwaitingCredentials"),
-        ("team-c", "overlap", "AmbiguousRole"),
-    ] {
+    // The administrator removes the overlap: the selector's deletion wakes
+    // the resource, which goes on with the one role left.
+    Api::<RamRoleSelector>::all(world.client())
+        .delete("overlap-by-label", &Default::default())
+        .await
+        .unwrap();
+    let done = world.wait_succeeded("team-c", "overlap").await;
+    assert_eq!(done.status.unwrap().attempts, 1);
+    let signer = world.requests_for(images[1])[0]
+        .access_key_id
+        .clone()
+        .unwrap();
+    assert_eq!(
+        world.sts.session_of(&signer).unwrap().role_arn,
+        role("team-c")
+    );
+
+    // The other still waits, and the operator's key was never used.
+    for (ns, name, reason) in [("shared", "no-role", "AwaitingCredentials")] {
         let got = world.cics(ns).get(name).await.unwrap();
         assert_eq!(
             common::cond(&got, "Reconciling"),

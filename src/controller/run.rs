@@ -312,7 +312,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(TenantRoleOptions {
             sts_endpoint: crate::identity::chain::sts_endpoint_from(|n| std::env::var(n).ok())
                 .context("the STS endpoint for tenant roles")?,
-            refresh: args.identity.chain_options().refresh,
+            // NB: a failing AssumeRole is usually a trust policy being fixed
+            // in RAM, which nothing announces: retried at most 30 s apart.
+            refresh: crate::identity::RefreshPolicy {
+                backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30))?,
+                ..args.identity.chain_options().refresh
+            },
             require_namespace_role: args.require_namespace_role,
         })
     } else {
