@@ -422,6 +422,18 @@ const LAYERS: &[(&str, &[&str])] = &[
             "admin",
         ],
     ),
+    (
+        "role_selector",
+        &[
+            "controller",
+            "ecs",
+            "credentials",
+            "identity",
+            "pacing",
+            "metrics",
+            "admin",
+        ],
+    ),
     ("retry", &["controller", "resource"]),
     (
         "ecs",
