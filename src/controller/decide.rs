@@ -846,7 +846,6 @@ fn push_history(history: &mut Vec<AttemptRecord>, record: AttemptRecord) {
 }
 
 /// Truncates to [`MAX_MESSAGE_CHARS`] characters, marking the cut.
-/// `message` cut to [`MAX_MESSAGE_CHARS`].
 pub fn bounded(message: &str) -> String {
     if message.chars().count() <= MAX_MESSAGE_CHARS {
         return message.to_string();
