@@ -816,3 +816,52 @@ async fn a_tenant_role_trusting_the_operators_rrsa_role() {
     );
     run.kill().await;
 }
+
+/// A tenant session holding real STS credentials: its `Debug` (and that of
+/// everything it holds) shows the key ID, never the secret or the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_sessions_debug_shows_no_secret() {
+    use copyimage_canceller::identity::OperatorCredentials;
+    use copyimage_canceller::identity::assume_role::AssumeRoleRequest;
+    use copyimage_canceller::identity::tenant::TenantRoles;
+
+    let world = World::start(vec![trust("team-a", None)], &[]).await;
+    let roles = TenantRoles::new(
+        OperatorCredentials::fixed(common::operator_side(&common::operator_key())),
+        world.sts.endpoint().parse().unwrap(),
+        Default::default(),
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+    );
+    let session = roles
+        .session(&AssumeRoleRequest {
+            role_arn: role("team-a"),
+            external_id: None,
+            session_name: "cic.team-a".into(),
+            policy: SESSION_POLICY.into(),
+            duration: Duration::from_secs(900),
+        })
+        .unwrap();
+    let key = within(async {
+        loop {
+            if let Ok(key) = session.try_current() {
+                break key;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let minted = world.sts.minted().pop().unwrap();
+    assert_eq!(key.id, minted.id);
+    let debug = format!(
+        "{session:?} {session:#?} {roles:?} {key:?} {:?}",
+        session.status()
+    );
+    assert!(debug.contains(&minted.id));
+    for secret in world.minted_secrets() {
+        assert!(
+            !debug.contains(&secret),
+            "a secret in Debug output: {debug}"
+        );
+    }
+}
