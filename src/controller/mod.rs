@@ -42,7 +42,7 @@ use crate::ecs::client::EcsClient;
 use crate::identity::{CredentialError, OperatorCredentials};
 use crate::metrics::Metrics;
 use crate::pacing::{Grant, Pacer, Slot, pace};
-use crate::resource::{CopyImageCancellation, CopyImageCancellationStatus};
+use crate::resource::{CopyImageCancellation, CopyImageCancellationStatus, Phase};
 use crate::retry::Backoff;
 use decide::{Decision, EventKind, Input, NextAction, Trigger};
 
@@ -575,7 +575,29 @@ async fn apply_status(
         Ok(Written::Gone) => "gone",
         Err(_) => "error",
     });
+    if let (Ok(Written::Applied(_)), Some(reason)) = (&written, newly_failed(obj, status)) {
+        metrics.resource_failed(conditions::failed_reason_label(reason));
+    }
     written
+}
+
+/// The Stalled reason when `status` moves `obj` to Failed (counted once: a
+/// resource already Failed is not counted again by the next writer).
+fn newly_failed<'a>(
+    obj: &CopyImageCancellation,
+    status: &'a CopyImageCancellationStatus,
+) -> Option<&'a str> {
+    let was_failed = obj.status.as_ref().and_then(|s| s.phase) == Some(Phase::Failed);
+    if was_failed || status.phase != Some(Phase::Failed) {
+        return None;
+    }
+    Some(
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == conditions::types::STALLED)
+            .map_or(crate::metrics::OTHER_CODE, |c| c.reason.as_str()),
+    )
 }
 
 /// Like [`requeue`], looking again within `recheck` when waiting for credentials.
