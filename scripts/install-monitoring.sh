@@ -52,8 +52,11 @@ echo "install-monitoring: downloading Debian's prometheus=$prometheus_version"
 # NB: a machine that never ran apt-get update has no package lists: update once and retry.
 if ! (cd "$download" && apt-get download "prometheus=$prometheus_version") >"$download/apt.log" 2>&1; then
     echo "install-monitoring: apt-get download failed, running apt-get update and trying again"
-    apt-get update -qq
-    (cd "$download" && apt-get download "prometheus=$prometheus_version")
+    if ! apt-get update -qq || ! (cd "$download" && apt-get download "prometheus=$prometheus_version"); then
+        echo "install-monitoring: cannot download prometheus=$prometheus_version: it is Debian 12 (bookworm)'s package," \
+            "so run this on Debian 12 as root, or add bookworm main to the apt sources" >&2
+        exit 1
+    fi
 fi
 deb="$(ls "$download"/prometheus_*.deb)"
 echo "$deb_sha256  $deb" | sha256sum --check --quiet
