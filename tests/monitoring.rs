@@ -562,6 +562,34 @@ async fn a_real_prometheus_answers_every_rule_and_dashboard_query() {
     })
     .await;
 
+    // The terminal failure fires its alert in the real Prometheus, by reason.
+    until(&env, &prometheus, "CopyImageCancellerResourcesFailed fires", || async {
+        let data = api(&prometheus.addr, "/api/v1/alerts").await?;
+        let alerts = data["alerts"].as_array().cloned().unwrap_or_default();
+        let failed = alerts.iter().find(|a| {
+            a["labels"]["alertname"] == "CopyImageCancellerResourcesFailed"
+                && a["labels"]["reason"] == "InvalidImageIdNotFound"
+        });
+        let Some(alert) = failed else {
+            return Err(format!("not among the alerts: {alerts:?}"));
+        };
+        assert_eq!(alert["labels"]["namespace"], NAMESPACE, "{alert}");
+        assert_eq!(alert["labels"]["job"], "copyimage-canceller", "{alert}");
+        assert_eq!(
+            alert["annotations"]["description"],
+            format!(
+                "1 CopyImageCancellation(s) handled by copyimage-canceller in namespace {NAMESPACE} \
+                 ended Failed with reason InvalidImageIdNotFound in the last 30m."
+            ),
+            "{alert}"
+        );
+        match alert["state"].as_str() {
+            Some("firing") => Ok(()),
+            other => Err(format!("state {other:?}")),
+        }
+    })
+    .await;
+
     // Every question answered; on failure, name each one that was not.
     let questions = questions();
     assert!(questions.len() > 30, "{} questions", questions.len());

@@ -1156,6 +1156,58 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_resource_is_counted_once_by_its_stalled_reason() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+        let stalled = |reason: &str| Condition {
+            type_: conditions::types::STALLED.into(),
+            status: conditions::status::TRUE.into(),
+            reason: reason.into(),
+            message: String::new(),
+            last_transition_time: Time(Timestamp::UNIX_EPOCH),
+            observed_generation: None,
+        };
+        let status = |phase: Phase, reason: Option<&str>| CopyImageCancellationStatus {
+            phase: Some(phase),
+            conditions: reason.map(stalled).into_iter().collect(),
+            ..Default::default()
+        };
+        let rows = [
+            // (phase before, the status written, counted reason)
+            (
+                None,
+                status(Phase::Failed, Some("RetriesExhausted")),
+                Some("RetriesExhausted"),
+            ),
+            (
+                Some(Phase::Running),
+                status(Phase::Failed, Some("DeadlineExceeded")),
+                Some("DeadlineExceeded"),
+            ),
+            (
+                Some(Phase::Pending),
+                status(Phase::Failed, None),
+                Some("other"),
+            ),
+            // Already Failed (written by us before, or by an earlier leader): not again.
+            (
+                Some(Phase::Failed),
+                status(Phase::Failed, Some("RetriesExhausted")),
+                None,
+            ),
+            (Some(Phase::Running), status(Phase::Running, None), None),
+            (Some(Phase::Running), status(Phase::Succeeded, None), None),
+        ];
+        for (before, written, want) in rows {
+            let obj = cic("images", "a", None, before);
+            assert_eq!(
+                newly_failed(&obj, &written),
+                want,
+                "{before:?} -> {written:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_secret_absent_from_the_cache_is_waited_for_quietly_within_the_grace() {
         let t0 = std::time::Instant::now();
         let s = Duration::from_secs;

@@ -236,6 +236,11 @@ class Monitoring(unittest.TestCase):
             self.assertNotEqual(code, 0, values)
             self.assertIn(needle, err, values)
 
+    def test_alerts_need_the_admin_server(self):
+        code, _, err = template({"admin": {"enabled": False}, "metrics": {"prometheusRule": {"enabled": True}}}, expect_ok=False)
+        self.assertNotEqual(code, 0)
+        self.assertIn("metrics.prometheusRule.enabled needs admin.enabled=true", err)
+
 
 def require_monitoring_tools():
     if not os.path.isdir(os.path.join(MONITORING_TOOLS, "node_modules", "@kubernetes-models", "prometheus-operator")):
