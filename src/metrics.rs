@@ -870,7 +870,8 @@ mod tests {
         use Phase::*;
         let now: Timestamp = "2026-01-01T12:00:00Z".parse().unwrap();
         let ago = |s: i64| Some(now - jiff::SignedDuration::from_secs(s));
-        let rows: [(&[(Option<Phase>, Option<Timestamp>)], f64); 6] = [
+        type Resource = (Option<Phase>, Option<Timestamp>);
+        let rows: [(&[Resource], f64); 6] = [
             (&[], 0.0),
             (
                 &[(Some(Succeeded), ago(900)), (Some(Failed), ago(800))],
