@@ -476,8 +476,9 @@ where
     }
 }
 
-/// A small backlog against the simulator's quota (throttling and pacing),
-/// a retried InternalError and a terminal InvalidImageId.NotFound, scraped
+/// A region-wide 503 answer (an outage), then a small backlog against the
+/// simulator's quota (throttling and pacing), a retried InternalError and a
+/// terminal InvalidImageId.NotFound, scraped
 /// by a real Prometheus: the rules load and evaluate without error, and
 /// every expression of the rules (without its threshold) and of the
 /// dashboard (its variables set to this run's namespace and region) answers
@@ -516,6 +517,20 @@ async fn a_real_prometheus_answers_every_rule_and_dashboard_query() {
     )
     .await;
 
+    // First a region-wide failure (503 ServiceUnavailable: with the outage
+    // breaker, one such answer holds the region's requests until a probe gets
+    // through), then the backlog arrives while it lasts.
+    env.copying("m-monitoredoutage");
+    env.fault(
+        "m-monitoredoutage",
+        FaultKind::ServiceUnavailable,
+        FaultCount::Times(3),
+    );
+    env.create(&cic("outage", "m-monitoredoutage")).await;
+    env.eventually("the first 503 answered", |env| {
+        !env.ecs_requests("m-monitoredoutage").is_empty()
+    })
+    .await;
     let mut names = Vec::new();
     for i in 0..20 {
         let image = format!("m-monitored{i:03}");
@@ -533,7 +548,11 @@ async fn a_real_prometheus_answers_every_rule_and_dashboard_query() {
     names.push(("gone".into(), "m-monitoredgone".into()));
     let resources: Vec<_> = names.iter().map(|(name, image)| cic(name, image)).collect();
     futures::future::join_all(resources.iter().map(|r| env.create(r))).await;
-    for (name, _) in &names {
+    for name in names
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .chain(["outage"])
+    {
         env.wait_finished(name).await;
     }
 
