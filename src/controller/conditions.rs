@@ -158,6 +158,8 @@ mod tests {
             ("ImageCreatedNotFromCopy", "ImageCreatedNotFromCopy"),
             // An unknown ECS code, or anything else, is `other`.
             ("BrandNewCode", "other"),
+            // A server string never becomes a label, whatever it holds.
+            ("LTAI5tSecretLookingCode", "other"),
             ("InvalidImageId.NotFound", "other"),
             ("", "other"),
         ];
