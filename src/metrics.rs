@@ -1,7 +1,9 @@
 //! Prometheus metrics of the controller (served on `/metrics` by
 //! [`crate::admin`]): reconciles, CancelCopyImage requests by outcome class
 //! and by ECS code, retries scheduled, resources by phase, status writes by
-//! result, leadership, and the operator credentials' refreshes and state.
+//! result, resources ending Failed by reason, the age of the oldest
+//! unfinished resource, leadership, and the operator credentials' refreshes
+//! and state.
 //! Labels never carry resource names, request IDs, keys or messages, and an
 //! ECS code the operator does not know becomes `other`: cardinality stays
 //! fixed and nothing secret can leak.
@@ -10,6 +12,8 @@ use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use jiff::Timestamp;
 
 use kube::runtime::reflector::Store;
 use prometheus_client::collector::Collector;
@@ -149,6 +153,14 @@ pub struct PhaseLabel {
     pub phase: &'static str,
 }
 
+/// `reason` label of resources that ended Failed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailedLabel {
+    /// The Stalled condition's reason, bounded by the controller
+    /// (`RetriesExhausted`, `DeadlineExceeded`, a known ECS code as a reason ... or `other`).
+    pub reason: String,
+}
+
 /// `result` label of status writes.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -170,6 +182,7 @@ pub struct Metrics {
     resources: ResourceStores,
     leader: Gauge,
     status_writes: Family<ResultLabel, Counter>,
+    resources_failed: Family<FailedLabel, Counter>,
     credential_refreshes: Counter,
     credential_refresh_failures: Counter,
     credential_state: Family<CredentialLabel, Gauge>,
@@ -242,6 +255,16 @@ impl Default for Metrics {
             "Status writes (server-side apply), by result",
             status_writes.clone(),
         );
+        // NB: every result exists from the start, so rate() sees the first error.
+        for result in ["applied", "conflict", "gone", "error"] {
+            let _ = status_writes.get_or_create(&ResultLabel { result });
+        }
+        let resources_failed = Family::<FailedLabel, Counter>::default();
+        registry.register(
+            "resources_failed",
+            "Resources this process moved to phase Failed, by the Stalled condition's reason",
+            resources_failed.clone(),
+        );
         let credential_refreshes = Counter::default();
         registry.register(
             "credential_refreshes",
@@ -298,6 +321,7 @@ impl Default for Metrics {
             resources,
             leader,
             status_writes,
+            resources_failed,
             credential_refreshes,
             credential_refresh_failures,
             credential_state,
@@ -408,8 +432,42 @@ impl Collector for ResourceStores {
             ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX))
                 .encode(metric.encode_family(&label)?)?;
         }
+        let age = oldest_unfinished_age(
+            objects.iter().map(|o| {
+                (
+                    o.status.as_ref().and_then(|s| s.phase),
+                    o.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                )
+            }),
+            Timestamp::now(),
+        );
+        let metric = encoder.encode_descriptor(
+            "oldest_unfinished_resource_age_seconds",
+            "Seconds since the oldest resource that is not Succeeded or Failed was created \
+             (0 when none); from the controller's cache, so 0 on a follower",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(age).encode(metric)?;
         Ok(())
     }
+}
+
+/// Seconds since the oldest of `resources` (phase, creation time) that is not
+/// final was created, at `now`; 0 when every one is final (or there are none).
+pub fn oldest_unfinished_age(
+    resources: impl IntoIterator<Item = (Option<Phase>, Option<Timestamp>)>,
+    now: Timestamp,
+) -> f64 {
+    resources
+        .into_iter()
+        .filter(|(phase, _)| !phase.is_some_and(Phase::is_finished))
+        .filter_map(|(_, created)| created)
+        .min()
+        // NB: a creation time ahead of our clock (skew) is no age at all.
+        .map_or(0.0, |created| {
+            now.duration_since(created).as_secs_f64().max(0.0)
+        })
 }
 
 /// Observes a reconcile's duration when dropped, whichever way it ends.
@@ -523,6 +581,16 @@ impl Metrics {
             .lock()
             .expect("resource stores poisoned")
             .push(store);
+    }
+
+    /// Counts a resource that this process moved to phase Failed with the
+    /// Stalled condition `reason` (already bounded by the caller).
+    pub fn resource_failed(&self, reason: &str) {
+        self.resources_failed
+            .get_or_create(&FailedLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// Counts a status write with `result` (`applied`, `conflict`, `gone`, `error`).
@@ -795,6 +863,74 @@ mod tests {
             ],
         );
         assert!(!text.contains("\"a\"") && !text.contains("images"));
+    }
+
+    #[test]
+    fn oldest_unfinished_age_skips_final_resources() {
+        use Phase::*;
+        let now: Timestamp = "2026-01-01T12:00:00Z".parse().unwrap();
+        let ago = |s: i64| Some(now - jiff::SignedDuration::from_secs(s));
+        type Resource = (Option<Phase>, Option<Timestamp>);
+        let rows: [(&[Resource], f64); 6] = [
+            (&[], 0.0),
+            (
+                &[(Some(Succeeded), ago(900)), (Some(Failed), ago(800))],
+                0.0,
+            ),
+            (&[(None, ago(30))], 30.0),
+            (
+                &[
+                    (Some(Succeeded), ago(900)),
+                    (Some(Running), ago(120)),
+                    (Some(Pending), ago(60)),
+                ],
+                120.0,
+            ),
+            // No creation time (never from an API server): not counted.
+            (&[(Some(Running), None)], 0.0),
+            // Clock skew: created "in the future" is no age.
+            (&[(Some(Pending), ago(-5))], 0.0),
+        ];
+        for (resources, want) in rows {
+            assert_eq!(
+                oldest_unfinished_age(resources.iter().copied(), now),
+                want,
+                "{resources:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn resources_failed_by_reason_and_oldest_age_are_exposed() {
+        let m = Metrics::default();
+        m.resource_failed("RetriesExhausted");
+        m.resource_failed("RetriesExhausted");
+        m.resource_failed("other");
+        let (store, mut writer) = kube::runtime::reflector::store::<CopyImageCancellation>();
+        m.watch_resources(store);
+        let mut old = cancellation("images", "old", "m-bp1");
+        old.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                Timestamp::now() - jiff::SignedDuration::from_secs(3600),
+            ));
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(old));
+        let text = m.encode();
+        assert_lines(
+            &text,
+            [
+                "copyimage_canceller_resources_failed_total{reason=\"RetriesExhausted\"} 2",
+                "copyimage_canceller_resources_failed_total{reason=\"other\"} 1",
+            ],
+        );
+        let age: f64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("copyimage_canceller_oldest_unfinished_resource_age_seconds ")
+            })
+            .unwrap_or_else(|| panic!("no age gauge in\n{text}"))
+            .parse()
+            .unwrap();
+        assert!(age >= 3600.0, "{age}");
     }
 
     fn status(state: CredentialState, refreshes: u64, failures: u64) -> CredentialStatus {

@@ -79,6 +79,29 @@ pub fn sanitize_reason(code: &str) -> String {
     }
 }
 
+/// The `reason` label of a resource that ended Failed: its Stalled reason
+/// when this controller sets it for a known cause (a known ECS code included),
+/// `other` otherwise, so that an unknown ECS code never grows the label set.
+pub fn failed_reason_label(reason: &str) -> &str {
+    let known = [
+        reasons::RETRIES_EXHAUSTED,
+        reasons::DEADLINE_EXCEEDED,
+        reasons::PREVIOUS_ATTEMPT_MAY_HAVE_SUCCEEDED,
+        reasons::SERVICE_ERROR,
+    ];
+    let from_known_code = || {
+        crate::metrics::KNOWN_CODES
+            .iter()
+            .chain(crate::ecs::CODES_AFTER_A_POSSIBLE_SUCCESS.iter())
+            .any(|code| sanitize_reason(code) == reason)
+    };
+    if known.contains(&reason) || from_known_code() {
+        reason
+    } else {
+        crate::metrics::OTHER_CODE
+    }
+}
+
 /// Sets condition `type_` in `conditions` the way `meta.SetStatusCondition`
 /// does: `lastTransitionTime` moves only when the status flips.
 pub fn set(
@@ -122,6 +145,31 @@ pub fn get<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_reason_labels_are_bounded() {
+        let rows = [
+            ("RetriesExhausted", "RetriesExhausted"),
+            ("DeadlineExceeded", "DeadlineExceeded"),
+            (
+                "PreviousAttemptMayHaveSucceeded",
+                "PreviousAttemptMayHaveSucceeded",
+            ),
+            ("ServiceError", "ServiceError"),
+            ("InvalidImageIdNotFound", "InvalidImageIdNotFound"),
+            ("ForbiddenRAM", "ForbiddenRAM"),
+            ("ImageCreatedNotFromCopy", "ImageCreatedNotFromCopy"),
+            // An unknown ECS code, or anything else, is `other`.
+            ("BrandNewCode", "other"),
+            // A server string never becomes a label, whatever it holds.
+            ("LTAI5tSecretLookingCode", "other"),
+            ("InvalidImageId.NotFound", "other"),
+            ("", "other"),
+        ];
+        for (reason, want) in rows {
+            assert_eq!(failed_reason_label(reason), want, "{reason}");
+        }
+    }
 
     #[test]
     fn reasons_are_sanitised_to_what_kubernetes_accepts() {

@@ -43,7 +43,7 @@ use crate::ecs::client::EcsClient;
 use crate::identity::{CredentialError, OperatorCredentials};
 use crate::metrics::Metrics;
 use crate::pacing::{Grant, Pacer, Slot, pace};
-use crate::resource::{CopyImageCancellation, CopyImageCancellationStatus};
+use crate::resource::{CopyImageCancellation, CopyImageCancellationStatus, Phase};
 use crate::retry::Backoff;
 use decide::{Decision, EventKind, Input, NextAction, Trigger};
 
@@ -655,7 +655,29 @@ async fn apply_status(
         Ok(Written::Gone) => "gone",
         Err(_) => "error",
     });
+    if let (Ok(Written::Applied(_)), Some(reason)) = (&written, newly_failed(obj, status)) {
+        metrics.resource_failed(conditions::failed_reason_label(reason));
+    }
     written
+}
+
+/// The Stalled reason when `status` moves `obj` to Failed (counted once: a
+/// resource already Failed is not counted again by the next writer).
+fn newly_failed<'a>(
+    obj: &CopyImageCancellation,
+    status: &'a CopyImageCancellationStatus,
+) -> Option<&'a str> {
+    let was_failed = obj.status.as_ref().and_then(|s| s.phase) == Some(Phase::Failed);
+    if was_failed || status.phase != Some(Phase::Failed) {
+        return None;
+    }
+    Some(
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == conditions::types::STALLED)
+            .map_or(crate::metrics::OTHER_CODE, |c| c.reason.as_str()),
+    )
 }
 
 /// Like [`requeue`], looking again within `recheck` when waiting for credentials.
@@ -1225,6 +1247,58 @@ mod tests {
             ..Default::default()
         });
         Arc::new(r)
+    }
+
+    #[test]
+    fn a_failed_resource_is_counted_once_by_its_stalled_reason() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+        let stalled = |reason: &str| Condition {
+            type_: conditions::types::STALLED.into(),
+            status: conditions::status::TRUE.into(),
+            reason: reason.into(),
+            message: String::new(),
+            last_transition_time: Time(Timestamp::UNIX_EPOCH),
+            observed_generation: None,
+        };
+        let status = |phase: Phase, reason: Option<&str>| CopyImageCancellationStatus {
+            phase: Some(phase),
+            conditions: reason.map(stalled).into_iter().collect(),
+            ..Default::default()
+        };
+        let rows = [
+            // (phase before, the status written, counted reason)
+            (
+                None,
+                status(Phase::Failed, Some("RetriesExhausted")),
+                Some("RetriesExhausted"),
+            ),
+            (
+                Some(Phase::Running),
+                status(Phase::Failed, Some("DeadlineExceeded")),
+                Some("DeadlineExceeded"),
+            ),
+            (
+                Some(Phase::Pending),
+                status(Phase::Failed, None),
+                Some("other"),
+            ),
+            // Already Failed (written by us before, or by an earlier leader): not again.
+            (
+                Some(Phase::Failed),
+                status(Phase::Failed, Some("RetriesExhausted")),
+                None,
+            ),
+            (Some(Phase::Running), status(Phase::Running, None), None),
+            (Some(Phase::Running), status(Phase::Succeeded, None), None),
+        ];
+        for (before, written, want) in rows {
+            let obj = cic("images", "a", None, before);
+            assert_eq!(
+                newly_failed(&obj, &written),
+                want,
+                "{before:?} -> {written:?}"
+            );
+        }
     }
 
     #[test]
