@@ -3,7 +3,7 @@
 //! response parser with its redaction.
 
 use std::net::IpAddr;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -11,6 +11,7 @@ use jiff::Timestamp;
 use reqwest::Url;
 use serde_json::Value;
 
+use super::resolve::{ConfirmingResolver, HostLookup, SystemLookup, host_not_found};
 use super::signature::{Method, percent_encode, sign_cancel_copy_image};
 use super::signature_v3::sign_cancel_copy_image_v3;
 use super::{CancelOutcome, ServiceError, TransportError, TransportKind};
@@ -273,9 +274,19 @@ impl EcsClient {
     ///
     /// TLS certificates are verified against the platform's roots.
     pub fn new(config: EcsClientConfig) -> Result<Self, ClientError> {
+        Self::with_lookup(config, Arc::new(SystemLookup))
+    }
+
+    /// Like [`EcsClient::new`], looking host names up with `lookup` (tests
+    /// inject names that do not exist, or a DNS server that fails).
+    pub fn with_lookup(
+        config: EcsClientConfig,
+        lookup: Arc<dyn HostLookup>,
+    ) -> Result<Self, ClientError> {
         let endpoint = Endpoint::new(&config.endpoint, config.allow_insecure_endpoint)?;
         install_crypto_provider();
         let http = reqwest::Client::builder()
+            .dns_resolver(Arc::new(ConfirmingResolver::new(lookup)))
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             // A redirect would resend the signed body to a host of someone
@@ -409,6 +420,15 @@ impl EcsClient {
     /// A transport failure's kind, and in words: what failed, where, and why.
     fn describe(&self, err: &reqwest::Error, url: &Url) -> (TransportKind, String) {
         let host = url.host_str().unwrap_or_default();
+        if let Some(not_found) = host_not_found(err) {
+            return (
+                TransportKind::HostNotFound,
+                format!(
+                    "the endpoint host {not_found}: no ECS endpoint answers for this region; \
+                     check regionId (or the --ecs-endpoint template)"
+                ),
+            );
+        }
         let (kind, what) = if err.is_timeout() {
             (
                 TransportKind::Timeout,
@@ -839,14 +859,15 @@ mod tests {
 
     #[test]
     fn parsed_outcomes_classify_as_the_contract_says() {
-        use RetryClass::{Retryable, Success, Terminal, Throttled};
+        use RetryClass::{Outage, Retryable, Success, Terminal, Throttled};
         let code = |code: &str| format!(r#"{{"RequestId":"R","Code":"{code}"}}"#);
         let rows = [
             (200, r#"{"RequestId":"R"}"#.to_owned(), Success),
             (400, code("Throttling.Api"), Throttled),
             (500, code("InternalError"), Retryable),
-            (503, code("ServiceUnavailable"), Retryable),
-            (502, "<html>bad gateway</html>".to_owned(), Retryable),
+            (503, code("ServiceUnavailable"), Outage),
+            (502, "<html>bad gateway</html>".to_owned(), Outage),
+            (200, "{truncated".to_owned(), Outage),
             (400, code("IncorrectImageStatus"), Terminal),
             (400, code("SignatureDoesNotMatch"), Terminal),
         ];
