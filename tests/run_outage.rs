@@ -14,8 +14,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Env, FollowedRun, OPERATOR_KEY_ID, OPERATOR_KEY_SECRET, OPERATOR_TOKEN, SandboxOptions,
-    assert_phase, cic, cond, condition, http_get, operator_key,
+    Env, FollowedRun, OPERATOR_KEY_ID, OPERATOR_KEY_SECRET, OPERATOR_TOKEN, PATIENCE,
+    SandboxOptions, assert_phase, cic, cond, condition, http_get, operator_key,
 };
 use copyimage_stand_ins::ecs_simulator::{FaultCount, FaultKind, OutageMode, SimulatorConfig};
 
@@ -80,7 +80,7 @@ async fn waited_out(mode: OutageMode) {
         "{mode}: available before the outage\n{before}"
     );
 
-    env.sim.set_outage(Some(mode), None);
+    env.sim.set_outage(Some(mode), None).await;
     let started = tokio::time::Instant::now();
     let rest: Vec<_> = (BEFORE..BEFORE + DURING)
         .map(|i| cic(&name(i), &image(i)))
@@ -130,7 +130,7 @@ async fn waited_out(mode: OutageMode) {
             "{mode}: {n}"
         );
     }
-    env.sim.set_outage(None, None);
+    env.sim.set_outage(None, None).await;
 
     for i in 0..BEFORE + DURING {
         let done = env.wait_finished(&name(i)).await;
@@ -245,7 +245,9 @@ async fn only_the_deadline_ends_a_resource_during_an_outage() {
     })
     .await;
     env.copying(IMAGE);
-    env.sim.set_outage(Some(OutageMode::Unavailable), None);
+    env.sim
+        .set_outage(Some(OutageMode::Unavailable), None)
+        .await;
     env.start_controller();
     let mut resource = cic("deadline", IMAGE);
     resource.spec.active_deadline_seconds = Some(8);
@@ -279,7 +281,7 @@ async fn sigterm_during_an_outage_exits_and_nothing_is_lost() {
     for image in &images {
         env.copying(image);
     }
-    env.sim.set_outage(Some(OutageMode::Refuse), None);
+    env.sim.set_outage(Some(OutageMode::Refuse), None).await;
     env.start_controller();
     for (i, image) in images.iter().enumerate() {
         env.create(&cic(&format!("sigterm-{i}"), image)).await;
@@ -291,7 +293,7 @@ async fn sigterm_during_an_outage_exits_and_nothing_is_lost() {
     let status = env.terminate_controller().await;
     assert!(status.success(), "{status:?}");
     // The next process starts with the breaker closed and finishes the work.
-    env.sim.set_outage(None, None);
+    env.sim.set_outage(None, None).await;
     env.start_controller();
     for i in 0..images.len() {
         let done = env.wait_finished(&format!("sigterm-{i}")).await;
@@ -349,4 +351,93 @@ async fn a_region_whose_endpoint_does_not_resolve_fails_with_its_own_reason() {
     );
     let _ = run.kill().await;
     env.cleanup().await;
+}
+
+/// The staging rehearsal: `ecs-simulator --outage` starts one on a timer,
+/// and `PUT /_simulator/outage` starts and ends one by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_rehearses_an_incident_from_its_flag_and_its_control_route() {
+    use tokio::io::AsyncBufReadExt;
+    let mut sim = tokio::process::Command::new(env!("CARGO_BIN_EXE_copyimage-canceller"))
+        .args(["ecs-simulator", "--listen", "127.0.0.1:0"])
+        .args(["--image", "m-bp1rehearsal01=copying"])
+        .args(["--outage", "unavailable:1h"])
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", OPERATOR_KEY_ID)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", OPERATOR_KEY_SECRET)
+        .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ecs-simulator");
+    let stdout = sim.stdout.take().expect("stdout");
+    let endpoint = tokio::io::BufReader::new(stdout)
+        .lines()
+        .next_line()
+        .await
+        .expect("read the endpoint")
+        .expect("the endpoint line");
+    let client = copyimage_canceller::ecs::client::EcsClient::new(
+        copyimage_canceller::ecs::client::EcsClientConfig {
+            endpoint: endpoint.clone(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let key = copyimage_canceller::credentials::AccessKey::new(
+        OPERATOR_KEY_ID,
+        OPERATOR_KEY_SECRET,
+        None,
+    );
+    let cancel = || client.cancel_copy_image(&key, REGION, "m-bp1rehearsal01");
+    let outcome = cancel().await;
+    assert_eq!(
+        outcome.retry_class(),
+        copyimage_canceller::ecs::RetryClass::Outage,
+        "{outcome:?}"
+    );
+    let http = reqwest::Client::new();
+    let put = |body: &'static str| {
+        http.put(format!("{endpoint}/_simulator/outage"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let refused = put(r#"{"mode":"refuse"}"#).await.unwrap();
+    assert_eq!(refused.status().as_u16(), 400);
+    assert!(refused.text().await.unwrap().contains("forMs"));
+    assert!(
+        put(r#"{"mode":"none"}"#)
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let mode = || async {
+        let body = http
+            .get(format!("{endpoint}/_simulator/outage"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        Some(body)
+    };
+    // NB: the change is applied a moment after the answer.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while mode().await.is_none_or(|m| !m.contains("\"none\"")) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outage never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let outcome = cancel().await;
+    assert_eq!(
+        outcome.retry_class(),
+        copyimage_canceller::ecs::RetryClass::Success,
+        "{outcome:?}"
+    );
+    sim.kill().await.expect("stop ecs-simulator");
 }

@@ -1082,4 +1082,160 @@ mod tests {
         assert!(err.message.contains("nothing was sent"), "{}", err.message);
         assert_eq!(outcome.retry_class(), RetryClass::Terminal);
     }
+
+    /// Name lookups from a table: a host maps to loopback, to "no such
+    /// name", or to a lookup that fails for now.
+    #[derive(Debug)]
+    struct Names(
+        Vec<(
+            &'static str,
+            Result<Vec<IpAddr>, super::super::resolve::LookupError>,
+        )>,
+    );
+
+    impl HostLookup for Names {
+        fn lookup(
+            &self,
+            host: &str,
+        ) -> futures::future::BoxFuture<
+            'static,
+            Result<Vec<IpAddr>, super::super::resolve::LookupError>,
+        > {
+            let answer = self
+                .0
+                .iter()
+                .find(|(h, _)| *h == host)
+                .map(|(_, a)| a.clone())
+                .unwrap_or(Err(super::super::resolve::LookupError::NoSuchName));
+            Box::pin(async move { answer })
+        }
+    }
+
+    /// Through the client and an injected resolver: a region whose endpoint
+    /// does not exist is terminal and names the host; a DNS failure for now
+    /// is an outage; a region that resolves is sent to as usual.
+    #[tokio::test]
+    async fn a_region_that_does_not_resolve_is_told_from_a_dns_hiccup() {
+        use super::super::resolve::LookupError;
+        use copyimage_stand_ins::AccessKey as SimKey;
+        use copyimage_stand_ins::ecs_simulator::{EcsSimulator, ImageState, SimulatorConfig};
+        let sim = EcsSimulator::start(
+            SimulatorConfig::new([SimKey::new("LTAI5tResolverTestKey", SECRET, None)])
+                .with_image("m-1", ImageState::Copying),
+        )
+        .await
+        .unwrap();
+        let lookup = Names(vec![
+            (
+                "ecs.cn-hangzhou.example",
+                Ok(vec![IpAddr::from([127, 0, 0, 1])]),
+            ),
+            (
+                "ecs.cn-shanghai.example",
+                Err(LookupError::Failed("EAI_AGAIN".into())),
+            ),
+        ]);
+        let client = EcsClient::with_lookup(
+            EcsClientConfig {
+                endpoint: format!("http://ecs.{{regionId}}.example:{}", sim.addr().port()),
+                allow_insecure_endpoint: true,
+                ..EcsClientConfig::default()
+            },
+            Arc::new(lookup),
+        )
+        .unwrap();
+        let key = AccessKey::new("LTAI5tResolverTestKey", SECRET, None);
+
+        let outcome = client.cancel_copy_image(&key, "cn-nowhere-1", "m-1").await;
+        let CancelOutcome::Transport(err) = &outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(err.kind, TransportKind::HostNotFound, "{}", err.message);
+        assert!(
+            err.message
+                .contains("ecs.cn-nowhere-1.example does not exist"),
+            "{}",
+            err.message
+        );
+        assert_eq!(outcome.retry_class(), RetryClass::Terminal);
+
+        let outcome = client.cancel_copy_image(&key, "cn-shanghai", "m-1").await;
+        let CancelOutcome::Transport(err) = &outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(err.kind, TransportKind::Connect, "{}", err.message);
+        assert!(err.message.contains("EAI_AGAIN"), "{}", err.message);
+        assert_eq!(outcome.retry_class(), RetryClass::Outage);
+
+        let outcome = client.cancel_copy_image(&key, "cn-hangzhou", "m-1").await;
+        assert_eq!(outcome.retry_class(), RetryClass::Success, "{outcome:?}");
+        // Only the region that resolved reached the service.
+        assert_eq!(sim.requests().len(), 1);
+    }
+
+    /// The simulator's whole-endpoint outages, as the client sees them, and
+    /// the same port answering again once each ends.
+    #[tokio::test]
+    async fn each_simulated_outage_is_an_outage_to_the_client() {
+        use copyimage_stand_ins::AccessKey as SimKey;
+        use copyimage_stand_ins::ecs_simulator::{
+            EcsSimulator, ImageState, OutageMode, SimulatorConfig,
+        };
+        let sim = EcsSimulator::start(
+            SimulatorConfig::new([SimKey::new("LTAI5tOutageTestKey", SECRET, None)])
+                .with_image("m-1", ImageState::Copying),
+        )
+        .await
+        .unwrap();
+        let client = EcsClient::new(EcsClientConfig {
+            endpoint: sim.endpoint(),
+            request_timeout: Duration::from_secs(2),
+            ..EcsClientConfig::default()
+        })
+        .unwrap();
+        let key = AccessKey::new("LTAI5tOutageTestKey", SECRET, None);
+        let addr = sim.addr();
+        // A pooled connection from before must not outlive the outage.
+        let warm = client
+            .cancel_copy_image(&key, "cn-hangzhou", "m-missing")
+            .await;
+        assert_eq!(warm.retry_class(), RetryClass::Terminal, "{warm:?}");
+        for (mode, want) in [
+            (OutageMode::Refuse, TransportKind::Connect),
+            (OutageMode::Blackhole, TransportKind::Timeout),
+        ] {
+            sim.set_outage(Some(mode), None).await;
+            let mut outcome = client.cancel_copy_image(&key, "cn-hangzhou", "m-1").await;
+            if matches!(&outcome, CancelOutcome::Transport(e) if e.kind == TransportKind::Interrupted)
+            {
+                // NB: the pooled connection the outage closed, met first.
+                assert_eq!(outcome.retry_class(), RetryClass::Outage, "{mode}");
+                outcome = client.cancel_copy_image(&key, "cn-hangzhou", "m-1").await;
+            }
+            let CancelOutcome::Transport(err) = &outcome else {
+                panic!("{mode}: {outcome:?}")
+            };
+            assert_eq!(err.kind, want, "{mode}: {}", err.message);
+            assert_eq!(outcome.retry_class(), RetryClass::Outage, "{mode}");
+            sim.set_outage(None, None).await;
+        }
+        sim.set_outage(Some(OutageMode::Unavailable), None).await;
+        let outcome = client.cancel_copy_image(&key, "cn-hangzhou", "m-1").await;
+        let CancelOutcome::Service(err) = &outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(
+            (err.http_status, err.code.as_str()),
+            (503, "ServiceUnavailable")
+        );
+        assert!(err.message.contains("temporary failure"), "{}", err.message);
+        assert!(err.request_id.is_some());
+        assert_eq!(outcome.retry_class(), RetryClass::Outage);
+        sim.set_outage(None, None).await;
+        // Back, on the same port, and nothing above cancelled the copy.
+        assert_eq!(sim.addr(), addr);
+        assert_eq!(sim.image("m-1"), Some(ImageState::Copying));
+        let outcome = client.cancel_copy_image(&key, "cn-hangzhou", "m-1").await;
+        assert_eq!(outcome.retry_class(), RetryClass::Success, "{outcome:?}");
+    }
 }

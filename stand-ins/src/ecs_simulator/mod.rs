@@ -201,6 +201,7 @@ impl EcsSimulator {
             outage: tokio::sync::watch::Sender::new(None),
             outage_generation: std::sync::atomic::AtomicU64::new(0),
             connections: Mutex::new(CancellationToken::new()),
+            listening: tokio::sync::watch::Sender::new(true),
         });
         let task = tokio::spawn(server::accept_loop(listener, shared.clone()));
         for plan in config.outages {
@@ -296,10 +297,16 @@ impl SimulatorHandle {
     }
 
     /// Starts a whole-endpoint outage (`Some`), for `lasts` when given, or
-    /// ends it (`None`). Every open connection is closed; a `refuse` outage
-    /// closes the port and binds it again when it ends.
-    pub fn set_outage(&self, mode: Option<OutageMode>, lasts: Option<Duration>) {
+    /// ends it (`None`). A `refuse` outage closes the port and its open
+    /// connections and binds it again when it ends; the end of a `blackhole`
+    /// cuts the requests it held. Returns once the
+    /// port is closed (refuse) or listening (anything else).
+    pub async fn set_outage(&self, mode: Option<OutageMode>, lasts: Option<Duration>) {
         server::set_outage(&self.shared, mode, lasts);
+        let want = mode != Some(OutageMode::Refuse);
+        let mut listening = self.shared.listening.subscribe();
+        // NB: an error means the accept loop ended (shutdown): nothing to wait for.
+        let _ = listening.wait_for(|now| *now == want).await;
     }
 
     /// The outage in force.

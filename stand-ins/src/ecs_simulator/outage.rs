@@ -7,9 +7,10 @@
 //! - `unavailable`: every API request gets HTTP 503 `ServiceUnavailable`
 //!   with ECS's own body.
 //!
-//! A change of mode closes every open connection (so a pooled keep-alive
-//! connection does not outlive a refused port, and requests held by a
-//! blackhole end, as when a proxy restarts).
+//! A `refuse` outage closes every open connection (a pooled keep-alive
+//! connection must not outlive the port), and the end of a `blackhole` cuts
+//! the requests it held (as when a proxy restarts; a client would otherwise
+//! wait out its whole timeout).
 
 use std::fmt;
 use std::str::FromStr;

@@ -48,8 +48,11 @@ pub(super) struct Shared {
     pub(super) outage: tokio::sync::watch::Sender<Option<OutageMode>>,
     /// Counts outage changes, so a timed end ends only its own outage.
     pub(super) outage_generation: AtomicU64,
-    /// Cancelled (and replaced) at each outage change: closes every open connection.
+    /// Cancelled (and replaced) when a `refuse` outage starts or a `blackhole`
+    /// ends: closes every open connection.
     pub(super) connections: Mutex<CancellationToken>,
+    /// Whether the port has a listener (false during a `refuse` outage).
+    pub(super) listening: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -74,15 +77,20 @@ impl Shared {
 }
 
 /// Starts (`Some`) or ends (`None`) a whole-endpoint outage, for `lasts` when
-/// given; every open connection is closed.
+/// given.
 pub(super) fn set_outage(shared: &Arc<Shared>, mode: Option<OutageMode>, lasts: Option<Duration>) {
     let generation = shared.outage_generation.fetch_add(1, Ordering::SeqCst) + 1;
-    shared.outage.send_replace(mode);
-    let old = std::mem::replace(
-        &mut *shared.connections.lock().unwrap_or_else(|e| e.into_inner()),
-        CancellationToken::new(),
-    );
-    old.cancel();
+    let before = shared.outage.send_replace(mode);
+    // A closed port takes its open connections with it, and the requests a
+    // blackhole held end with it (cut, as when a proxy restarts).
+    let leaving_blackhole = before == Some(OutageMode::Blackhole) && mode != before;
+    if mode == Some(OutageMode::Refuse) || leaving_blackhole {
+        let old = std::mem::replace(
+            &mut *shared.connections.lock().unwrap_or_else(|e| e.into_inner()),
+            CancellationToken::new(),
+        );
+        old.cancel();
+    }
     tracing::info!(outage = %mode.map_or("none".to_owned(), |m| m.to_string()), lasts = ?lasts, "ecs-simulator: outage changed");
     if let (Some(_), Some(lasts)) = (mode, lasts) {
         let shared = shared.clone();
@@ -151,6 +159,7 @@ pub(super) async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<S
         if *modes.borrow_and_update() == Some(OutageMode::Refuse) {
             // NB: dropping the listener closes the port: connects are refused.
             listener = None;
+            shared.listening.send_replace(false);
             tokio::select! {
                 _ = shared.shutdown.cancelled() => return,
                 _ = modes.changed() => continue,
@@ -159,7 +168,10 @@ pub(super) async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<S
         let Some(bound) = listener.as_ref() else {
             let Some(addr) = addr else { return };
             match tokio::net::TcpListener::bind(addr).await {
-                Ok(bound) => listener = Some(bound),
+                Ok(bound) => {
+                    listener = Some(bound);
+                    shared.listening.send_replace(true);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, %addr, "ecs-simulator: cannot listen again yet");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -432,7 +444,9 @@ async fn during_outage(
                 None,
             ))
         }
-        OutageMode::Blackhole | OutageMode::Refuse => {
+        // A connection accepted just before the port closed: cut, like a reset.
+        OutageMode::Refuse => Err(CloseConnection),
+        OutageMode::Blackhole => {
             record.code = format!("outage:{mode}");
             record.http_status = None;
             record.request_id = None;
