@@ -1,4 +1,4 @@
-//! The layout the README describes, checked: no module imports run in a
+//! The layout docs/architecture.md describes, checked: no module imports run in a
 //! circle (in the operator, the stand-ins and the fuzz support), no lower
 //! layer of the operator imports a higher one, and the stand-ins crate never
 //! depends on the operator.
