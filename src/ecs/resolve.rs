@@ -191,10 +191,10 @@ mod tests {
 
     /// Answers from a script, one per lookup (the last repeats).
     #[derive(Debug)]
-    struct Scripted(Mutex<Vec<Result<Vec<IpAddr>, LookupError>>>);
+    struct Scripted(Mutex<Vec<Looked>>);
 
     impl Scripted {
-        fn new(answers: Vec<Result<Vec<IpAddr>, LookupError>>) -> Arc<Self> {
+        fn new(answers: Vec<Looked>) -> Arc<Self> {
             Arc::new(Self(Mutex::new(answers)))
         }
         fn left(&self) -> usize {
@@ -216,13 +216,16 @@ mod tests {
 
     const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
+    /// One lookup's answer.
+    type Looked = Result<Vec<IpAddr>, LookupError>;
+
     #[tokio::test(start_paused = true)]
     async fn no_such_name_is_believed_only_when_confirmed() {
         use LookupError::{Failed, NoSuchName};
         let nx = || Err(NoSuchName);
         let tmp = || Err(Failed("EAI_AGAIN".into()));
-        // (script, want: Some(true) found, Some(false) failed for now, None not found)
-        let rows: Vec<(&str, Vec<Result<Vec<IpAddr>, LookupError>>, &str)> = vec![
+        // (name, the lookups' answers in order, what the resolver makes of them)
+        let rows: Vec<(&str, Vec<Looked>, &str)> = vec![
             ("found at once", vec![Ok(vec![IP])], "found"),
             (
                 "NXDOMAIN three times in a row",

@@ -358,7 +358,7 @@ async fn api(
     let outage_change = shared.connections();
     let params = read_params(req).await;
     if let Some(mode) = shared.outage() {
-        return Ok(during_outage(shared, mode, method, params, outage_change).await?);
+        return during_outage(shared, mode, method, params, outage_change).await;
     }
     wait(shared, shared.latency).await?;
     let now = shared.clock.now();
