@@ -1203,3 +1203,39 @@ fn awaiting_the_pace_writes_a_first_status_and_nothing_else() {
     assert_eq!(serde_json::to_value(&d.status).unwrap(), before);
     assert_eq!((d.action, d.event), (NextAction::AwaitSlot(None), None));
 }
+
+/// Exactly-once through an outage: a timeout while the endpoint is down is
+/// not counted but stays ambiguous, so the repeat that finds the image gone
+/// ends `PreviousAttemptMayHaveSucceeded`, not a bare error.
+#[test]
+fn an_ambiguous_answer_during_an_outage_still_guards_exactly_once() {
+    let spec = spec(json!({}));
+    let before: CopyImageCancellationStatus = serde_json::from_value(in_flight_1()).unwrap();
+    let timeout = CancelOutcome::Transport(TransportError {
+        kind: crate::ecs::TransportKind::Timeout,
+        message: "request to ecs.cn-hangzhou.aliyuncs.com timed out (limit 30s)".into(),
+        http_status: None,
+    });
+    let outage = outage();
+    let d = decide(
+        &input(&spec, Some(&before), ts(T2)),
+        Trigger::AttemptedAt(&timeout, EndpointState::Unavailable(&outage)),
+    );
+    assert_eq!(
+        (d.status.failed_attempts, d.status.ambiguous_attempts),
+        (0, 1)
+    );
+    assert_eq!(d.action, NextAction::RequeueAfter(Duration::ZERO));
+    // The endpoint is back: the next decision sends again at once.
+    let d = decide(&input(&spec, Some(&d.status), ts(T3)), Trigger::Observe);
+    assert_eq!(d.action, NextAction::WriteAheadThenSend);
+    assert_eq!(d.status.attempts, 2);
+    let d = decide(
+        &input(&spec, Some(&d.status), ts(T4)),
+        Trigger::AttemptedAt(&image_gone(), EndpointState::Answering),
+    );
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    assert_eq!(d.status.failed_attempts, 0);
+    let stalled = conditions::get(&d.status.conditions, types::STALLED).unwrap();
+    assert_eq!(stalled.reason, "PreviousAttemptMayHaveSucceeded");
+}
