@@ -25,6 +25,16 @@
 //! else between is the endpoint's incident. From the second resource of a run
 //! on, an `InternalError` is not counted ([`Verdict::incident`]); the first
 //! one of a run is (nothing yet says it is not the resource's).
+//!
+//! Why an `InternalError` incident is given up: when the probe of a resource
+//! whose own probe already got `InternalError` in this outage gets it again,
+//! every resource waiting has been tried and the endpoint answers nothing but
+//! these images' failures. Those resources are then judged on their own
+//! ([`Change::GaveUp`]): their `InternalError`s are counted and form no run
+//! until they get another answer. Otherwise a few poisoned images left alone
+//! in a region would hold it open, and themselves, forever; a real regional
+//! incident with many resources is still waited out (each is probed once
+//! before any is probed twice).
 
 /// Distinct resources whose `InternalError` answers, in a row, open the breaker.
 pub const INTERNAL_ERROR_RUN: usize = 3;
@@ -33,6 +43,9 @@ pub const PROBE_BASE: f64 = 1.0;
 /// The longest spacing between probes, in seconds: one request every ten
 /// seconds costs nothing, and a longer cap only delays noticing recovery.
 pub const PROBE_CAP: f64 = 10.0;
+/// The most resources remembered as failing on their own (a bound on memory;
+/// past it, a resource is judged by the run rule as any other).
+const MAX_POISONED: usize = 4096;
 
 /// What an answer says about the endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +79,13 @@ pub enum Change {
         /// How long it was open.
         after: f64,
     },
+    /// It closed after this many seconds because the only answers left were
+    /// `InternalError` for resources already probed: they are judged on their
+    /// own from now on.
+    GaveUp {
+        /// How long it was open.
+        after: f64,
+    },
 }
 
 /// An open breaker's probe.
@@ -95,6 +115,11 @@ pub struct Breaker {
     state: State,
     /// Resources whose `InternalError` answers came in a row, in order, each once.
     run: Vec<String>,
+    /// Resources whose probe got `InternalError` while open, this outage.
+    probed_failing: Vec<String>,
+    /// Resources judged to fail on their own (see the module docs), until
+    /// they get another answer.
+    poisoned: std::collections::HashSet<String>,
 }
 
 impl Default for Breaker {
@@ -109,6 +134,8 @@ impl Breaker {
         Self {
             state: State::Closed,
             run: Vec::new(),
+            probed_failing: Vec::new(),
+            poisoned: std::collections::HashSet::new(),
         }
     }
 
@@ -169,9 +196,11 @@ impl Breaker {
         match health {
             Health::Answers => {
                 self.run.clear();
+                self.poisoned.remove(uid);
                 let change = match self.state {
                     State::Open { since, .. } => {
                         self.state = State::Closed;
+                        self.probed_failing.clear();
                         Some(Change::Closed { after: t - since })
                     }
                     State::Closed => None,
@@ -189,7 +218,23 @@ impl Breaker {
                 }
             }
             Health::InternalError(error) => {
-                if self.is_open() {
+                if self.poisoned.contains(uid) {
+                    // Its own failure: counted, and no sign of the endpoint's.
+                    if self.is_open() {
+                        self.failing(t, error, probe, jitter);
+                    }
+                    return Verdict {
+                        incident: false,
+                        change: None,
+                    };
+                }
+                if let State::Open { since, .. } = self.state {
+                    if probe && self.probed_failing.iter().any(|u| u == uid) {
+                        return self.give_up(t - since, uid);
+                    }
+                    if probe {
+                        self.probed_failing.push(uid.to_owned());
+                    }
                     self.failing(t, error, probe, jitter);
                     return Verdict {
                         incident: true,
@@ -210,12 +255,29 @@ impl Breaker {
         }
     }
 
+    /// Gives an `InternalError` incident up: every resource probed in it is
+    /// judged on its own from now on (this answer, from `uid`, is counted).
+    fn give_up(&mut self, after: f64, uid: &str) -> Verdict {
+        self.state = State::Closed;
+        self.run.clear();
+        for failing in self.probed_failing.drain(..).chain([uid.to_owned()]) {
+            if self.poisoned.len() < MAX_POISONED {
+                self.poisoned.insert(failing);
+            }
+        }
+        Verdict {
+            incident: false,
+            change: Some(Change::GaveUp { after }),
+        }
+    }
+
     /// An answer that says the endpoint is failing: opens, or keeps open and
     /// spaces the next probe when it was the probe.
     fn failing(&mut self, t: f64, error: &str, probe: bool, jitter: f64) -> Option<Change> {
         match &mut self.state {
             State::Closed => {
                 self.run.clear();
+                self.probed_failing.clear();
                 self.state = State::Open {
                     since: t,
                     last_error: error.to_owned(),

@@ -654,7 +654,7 @@ impl Pacer {
                         metrics.ecs_endpoint_available(&region, false);
                     }
                 }
-                Some(Change::Closed { after }) => {
+                Some(Change::Closed { after } | Change::GaveUp { after }) => {
                     if let Some(metrics) = &self.metrics {
                         if after > 0.0 && t > endpoint.accounted {
                             metrics.ecs_outage_seconds(&region, t - endpoint.accounted);
@@ -664,12 +664,23 @@ impl Pacer {
                     endpoint.accounted = t;
                     endpoint.opened_at = None;
                     let waiting = endpoint.queue.len();
-                    tracing::info!(
-                        region = %region,
-                        outage_s = after.round() as u64,
-                        waiting,
-                        "the ECS endpoint of this region answers again: its waiting resources go, in order"
-                    );
+                    if matches!(verdict.change, Some(Change::GaveUp { .. })) {
+                        tracing::warn!(
+                            region = %region,
+                            outage_s = after.round() as u64,
+                            waiting,
+                            "the ECS endpoint of this region answers only InternalError, and again for images \
+                             already probed: those images fail on their own (counted against backoffLimit); \
+                             its waiting resources go, in order"
+                        );
+                    } else {
+                        tracing::info!(
+                            region = %region,
+                            outage_s = after.round() as u64,
+                            waiting,
+                            "the ECS endpoint of this region answers again: its waiting resources go, in order"
+                        );
+                    }
                     // Oldest first: the heap's order is the pace's order.
                     while let Some(held) = endpoint.queue.pop() {
                         let _ = held.tx.send(Release::Closed);

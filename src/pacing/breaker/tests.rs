@@ -263,6 +263,74 @@ fn breaker_table() {
                 step(1.3, "a", ie(), false, (false, None, false, None)),
             ],
         ),
+        (
+            "an InternalError incident is given up when a resource already probed fails again",
+            vec![
+                step(0.0, "a", ie(), false, (false, None, false, None)),
+                step(0.1, "b", ie(), false, (true, None, false, None)),
+                step(0.2, "c", ie(), false, (true, OPENED, true, Some(1.2))),
+                step(1.2, "a", ie(), true, (true, None, true, Some(3.2))),
+                step(3.2, "b", ie(), true, (true, None, true, Some(7.2))),
+                step(
+                    7.2,
+                    "a",
+                    ie(),
+                    true,
+                    (false, Some(Change::GaveUp { after: 7.0 }), false, None),
+                ),
+                // From now on a's and b's are their own: counted, no run, never open.
+                step(8.0, "a", ie(), false, (false, None, false, None)),
+                step(8.1, "b", ie(), false, (false, None, false, None)),
+                step(8.2, "a", ie(), false, (false, None, false, None)),
+                // c was never probed: it still counts towards a run of others.
+                step(8.3, "c", ie(), false, (false, None, false, None)),
+                step(8.4, "d", ie(), false, (true, None, false, None)),
+            ],
+        ),
+        (
+            "a resource given up on is judged by the run rule again once it gets another answer",
+            vec![
+                step(
+                    0.0,
+                    "a",
+                    outage("refused"),
+                    false,
+                    (true, OPENED, true, Some(1.0)),
+                ),
+                step(1.0, "a", ie(), true, (true, None, true, Some(3.0))),
+                step(
+                    3.0,
+                    "a",
+                    ie(),
+                    true,
+                    (false, Some(Change::GaveUp { after: 3.0 }), false, None),
+                ),
+                step(4.0, "a", Answers, false, (false, None, false, None)),
+                step(5.0, "a", ie(), false, (false, None, false, None)),
+                step(5.1, "b", ie(), false, (true, None, false, None)),
+            ],
+        ),
+        (
+            "an outage of another kind is not given up on InternalError from new resources",
+            vec![
+                step(
+                    0.0,
+                    "x",
+                    outage("refused"),
+                    false,
+                    (true, OPENED, true, Some(1.0)),
+                ),
+                step(1.0, "a", ie(), true, (true, None, true, Some(3.0))),
+                step(3.0, "b", ie(), true, (true, None, true, Some(7.0))),
+                step(
+                    7.0,
+                    "c",
+                    outage("refused"),
+                    true,
+                    (true, None, true, Some(15.0)),
+                ),
+            ],
+        ),
     ];
     for (name, steps) in rows {
         let mut b = Breaker::new();
