@@ -24,7 +24,8 @@
 //! `RetriesExhausted`). Answers from several resources in a row with nothing
 //! else between is the endpoint's incident. From the second resource of a run
 //! on, an `InternalError` is not counted ([`Verdict::incident`]); the first
-//! one of a run is (nothing yet says it is not the resource's).
+//! one of a run is (nothing yet says it is not the resource's), and so is a
+//! resource's second one in the same run.
 //!
 //! Why an `InternalError` incident is given up: when the probe of a resource
 //! whose own probe already got `InternalError` in this outage gets it again,
@@ -241,10 +242,14 @@ impl Breaker {
                         change: None,
                     };
                 }
-                if !self.run.iter().any(|u| u == uid) {
+                // NB: a resource's second InternalError in the same run is
+                // counted: two images failing in turn with nothing else
+                // between must not be retried forever uncounted.
+                let repeat = self.run.iter().any(|u| u == uid);
+                if !repeat {
                     self.run.push(uid.to_owned());
                 }
-                let incident = self.run.len() >= 2;
+                let incident = !repeat && self.run.len() >= 2;
                 let change = if self.run.len() >= INTERNAL_ERROR_RUN {
                     self.failing(t, error, probe, jitter)
                 } else {

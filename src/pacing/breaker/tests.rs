@@ -264,6 +264,16 @@ fn breaker_table() {
             ],
         ),
         (
+            "two images failing in turn, nothing else between: each repeat is counted, never opens",
+            vec![
+                step(0.0, "a", ie(), false, (false, None, false, None)),
+                step(0.1, "b", ie(), false, (true, None, false, None)),
+                step(0.2, "a", ie(), false, (false, None, false, None)),
+                step(0.3, "b", ie(), false, (false, None, false, None)),
+                step(0.4, "a", ie(), false, (false, None, false, None)),
+            ],
+        ),
+        (
             "an InternalError incident is given up when a resource already probed fails again",
             vec![
                 step(0.0, "a", ie(), false, (false, None, false, None)),
