@@ -189,6 +189,9 @@ pub struct Metrics {
     ecs_pace: Family<RegionLabel, Gauge<f64, AtomicU64>>,
     ecs_throttled: Family<RegionLabel, Counter>,
     ecs_pace_wait: Family<RegionLabel, Histogram, fn() -> Histogram>,
+    ecs_endpoint_available: Family<RegionLabel, Gauge>,
+    ecs_outage_seconds: Family<RegionLabel, Counter<f64, AtomicU64>>,
+    ecs_requests_held: Family<RegionLabel, Counter>,
     regions_seen: Mutex<HashSet<String>>,
 }
 
@@ -229,7 +232,11 @@ impl Default for Metrics {
             retries_scheduled.clone(),
         );
         // NB: both reasons exist from the start, so rate() sees the first retry.
-        for class in [RetryClass::Retryable, RetryClass::Throttled] {
+        for class in [
+            RetryClass::Retryable,
+            RetryClass::Throttled,
+            RetryClass::Outage,
+        ] {
             let _ = retries_scheduled.get_or_create(&RetryLabel {
                 reason: retry_reason_label(class),
             });
@@ -305,10 +312,32 @@ impl Default for Metrics {
             "Time resources waited for the pace of their access key and region before sending",
             ecs_pace_wait.clone(),
         );
+        let ecs_endpoint_available = Family::<RegionLabel, Gauge>::default();
+        registry.register(
+            "ecs_endpoint_available",
+            "1 while the region's ECS endpoint answers (its breaker closed), 0 during an outage \
+             (open: resources wait with reason EcsUnavailable)",
+            ecs_endpoint_available.clone(),
+        );
+        let ecs_outage_seconds = Family::<RegionLabel, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "ecs_outage_seconds",
+            "Seconds the region's ECS endpoint breaker has been open",
+            ecs_outage_seconds.clone(),
+        );
+        let ecs_requests_held = Family::<RegionLabel, Counter>::default();
+        registry.register(
+            "ecs_requests_held",
+            "Requests not sent because the region's ECS endpoint was in an outage (once per resource made to wait)",
+            ecs_requests_held.clone(),
+        );
         Self {
             ecs_pace,
             ecs_throttled,
             ecs_pace_wait,
+            ecs_endpoint_available,
+            ecs_outage_seconds,
+            ecs_requests_held,
             regions_seen: Mutex::default(),
             registry,
             reconciles,
@@ -333,6 +362,7 @@ impl Default for Metrics {
 fn retry_reason_label(class: RetryClass) -> &'static str {
     match class {
         RetryClass::Throttled => "Throttled",
+        RetryClass::Outage => "EcsUnavailable",
         _ => "RetryScheduled",
     }
 }
@@ -344,6 +374,7 @@ fn class_label(class: RetryClass) -> &'static str {
         RetryClass::Terminal => "terminal",
         RetryClass::Retryable => "retryable",
         RetryClass::Throttled => "throttled",
+        RetryClass::Outage => "outage",
     }
 }
 
@@ -364,6 +395,7 @@ pub fn code_label(outcome: &CancelOutcome) -> &'static str {
             TransportKind::Timeout => "TransportError.Timeout",
             TransportKind::Interrupted => "TransportError.Interrupted",
             TransportKind::InvalidResponse => "TransportError.InvalidResponse",
+            TransportKind::HostNotFound => "TransportError.HostNotFound",
         },
     }
 }
@@ -548,6 +580,28 @@ impl Metrics {
         self.ecs_pace_wait
             .get_or_create(&self.region_label(region))
             .observe(seconds);
+    }
+
+    /// Sets whether `region`'s endpoint answers (its breaker closed) or is in
+    /// an outage (open).
+    pub fn ecs_endpoint_available(&self, region: &str, available: bool) {
+        self.ecs_endpoint_available
+            .get_or_create(&self.region_label(region))
+            .set(i64::from(available));
+    }
+
+    /// Adds `seconds` to the time `region`'s breaker has been open.
+    pub fn ecs_outage_seconds(&self, region: &str, seconds: f64) {
+        self.ecs_outage_seconds
+            .get_or_create(&self.region_label(region))
+            .inc_by(seconds);
+    }
+
+    /// Counts a resource made to wait because `region`'s breaker is open.
+    pub fn ecs_request_held(&self, region: &str) {
+        self.ecs_requests_held
+            .get_or_create(&self.region_label(region))
+            .inc();
     }
 
     /// The `region` label: the region ID for the first [`MAX_REGION_LABELS`]
@@ -761,7 +815,7 @@ mod tests {
             [
                 "copyimage_canceller_ecs_requests_total{code=\"InternalError\",outcome=\"retryable\"} 2",
                 "copyimage_canceller_ecs_requests_total{code=\"other\",outcome=\"terminal\"} 1",
-                "copyimage_canceller_ecs_requests_total{code=\"TransportError.Timeout\",outcome=\"retryable\"} 1",
+                "copyimage_canceller_ecs_requests_total{code=\"TransportError.Timeout\",outcome=\"outage\"} 1",
                 "copyimage_canceller_retries_scheduled_total{reason=\"RetryScheduled\"} 1",
                 "copyimage_canceller_retries_scheduled_total{reason=\"Throttled\"} 2",
             ],
@@ -769,6 +823,34 @@ mod tests {
         for leaked in ["Teapot", "secret message", "REQUEST-ID-1"] {
             assert!(!text.contains(leaked), "{leaked} in\n{text}");
         }
+    }
+
+    #[test]
+    fn outage_metrics_by_region() {
+        let m = Metrics::default();
+        m.ecs_endpoint_available("cn-hangzhou", true);
+        m.ecs_endpoint_available("eu-central-1", true);
+        m.ecs_endpoint_available("eu-central-1", false);
+        m.ecs_outage_seconds("eu-central-1", 1.5);
+        m.ecs_outage_seconds("eu-central-1", 1.0);
+        m.ecs_request_held("eu-central-1");
+        m.ecs_request_held("eu-central-1");
+        m.retry_scheduled(RetryClass::Outage);
+        for i in 0..MAX_REGION_LABELS + 5 {
+            m.ecs_request_held(&format!("xx-test-{i}"));
+        }
+        let text = m.encode();
+        assert_lines(
+            &text,
+            [
+                "copyimage_canceller_ecs_endpoint_available{region=\"cn-hangzhou\"} 1",
+                "copyimage_canceller_ecs_endpoint_available{region=\"eu-central-1\"} 0",
+                "copyimage_canceller_ecs_outage_seconds_total{region=\"eu-central-1\"} 2.5",
+                "copyimage_canceller_ecs_requests_held_total{region=\"eu-central-1\"} 2",
+                "copyimage_canceller_ecs_requests_held_total{region=\"other\"} 7",
+                "copyimage_canceller_retries_scheduled_total{reason=\"EcsUnavailable\"} 1",
+            ],
+        );
     }
 
     #[test]

@@ -170,7 +170,10 @@ impl RetryPolicy {
     ) -> NextStep {
         let counted = match class {
             RetryClass::Success | RetryClass::Terminal => return NextStep::Done,
-            RetryClass::Retryable => true,
+            // NB: a one-shot command has no endpoint breaker to wait behind:
+            // an outage uses up its retries and it says so (like an SDK's
+            // retry quota); the controller waits outages out instead.
+            RetryClass::Retryable | RetryClass::Outage => true,
             RetryClass::Throttled => false,
         };
         if counted && state.counted >= self.backoff_limit {

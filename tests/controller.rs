@@ -507,9 +507,11 @@ async fn shutdown_lets_the_request_in_flight_finish_and_be_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resource_deleted_mid_retry_is_let_go() {
+    // NB: InternalError, a counted retry (ServiceUnavailable is an outage now:
+    // never counted, so failedAttempts would never move).
     let failing = FaultSpec::new(
         FaultTarget::Image(IMAGE.into()),
-        FaultKind::ServiceUnavailable,
+        FaultKind::InternalError,
         FaultCount::Always,
     );
     let h = Harness::start(

@@ -182,7 +182,7 @@ async fn unusable_answers_are_retryable_transport_errors() {
         let outcome = client.cancel_copy_image(&key(), REGION, IMAGE).await;
         assert_eq!(
             outcome.retry_class(),
-            RetryClass::Retryable,
+            RetryClass::Outage,
             "{kind}: {outcome:?}"
         );
         let err = transport_error(&outcome);
@@ -197,14 +197,14 @@ async fn unusable_answers_are_retryable_transport_errors() {
 }
 
 #[tokio::test]
-async fn service_unavailable_is_retryable_on_its_code() {
+async fn service_unavailable_is_the_endpoints_outage_on_its_code() {
     let outcome = cancel_after_fault("service-unavailable").await;
     let err = service_error(&outcome);
     assert_eq!(
         (err.http_status, err.code.as_str()),
         (503, "ServiceUnavailable")
     );
-    assert_eq!(outcome.retry_class(), RetryClass::Retryable);
+    assert_eq!(outcome.retry_class(), RetryClass::Outage);
 }
 
 #[tokio::test]
@@ -349,7 +349,8 @@ async fn self_signed_tls_certificate_is_refused() {
         "{}",
         err.message
     );
-    assert_eq!(outcome.retry_class(), RetryClass::Retryable);
+    // A TLS failure is the endpoint's (an outage), never the resource's.
+    assert_eq!(outcome.retry_class(), RetryClass::Outage);
     let received = server.join().unwrap();
     assert!(
         received.is_empty(),

@@ -49,7 +49,7 @@ const KEY_SECRET: &str = "benchOperatorSecretNotLogged0001";
 /// Region of every resource.
 const REGION: &str = "cn-hangzhou";
 /// Namespace of every resource.
-const NAMESPACE: &str = "bench";
+pub const NAMESPACE: &str = "bench";
 /// Creates in flight at once: enough to outpace the controller, few enough
 /// not to exhaust file descriptors.
 const CREATE_CONCURRENCY: usize = 64;
@@ -215,6 +215,11 @@ impl World {
     /// The controller's process id.
     pub fn controller_pid(&self) -> u32 {
         self.pid
+    }
+
+    /// The port of the controller's admin server (`/metrics`).
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
     }
 
     /// The last `lines` lines the controller wrote on stderr.

@@ -41,6 +41,12 @@ pub mod reasons {
     /// A repeat found the image gone or no longer copying after an attempt whose
     /// outcome is unknown: that attempt may well have cancelled the copy.
     pub const PREVIOUS_ATTEMPT_MAY_HAVE_SUCCEEDED: &str = "PreviousAttemptMayHaveSucceeded";
+    /// The region's ECS endpoint is in an outage (its breaker is open): the
+    /// resource waits, one probe at a time goes out, nothing is counted.
+    pub const ECS_UNAVAILABLE: &str = "EcsUnavailable";
+    /// The region's endpoint host name does not exist (NXDOMAIN, confirmed):
+    /// no such region (or a wrong endpoint template). Terminal.
+    pub const REGION_ENDPOINT_NOT_FOUND: &str = "RegionEndpointNotFound";
     /// Stand-in when an error code has no character a reason may hold.
     pub const SERVICE_ERROR: &str = "ServiceError";
 }

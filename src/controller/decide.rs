@@ -18,7 +18,10 @@
 //!  Attempted(outcome) ─┬─ success ────────────────────▶ Succeeded
 //!                      ├─ terminal ───────────────────▶ Failed <code> / PreviousAttemptMayHaveSucceeded
 //!                      ├─ retryable (counted) ────────▶ RetryScheduled / RetriesExhausted
-//!                      └─ throttled (not counted) ────▶ Throttled
+//!                      ├─ throttled (not counted) ────▶ Throttled
+//!                      └─ outage (not counted) ───────▶ EcsUnavailable: wait for the endpoint
+//!                                                       (breaker open) or back off (not open)
+//!  Unavailable(outage) ── (same checks, then) ────────▶ EcsUnavailable, AwaitSlot
 //! ```
 
 use std::time::Duration;
@@ -27,7 +30,10 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::conditions::{self, reasons, status as cstatus, types};
-use crate::ecs::{CODES_AFTER_A_POSSIBLE_SUCCESS, CancelOutcome, RetryClass};
+use crate::ecs::{
+    CODES_AFTER_A_POSSIBLE_SUCCESS, CancelOutcome, EndpointOutage, Incident, RetryClass,
+    TransportKind,
+};
 use crate::identity::{CredentialState, CredentialStatus};
 use crate::resource::{
     ATTEMPT_HISTORY_LIMIT, AttemptRecord, CopyImageCancellationSpec, CopyImageCancellationStatus,
@@ -192,6 +198,24 @@ pub enum Trigger<'a> {
     /// The attempt recorded by the last write-ahead came back; how it is
     /// treated is [`CancelOutcome::retry_class`]'s call.
     Attempted(&'a CancelOutcome),
+    /// Like [`Trigger::Attempted`], with what the region endpoint's breaker
+    /// made of the answer ([`CancelOutcome::retry_class_in`] decides).
+    AttemptedAt(&'a CancelOutcome, EndpointState<'a>),
+    /// A send was due, but the region's endpoint is in an outage: the shell
+    /// holds a place in its queue. Status says so (`EcsUnavailable`).
+    Unavailable(&'a EndpointOutage),
+}
+
+/// What the region endpoint's breaker made of an answer.
+#[derive(Clone, Copy, Debug)]
+pub enum EndpointState<'a> {
+    /// The endpoint answers: an `InternalError` is the resource's own.
+    Answering,
+    /// A run of `InternalError` across resources, the breaker not open yet:
+    /// the endpoint's incident, retried with backoff, not counted.
+    Incident,
+    /// The breaker is open: the resource waits for the endpoint.
+    Unavailable(&'a EndpointOutage),
 }
 
 /// What the shell must do once the status is applied.
@@ -264,7 +288,16 @@ pub fn decide(input: &Input<'_>, trigger: Trigger<'_>) -> Decision {
         status: current,
     };
     match trigger {
-        Trigger::Attempted(outcome) => d.attempted(outcome, outcome.retry_class()),
+        Trigger::Attempted(outcome) => d.attempted(outcome, outcome.retry_class(), None),
+        Trigger::AttemptedAt(outcome, endpoint) => {
+            let (incident, outage) = match endpoint {
+                EndpointState::Answering => (Incident::No, None),
+                EndpointState::Incident => (Incident::Yes, None),
+                EndpointState::Unavailable(outage) => (Incident::Yes, Some(outage)),
+            };
+            d.attempted(outcome, outcome.retry_class_in(incident), outage)
+        }
+        Trigger::Unavailable(outage) => d.observe(Some(Hold::Unavailable(outage))),
         Trigger::Observe => d.observe(None),
         Trigger::CredentialsMissing(why) => d.observe(Some(Hold::Missing(why))),
         Trigger::AmbiguousRole(why) => d.observe(Some(Hold::Ambiguous(why))),
@@ -284,6 +317,8 @@ enum Hold<'a> {
     Pending,
     /// The pace of the key and region has no slot yet.
     Pace,
+    /// The region's endpoint is in an outage.
+    Unavailable(&'a EndpointOutage),
 }
 
 /// A status being worked on.
@@ -327,6 +362,9 @@ impl Draft<'_, '_> {
                     let by_deadline = self.deadline().map(|d| until(self.input.now, d));
                     self.finish(NextAction::AwaitSlot(by_deadline), None)
                 }
+                Some(Hold::Unavailable(outage)) => {
+                    self.await_endpoint(outage, "Nothing sent yet: ")
+                }
                 None => self.write_ahead(),
             };
         }
@@ -347,6 +385,7 @@ impl Draft<'_, '_> {
                 request_id: None,
                 ambiguous: true,
                 retry_after: None,
+                reason: None,
             });
         }
         if let Some(next) = self.status.next_attempt_time.as_ref().map(|t| t.0)
@@ -362,8 +401,34 @@ impl Draft<'_, '_> {
             Some(Hold::Ambiguous(why)) => self.ambiguous_role(why),
             Some(Hold::Pending) => self.finish(NextAction::AwaitCredentials(by_deadline), None),
             Some(Hold::Pace) => self.finish(NextAction::AwaitSlot(by_deadline), None),
+            Some(Hold::Unavailable(outage)) => self.await_endpoint(outage, ""),
             None => self.write_ahead(),
         }
+    }
+
+    /// Waits for the region's endpoint to answer again: `EcsUnavailable`
+    /// with the region, since when and the last error, and what ends the wait.
+    fn await_endpoint(mut self, outage: &EndpointOutage, prefix: &str) -> Decision {
+        let message = format!("{prefix}{}", self.outage_message(outage));
+        self.in_progress(reasons::ECS_UNAVAILABLE, &message);
+        let by_deadline = self.deadline().map(|d| until(self.input.now, d));
+        self.finish(NextAction::AwaitSlot(by_deadline), None)
+    }
+
+    fn outage_message(&self, outage: &EndpointOutage) -> String {
+        let end = match self.deadline() {
+            Some(deadline) => format!("activeDeadlineSeconds ends the wait at {deadline}"),
+            None => {
+                "with no activeDeadlineSeconds the wait lasts as long as the outage".to_string()
+            }
+        };
+        format!(
+            "The ECS endpoint of {} is unavailable since {} (last error: {}); waiting for it to \
+             answer, one probe at a time for the region; nothing counts against backoffLimit; {end}",
+            outage.region,
+            whole_seconds(outage.since),
+            outage.last_error,
+        )
     }
 
     /// Waits for credentials, with a Warning Event when the wait begins (not
@@ -422,7 +487,12 @@ impl Draft<'_, '_> {
         self.finish(NextAction::WriteAheadThenSend, None)
     }
 
-    fn attempted(mut self, outcome: &CancelOutcome, class: RetryClass) -> Decision {
+    fn attempted(
+        mut self,
+        outcome: &CancelOutcome,
+        class: RetryClass,
+        outage: Option<&EndpointOutage>,
+    ) -> Decision {
         let history_outcome = match outcome {
             CancelOutcome::Cancelled { .. } => OUTCOME_SUCCEEDED.to_string(),
             CancelOutcome::Service(e) => e.code.clone(),
@@ -447,21 +517,63 @@ impl Draft<'_, '_> {
                 request_id: e.request_id.clone(),
                 ambiguous: false,
                 retry_after: e.retry_after,
+                reason: None,
             }),
-            CancelOutcome::Transport(t) => Some(Failure {
-                code: Some(OUTCOME_TRANSPORT_ERROR.to_string()),
-                message: t.message.clone(),
-                http_status: t.http_status.map(i32::from),
-                request_id: None,
-                ambiguous: true,
-                retry_after: None,
-            }),
+            CancelOutcome::Transport(t) => {
+                // NB: a host name that does not exist: nothing was sent.
+                let not_found = t.kind == TransportKind::HostNotFound;
+                Some(Failure {
+                    code: Some(OUTCOME_TRANSPORT_ERROR.to_string()),
+                    message: t.message.clone(),
+                    http_status: t.http_status.map(i32::from),
+                    request_id: None,
+                    ambiguous: !not_found,
+                    retry_after: None,
+                    reason: not_found.then_some(reasons::REGION_ENDPOINT_NOT_FOUND),
+                })
+            }
         };
         match (class, failure) {
             (RetryClass::Success, _) | (_, None) => self.succeeded(request_id),
             (RetryClass::Terminal, Some(f)) => self.terminal(f),
             (RetryClass::Retryable, Some(f)) => self.counted_failure(f),
             (RetryClass::Throttled, Some(f)) => self.throttled(f),
+            (RetryClass::Outage, Some(f)) => self.endpoint_failed(f, outage),
+        }
+    }
+
+    /// The endpoint, not the resource, failed: never counted. An answer that
+    /// may have reached ECS stays ambiguous (exactly-once: a later
+    /// `InvalidImageId.NotFound` ends `PreviousAttemptMayHaveSucceeded`).
+    /// With the breaker open the resource waits for the endpoint; otherwise
+    /// (a run of `InternalError` not yet long enough to open it) it backs off.
+    fn endpoint_failed(mut self, f: Failure, outage: Option<&EndpointOutage>) -> Decision {
+        self.record_error(&f);
+        if f.ambiguous {
+            self.status.ambiguous_attempts += 1;
+        }
+        if let Some(decision) = self.deadline_check() {
+            return decision;
+        }
+        match outage {
+            Some(outage) => {
+                self.status.phase = Some(Phase::Running);
+                self.status.next_attempt_time = None;
+                let message = format!(
+                    "Attempt {} failed: {}. {}",
+                    self.status.attempts,
+                    f.headline(),
+                    self.outage_message(outage)
+                );
+                self.in_progress(reasons::ECS_UNAVAILABLE, &message);
+                // NB: at once: the next slot holds it in the endpoint's queue.
+                self.finish(NextAction::RequeueAfter(Duration::ZERO), None)
+            }
+            None => self.schedule_retry(
+                reasons::ECS_UNAVAILABLE,
+                &f,
+                "the region's endpoint failed, not this resource: not counted against backoffLimit",
+            ),
         }
     }
 
@@ -522,6 +634,9 @@ impl Draft<'_, '_> {
 
     fn terminal(mut self, f: Failure) -> Decision {
         self.record_error(&f);
+        if let Some(reason) = f.reason {
+            return self.failed(reason, &f.describe());
+        }
         let code = f.code.clone().unwrap_or_default();
         if self.status.ambiguous_attempts > 0
             && CODES_AFTER_A_POSSIBLE_SUCCESS.contains(&code.as_str())
@@ -809,6 +924,8 @@ struct Failure {
     /// The attempt may have reached ECS and succeeded.
     ambiguous: bool,
     retry_after: Option<Duration>,
+    /// The condition reason when it is not derived from the code.
+    reason: Option<&'static str>,
 }
 
 impl Failure {

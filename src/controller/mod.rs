@@ -37,15 +37,16 @@ use tokio::sync::Semaphore;
 use tracing::{Instrument as _, debug, info, warn};
 
 use crate::credentials::AccessKey;
-use crate::ecs::CancelOutcome;
 use crate::ecs::RetryClass;
 use crate::ecs::client::EcsClient;
+use crate::ecs::{CancelOutcome, EndpointOutage, Incident};
 use crate::identity::{CredentialError, OperatorCredentials};
 use crate::metrics::Metrics;
-use crate::pacing::{Grant, Pacer, Slot, pace};
+use crate::pacing::breaker::Health;
+use crate::pacing::{Grant, Pacer, Release, Slot, pace};
 use crate::resource::{CopyImageCancellation, CopyImageCancellationStatus, Phase};
 use crate::retry::Backoff;
-use decide::{Decision, EventKind, Input, NextAction, Trigger};
+use decide::{Decision, EndpointState, EventKind, Input, NextAction, Trigger};
 
 /// Field manager of every status write (server-side apply).
 pub const FIELD_MANAGER: &str = "copyimage-canceller";
@@ -223,6 +224,10 @@ struct Unrecorded {
     /// The resource as returned by the write-ahead.
     written: CopyImageCancellation,
     outcome: CancelOutcome,
+    /// What the region endpoint's breaker made of the answer.
+    incident: Incident,
+    /// The endpoint's outage, when its breaker was open after the answer.
+    outage: Option<EndpointOutage>,
 }
 
 /// State handed to every reconcile of one watch scope (all namespaces or one).
@@ -710,6 +715,8 @@ fn requeue(action: NextAction) -> Action {
 fn retry_class_of(reason: &str) -> RetryClass {
     if reason == conditions::reasons::THROTTLED {
         RetryClass::Throttled
+    } else if reason == conditions::reasons::ECS_UNAVAILABLE {
+        RetryClass::Outage
     } else {
         RetryClass::Retryable
     }
@@ -771,10 +778,13 @@ async fn reconcile_in_span(
     // queue while waiting for one.
     let mut grant: Option<Grant> = None;
     let mut queued = None;
+    // The place in the queue of the region's endpoint in an outage.
+    let mut held: Option<(crate::pacing::HeldTicket, EndpointOutage)> = None;
     // A decision to look again at once is followed here, from what the API
     // server returned, rather than through the (maybe stale) cache; so is the
-    // wait for a slot (queued, waiting, sending: three turns).
-    for _ in 0..4 {
+    // wait for a slot (queued, waiting, sending: three turns) and for the
+    // endpoint (held, waiting, then the pace: three more).
+    for _ in 0..7 {
         if current.spec.credentials_secret_ref.is_some()
             && let Some(secrets) = &ctx.secrets
             && !cache_ready(secrets, Some(SECRETS_READY_TIMEOUT)).await
@@ -793,6 +803,7 @@ async fn reconcile_in_span(
         }
         let (credentials, recheck) = ctx.credentials(&current, &namespace);
         let trigger = match &credentials {
+            Ok(_) if let Some((_, outage)) = &held => Trigger::Unavailable(outage),
             Ok(_) if queued.is_some() => Trigger::AwaitingPace,
             Ok(_) => Trigger::Observe,
             Err(NoKey::Missing(why)) => Trigger::CredentialsMissing(why),
@@ -829,6 +840,10 @@ async fn reconcile_in_span(
                 Slot::Now(now) => grant = Some(now),
                 Slot::Queued(ticket) => {
                     queued = Some(ticket);
+                    continue;
+                }
+                Slot::Unavailable(ticket, outage) => {
+                    held = Some((ticket, outage));
                     continue;
                 }
             }
@@ -868,6 +883,29 @@ async fn reconcile_in_span(
                     .take()
                     .expect("a slot is taken before the write-ahead");
                 return send_and_record(&ctx, &api, written, &signer.key, &uid, grant).await;
+            }
+            (NextAction::AwaitSlot(limit), written) if held.is_some() => {
+                let (ticket, _) = held.take().expect("checked above");
+                if let Some(written) = written {
+                    current = written;
+                }
+                // NB: no reconcile permit while waiting, as for the pace.
+                drop(permit.take());
+                let released = match limit {
+                    Some(limit) => tokio::time::timeout(limit, ticket.released()).await.ok(),
+                    None => Some(ticket.released().await),
+                };
+                match released {
+                    Some(None) => {
+                        debug!(resource = %describe(&current), "shutting down: given up waiting for the ECS endpoint, nothing sent");
+                        return Ok(Action::await_change());
+                    }
+                    Some(Some(Release::Probe(probe))) => grant = Some(probe),
+                    // The endpoint answers again (ask the pace), or the
+                    // deadline passed (the next decision says so).
+                    Some(Some(Release::Closed)) | None => {}
+                }
+                permit = Some(acquire(&ctx.permits).await);
             }
             (NextAction::AwaitSlot(limit), written) => {
                 let Some(ticket) = queued.take() else {
@@ -951,7 +989,12 @@ async fn send_and_record(
         .ecs
         .cancel_copy_image(key, &written.spec.region_id, &written.spec.image_id)
         .await;
-    ctx.settings.pacer.answered(grant, pace_answer(&outcome));
+    let probe = grant.is_probe();
+    let (incident, outage) = ctx.settings.pacer.answered_by_endpoint(
+        grant,
+        pace_answer(&outcome),
+        endpoint_health(&outcome),
+    );
     ctx.metrics
         .request(&outcome, started.elapsed().as_secs_f64());
     if let Some(request_id) = outcome.request_id() {
@@ -962,9 +1005,37 @@ async fn send_and_record(
         attempt,
         outcome = outcome_label(&outcome),
         request_id = outcome.request_id().unwrap_or(""),
+        probe,
         "CancelCopyImage answered"
     );
-    record(ctx, api, Unrecorded { written, outcome }, uid).await
+    let unrecorded = Unrecorded {
+        written,
+        outcome,
+        incident,
+        outage,
+    };
+    record(ctx, api, unrecorded, uid).await
+}
+
+/// What an outcome says about the region's endpoint, for its breaker: the
+/// retry class decides; the error in words names no resource (it is shown
+/// to every resource waiting on the endpoint).
+fn endpoint_health(outcome: &CancelOutcome) -> Health {
+    let summary = || match outcome {
+        CancelOutcome::Service(e) => match &e.request_id {
+            Some(id) => format!("{} (HTTP {}, request ID {id})", e.code, e.http_status),
+            None => format!("{} (HTTP {})", e.code, e.http_status),
+        },
+        CancelOutcome::Transport(t) => {
+            format!("{}: {}", decide::OUTCOME_TRANSPORT_ERROR, t.message)
+        }
+        CancelOutcome::Cancelled { .. } => String::new(),
+    };
+    match outcome.retry_class() {
+        RetryClass::Outage => Health::Outage(summary()),
+        _ if outcome.is_internal_error() => Health::InternalError(summary()),
+        _ => Health::Answers,
+    }
 }
 
 /// What an outcome tells the pace: throttled, counted against the quota, or
@@ -1014,7 +1085,14 @@ async fn record(
                 jitter: rand::random::<f64>(),
                 paced: ctx.settings.paced(),
             },
-            Trigger::Attempted(&unrecorded.outcome),
+            Trigger::AttemptedAt(
+                &unrecorded.outcome,
+                match (&unrecorded.outage, unrecorded.incident) {
+                    (Some(outage), _) => EndpointState::Unavailable(outage),
+                    (None, Incident::Yes) => EndpointState::Incident,
+                    (None, Incident::No) => EndpointState::Answering,
+                },
+            ),
         );
         let rv = unrecorded.written.resource_version();
         // Some(stored) once applied, None when there is nothing to record.

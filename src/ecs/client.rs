@@ -3,7 +3,7 @@
 //! response parser with its redaction.
 
 use std::net::IpAddr;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -11,6 +11,7 @@ use jiff::Timestamp;
 use reqwest::Url;
 use serde_json::Value;
 
+use super::resolve::{ConfirmingResolver, HostLookup, SystemLookup, host_not_found};
 use super::signature::{Method, percent_encode, sign_cancel_copy_image};
 use super::signature_v3::sign_cancel_copy_image_v3;
 use super::{CancelOutcome, ServiceError, TransportError, TransportKind};
@@ -273,9 +274,19 @@ impl EcsClient {
     ///
     /// TLS certificates are verified against the platform's roots.
     pub fn new(config: EcsClientConfig) -> Result<Self, ClientError> {
+        Self::with_lookup(config, Arc::new(SystemLookup))
+    }
+
+    /// Like [`EcsClient::new`], looking host names up with `lookup` (tests
+    /// inject names that do not exist, or a DNS server that fails).
+    pub fn with_lookup(
+        config: EcsClientConfig,
+        lookup: Arc<dyn HostLookup>,
+    ) -> Result<Self, ClientError> {
         let endpoint = Endpoint::new(&config.endpoint, config.allow_insecure_endpoint)?;
         install_crypto_provider();
         let http = reqwest::Client::builder()
+            .dns_resolver(Arc::new(ConfirmingResolver::new(lookup)))
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             // A redirect would resend the signed body to a host of someone
@@ -409,6 +420,15 @@ impl EcsClient {
     /// A transport failure's kind, and in words: what failed, where, and why.
     fn describe(&self, err: &reqwest::Error, url: &Url) -> (TransportKind, String) {
         let host = url.host_str().unwrap_or_default();
+        if let Some(not_found) = host_not_found(err) {
+            return (
+                TransportKind::HostNotFound,
+                format!(
+                    "the endpoint host {not_found}: no ECS endpoint answers for this region; \
+                     check regionId (or the --ecs-endpoint template)"
+                ),
+            );
+        }
         let (kind, what) = if err.is_timeout() {
             (
                 TransportKind::Timeout,
@@ -839,14 +859,15 @@ mod tests {
 
     #[test]
     fn parsed_outcomes_classify_as_the_contract_says() {
-        use RetryClass::{Retryable, Success, Terminal, Throttled};
+        use RetryClass::{Outage, Retryable, Success, Terminal, Throttled};
         let code = |code: &str| format!(r#"{{"RequestId":"R","Code":"{code}"}}"#);
         let rows = [
             (200, r#"{"RequestId":"R"}"#.to_owned(), Success),
             (400, code("Throttling.Api"), Throttled),
             (500, code("InternalError"), Retryable),
-            (503, code("ServiceUnavailable"), Retryable),
-            (502, "<html>bad gateway</html>".to_owned(), Retryable),
+            (503, code("ServiceUnavailable"), Outage),
+            (502, "<html>bad gateway</html>".to_owned(), Outage),
+            (200, "{truncated".to_owned(), Outage),
             (400, code("IncorrectImageStatus"), Terminal),
             (400, code("SignatureDoesNotMatch"), Terminal),
         ];
@@ -1060,5 +1081,161 @@ mod tests {
         assert_eq!(err.code, "InvalidRegionId.Malformed");
         assert!(err.message.contains("nothing was sent"), "{}", err.message);
         assert_eq!(outcome.retry_class(), RetryClass::Terminal);
+    }
+
+    /// Name lookups from a table: a host maps to loopback, to "no such
+    /// name", or to a lookup that fails for now.
+    #[derive(Debug)]
+    struct Names(
+        Vec<(
+            &'static str,
+            Result<Vec<IpAddr>, super::super::resolve::LookupError>,
+        )>,
+    );
+
+    impl HostLookup for Names {
+        fn lookup(
+            &self,
+            host: &str,
+        ) -> futures::future::BoxFuture<
+            'static,
+            Result<Vec<IpAddr>, super::super::resolve::LookupError>,
+        > {
+            let answer = self
+                .0
+                .iter()
+                .find(|(h, _)| *h == host)
+                .map(|(_, a)| a.clone())
+                .unwrap_or(Err(super::super::resolve::LookupError::NoSuchName));
+            Box::pin(async move { answer })
+        }
+    }
+
+    /// Through the client and an injected resolver: a region whose endpoint
+    /// does not exist is terminal and names the host; a DNS failure for now
+    /// is an outage; a region that resolves is sent to as usual.
+    #[tokio::test]
+    async fn a_region_that_does_not_resolve_is_told_from_a_dns_hiccup() {
+        use super::super::resolve::LookupError;
+        use copyimage_stand_ins::AccessKey as SimKey;
+        use copyimage_stand_ins::ecs_simulator::{EcsSimulator, ImageState, SimulatorConfig};
+        let sim = EcsSimulator::start(
+            SimulatorConfig::new([SimKey::new("LTAI5tResolverTestKey", SECRET, None)])
+                .with_image("m-1", ImageState::Copying),
+        )
+        .await
+        .unwrap();
+        let lookup = Names(vec![
+            (
+                "ecs.cn-hangzhou.example",
+                Ok(vec![IpAddr::from([127, 0, 0, 1])]),
+            ),
+            (
+                "ecs.cn-shanghai.example",
+                Err(LookupError::Failed("EAI_AGAIN".into())),
+            ),
+        ]);
+        let client = EcsClient::with_lookup(
+            EcsClientConfig {
+                endpoint: format!("http://ecs.{{regionId}}.example:{}", sim.addr().port()),
+                allow_insecure_endpoint: true,
+                ..EcsClientConfig::default()
+            },
+            Arc::new(lookup),
+        )
+        .unwrap();
+        let key = AccessKey::new("LTAI5tResolverTestKey", SECRET, None);
+
+        let outcome = client.cancel_copy_image(&key, "cn-nowhere-1", "m-1").await;
+        let CancelOutcome::Transport(err) = &outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(err.kind, TransportKind::HostNotFound, "{}", err.message);
+        assert!(
+            err.message
+                .contains("ecs.cn-nowhere-1.example does not exist"),
+            "{}",
+            err.message
+        );
+        assert_eq!(outcome.retry_class(), RetryClass::Terminal);
+
+        let outcome = client.cancel_copy_image(&key, "cn-shanghai", "m-1").await;
+        let CancelOutcome::Transport(err) = &outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(err.kind, TransportKind::Connect, "{}", err.message);
+        assert!(err.message.contains("EAI_AGAIN"), "{}", err.message);
+        assert_eq!(outcome.retry_class(), RetryClass::Outage);
+
+        let outcome = client.cancel_copy_image(&key, "cn-hangzhou", "m-1").await;
+        assert_eq!(outcome.retry_class(), RetryClass::Success, "{outcome:?}");
+        // Only the region that resolved reached the service.
+        assert_eq!(sim.requests().len(), 1);
+    }
+
+    /// The simulator's whole-endpoint outages, as the client sees them, and
+    /// the same port answering again once each ends.
+    #[tokio::test]
+    async fn each_simulated_outage_is_an_outage_to_the_client() {
+        use copyimage_stand_ins::AccessKey as SimKey;
+        use copyimage_stand_ins::ecs_simulator::{
+            EcsSimulator, ImageState, OutageMode, SimulatorConfig,
+        };
+        let sim = EcsSimulator::start(
+            SimulatorConfig::new([SimKey::new("LTAI5tOutageTestKey", SECRET, None)])
+                .with_image("m-1", ImageState::Copying),
+        )
+        .await
+        .unwrap();
+        let client = EcsClient::new(EcsClientConfig {
+            endpoint: sim.endpoint(),
+            request_timeout: Duration::from_secs(2),
+            ..EcsClientConfig::default()
+        })
+        .unwrap();
+        let key = AccessKey::new("LTAI5tOutageTestKey", SECRET, None);
+        let addr = sim.addr();
+        // A pooled connection from before must not outlive the outage.
+        let warm = client
+            .cancel_copy_image(&key, "cn-hangzhou", "m-missing")
+            .await;
+        assert_eq!(warm.retry_class(), RetryClass::Terminal, "{warm:?}");
+        for (mode, want) in [
+            (OutageMode::Refuse, TransportKind::Connect),
+            (OutageMode::Blackhole, TransportKind::Timeout),
+        ] {
+            sim.set_outage(Some(mode), None).await;
+            let mut outcome = client.cancel_copy_image(&key, "cn-hangzhou", "m-1").await;
+            if matches!(&outcome, CancelOutcome::Transport(e) if e.kind == TransportKind::Interrupted)
+            {
+                // NB: the pooled connection the outage closed, met first.
+                assert_eq!(outcome.retry_class(), RetryClass::Outage, "{mode}");
+                outcome = client.cancel_copy_image(&key, "cn-hangzhou", "m-1").await;
+            }
+            let CancelOutcome::Transport(err) = &outcome else {
+                panic!("{mode}: {outcome:?}")
+            };
+            assert_eq!(err.kind, want, "{mode}: {}", err.message);
+            assert_eq!(outcome.retry_class(), RetryClass::Outage, "{mode}");
+            sim.set_outage(None, None).await;
+        }
+        sim.set_outage(Some(OutageMode::Unavailable), None).await;
+        let outcome = client.cancel_copy_image(&key, "cn-hangzhou", "m-1").await;
+        let CancelOutcome::Service(err) = &outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(
+            (err.http_status, err.code.as_str()),
+            (503, "ServiceUnavailable")
+        );
+        assert!(err.message.contains("temporary failure"), "{}", err.message);
+        assert!(err.request_id.is_some());
+        assert_eq!(outcome.retry_class(), RetryClass::Outage);
+        sim.set_outage(None, None).await;
+        // Back, on the same port, and nothing above cancelled the copy.
+        assert_eq!(sim.addr(), addr);
+        assert_eq!(sim.image("m-1"), Some(ImageState::Copying));
+        let outcome = client.cancel_copy_image(&key, "cn-hangzhou", "m-1").await;
+        assert_eq!(outcome.retry_class(), RetryClass::Success, "{outcome:?}");
     }
 }

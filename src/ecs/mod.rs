@@ -5,6 +5,7 @@
 //! decides whether an outcome is retried.
 
 pub mod client;
+pub mod resolve;
 pub mod signature;
 pub mod signature_v3;
 
@@ -19,6 +20,28 @@ pub const ACTION: &str = "CancelCopyImage";
 /// may itself have cancelled the copy.
 pub const CODES_AFTER_A_POSSIBLE_SUCCESS: [&str; 2] =
     ["InvalidImageId.NotFound", "IncorrectImageStatus"];
+
+/// Whether the endpoint is in an incident: a run of `InternalError` answers
+/// across resources, or its breaker open (decided by `crate::pacing`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Incident {
+    /// The endpoint answers other requests: an `InternalError` is the resource's.
+    No,
+    /// The endpoint is failing as a whole: an `InternalError` says nothing
+    /// about the resource.
+    Yes,
+}
+
+/// An endpoint (region) in an outage, as its waiting resources are told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointOutage {
+    /// The region whose endpoint fails.
+    pub region: String,
+    /// When the outage was noticed.
+    pub since: jiff::Timestamp,
+    /// The last error seen from it, in words (no resource's details).
+    pub last_error: String,
+}
 
 /// What one CancelCopyImage attempt produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,15 +100,19 @@ pub enum TransportKind {
     /// An answer came that is not an ECS API answer (HTML from a proxy, no
     /// `Code`, too large).
     InvalidResponse,
+    /// The endpoint's host name does not exist (NXDOMAIN, confirmed by more
+    /// than one lookup): nothing was sent, and waiting will not help.
+    HostNotFound,
 }
 
 impl TransportKind {
     /// Every kind, for tables and metric pre-registration.
-    pub const ALL: [TransportKind; 4] = [
+    pub const ALL: [TransportKind; 5] = [
         Self::Connect,
         Self::Timeout,
         Self::Interrupted,
         Self::InvalidResponse,
+        Self::HostNotFound,
     ];
 
     /// A short CamelCase name (`Timeout`).
@@ -95,6 +122,7 @@ impl TransportKind {
             Self::Timeout => "Timeout",
             Self::Interrupted => "Interrupted",
             Self::InvalidResponse => "InvalidResponse",
+            Self::HostNotFound => "HostNotFound",
         }
     }
 }
@@ -110,31 +138,62 @@ pub enum RetryClass {
     Retryable,
     /// Retried, not counted (bounded only by `activeDeadlineSeconds`).
     Throttled,
+    /// The endpoint, not the resource, is failing: retried, never counted,
+    /// and fed to the endpoint's breaker (bounded only by
+    /// `activeDeadlineSeconds`).
+    Outage,
 }
 
+/// HTTP statuses a gateway answers when the service behind it is down.
+const GATEWAY_DOWN: [u16; 3] = [502, 503, 504];
+
 impl CancelOutcome {
+    /// How the retry policy treats this outcome when its endpoint is not in
+    /// an incident; see [`CancelOutcome::retry_class_in`].
+    pub fn retry_class(&self) -> RetryClass {
+        self.retry_class_in(Incident::No)
+    }
+
     /// How the retry policy treats this outcome. The one place that decides:
     /// success; any `Throttling*` code is throttled (retried, not counted);
-    /// `InternalError`, `ServiceUnavailable`, any HTTP 5xx and every transport
-    /// failure are retryable (counted); every other code is terminal. The code
-    /// decides before the status does.
-    pub fn retry_class(&self) -> RetryClass {
+    /// no whole answer (no connection, timeout, cut, unparseable body), HTTP
+    /// 502/503/504 and `ServiceUnavailable` are the endpoint's outage (retried,
+    /// not counted); a host name that does not exist is terminal;
+    /// `InternalError` and any other 5xx are retryable (counted), except
+    /// `InternalError` while the endpoint is in an [`Incident`] (a run of them
+    /// across resources), which is the endpoint's outage too; every other
+    /// code is terminal. The code decides before the status does.
+    pub fn retry_class_in(&self, incident: Incident) -> RetryClass {
         match self {
             CancelOutcome::Cancelled { .. } => RetryClass::Success,
-            CancelOutcome::Transport(_) => RetryClass::Retryable,
+            CancelOutcome::Transport(t) if t.kind == TransportKind::HostNotFound => {
+                RetryClass::Terminal
+            }
+            CancelOutcome::Transport(_) => RetryClass::Outage,
             CancelOutcome::Service(err) => {
                 let code = err.code.as_str();
                 if code.starts_with("Throttling") {
                     RetryClass::Throttled
-                } else if matches!(code, "InternalError" | "ServiceUnavailable")
-                    || (500..600).contains(&err.http_status)
-                {
+                } else if code == "InternalError" {
+                    match incident {
+                        Incident::Yes => RetryClass::Outage,
+                        Incident::No => RetryClass::Retryable,
+                    }
+                } else if code == "ServiceUnavailable" || GATEWAY_DOWN.contains(&err.http_status) {
+                    RetryClass::Outage
+                } else if (500..600).contains(&err.http_status) {
                     RetryClass::Retryable
                 } else {
                     RetryClass::Terminal
                 }
             }
         }
+    }
+
+    /// Whether this is an `InternalError` answer: the one code whose meaning
+    /// (this resource's failure, or the endpoint's) depends on the others.
+    pub fn is_internal_error(&self) -> bool {
+        matches!(self, CancelOutcome::Service(err) if err.code == "InternalError")
     }
 
     /// The `RequestId` that came back, success or error.
@@ -197,8 +256,14 @@ mod tests {
             (service(500, "InternalError"), RetryClass::Retryable),
             // Keyed on the code: InternalError with an unexpected status.
             (service(400, "InternalError"), RetryClass::Retryable),
-            (service(503, "ServiceUnavailable"), RetryClass::Retryable),
-            (service(502, "SomethingNew"), RetryClass::Retryable),
+            // Code before status: InternalError on a 503 stays the resource's.
+            (service(503, "InternalError"), RetryClass::Retryable),
+            (service(503, "ServiceUnavailable"), RetryClass::Outage),
+            (service(400, "ServiceUnavailable"), RetryClass::Outage),
+            (service(502, "SomethingNew"), RetryClass::Outage),
+            (service(504, "GatewayTimeout"), RetryClass::Outage),
+            (service(500, "SomethingNew"), RetryClass::Retryable),
+            (service(501, "NotImplemented"), RetryClass::Retryable),
             (service(400, "IncorrectImageStatus"), RetryClass::Terminal),
             (
                 service(404, "InvalidImageId.NotFound"),
@@ -221,7 +286,7 @@ mod tests {
                     message: "connection reset".into(),
                     http_status: None,
                 }),
-                RetryClass::Retryable,
+                RetryClass::Outage,
             ),
             (
                 CancelOutcome::Transport(TransportError {
@@ -229,11 +294,44 @@ mod tests {
                     message: "HTTP 502 with an HTML body".into(),
                     http_status: Some(502),
                 }),
-                RetryClass::Retryable,
+                RetryClass::Outage,
             ),
         ];
         for (outcome, want) in rows {
             assert_eq!(outcome.retry_class(), want, "{outcome:?}");
+        }
+        // Every transport kind but a host that does not exist is the endpoint's.
+        for kind in TransportKind::ALL {
+            let outcome = CancelOutcome::Transport(TransportError {
+                kind,
+                message: String::new(),
+                http_status: None,
+            });
+            let want = if kind == TransportKind::HostNotFound {
+                RetryClass::Terminal
+            } else {
+                RetryClass::Outage
+            };
+            assert_eq!(outcome.retry_class(), want, "{kind:?}");
+            assert_eq!(outcome.retry_class_in(Incident::Yes), want, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn an_incident_changes_only_internal_error() {
+        let rows = [
+            (service(500, "InternalError"), RetryClass::Outage),
+            (service(400, "InternalError"), RetryClass::Outage),
+            (service(500, "SomethingNew"), RetryClass::Retryable),
+            (service(400, "Throttling.User"), RetryClass::Throttled),
+            (
+                service(404, "InvalidImageId.NotFound"),
+                RetryClass::Terminal,
+            ),
+            (service(503, "ServiceUnavailable"), RetryClass::Outage),
+        ];
+        for (outcome, want) in rows {
+            assert_eq!(outcome.retry_class_in(Incident::Yes), want, "{outcome:?}");
         }
     }
 

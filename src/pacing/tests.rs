@@ -18,6 +18,7 @@ fn now(slot: Slot) -> Grant {
     match slot {
         Slot::Now(grant) => grant,
         Slot::Queued(_) => panic!("queued, expected a slot at once"),
+        Slot::Unavailable(..) => panic!("held by an outage, expected a slot at once"),
     }
 }
 
@@ -25,6 +26,7 @@ fn queued(slot: Slot) -> Ticket {
     match slot {
         Slot::Queued(ticket) => ticket,
         Slot::Now(grant) => panic!("a slot at once ({grant:?}), expected a queue"),
+        Slot::Unavailable(..) => panic!("held by an outage, expected the pace's queue"),
     }
 }
 

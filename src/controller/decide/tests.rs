@@ -313,7 +313,32 @@ enum Trig {
     AmbiguousRole(&'static str),
     CredentialsPending,
     Attempted(CancelOutcome, RetryClass),
+    /// An answer with what the endpoint's breaker made of it.
+    AttemptedAt(CancelOutcome, RetryClass, Ep),
+    /// Held: the region's endpoint is in an outage.
+    Unavailable(EndpointOutage),
 }
+
+/// [`EndpointState`], owned.
+enum Ep {
+    Incident,
+    Unavailable(EndpointOutage),
+}
+
+/// The region's endpoint has refused connections since T1.
+fn outage() -> EndpointOutage {
+    EndpointOutage {
+        region: REGION.to_string(),
+        since: ts(T1),
+        last_error: "TransportError: connection refused".to_string(),
+    }
+}
+
+/// What a resource waiting for [`outage`] is told, with no deadline.
+const OUTAGE_WAIT: &str = "The ECS endpoint of cn-hangzhou is unavailable since 2026-11-27T21:00:01Z \
+     (last error: TransportError: connection refused); waiting for it to answer, one probe at a time \
+     for the region; nothing counts against backoffLimit; with no activeDeadlineSeconds the wait lasts \
+     as long as the outage";
 
 fn run(row: &Row) {
     let spec = spec(row.spec.clone());
@@ -339,6 +364,20 @@ fn run(row: &Row) {
             );
             Trigger::Attempted(outcome)
         }
+        Trig::AttemptedAt(outcome, class, ep) => {
+            let (incident, state) = match ep {
+                Ep::Incident => (crate::ecs::Incident::Yes, EndpointState::Incident),
+                Ep::Unavailable(o) => (crate::ecs::Incident::Yes, EndpointState::Unavailable(o)),
+            };
+            assert_eq!(
+                outcome.retry_class_in(incident),
+                *class,
+                "{}: the row's class is the client's",
+                row.name
+            );
+            Trigger::AttemptedAt(outcome, state)
+        }
+        Trig::Unavailable(outage) => Trigger::Unavailable(outage),
     };
     let decision = decide(&input, trigger);
     let got = serde_json::to_value(&decision.status).unwrap();
@@ -358,7 +397,7 @@ fn run(row: &Row) {
     assert_eq!(event, row.event, "{}: event", row.name);
     // The log's attempt number is the one a write-ahead gives, and an
     // outcome belongs to the attempt in flight.
-    if matches!(row.trigger, Trig::Attempted(..))
+    if matches!(row.trigger, Trig::Attempted(..) | Trig::AttemptedAt(..))
         || decision.action == NextAction::WriteAheadThenSend
     {
         assert_eq!(
@@ -372,7 +411,10 @@ fn run(row: &Row) {
     let retry = retry_reason(&decision.status, decision.event.as_ref());
     match row.event {
         Some((_, "RetryScheduled", _)) => assert!(
-            matches!(retry, Some("RetryScheduled" | "Throttled")),
+            matches!(
+                retry,
+                Some("RetryScheduled" | "Throttled" | "EcsUnavailable")
+            ),
             "{}: retry reason {retry:?}",
             row.name
         ),
@@ -491,24 +533,142 @@ fn table() {
         counted_retry("counted retry: InternalError schedules the next attempt", json!({}), 6),
         counted_retry("counted retry: the last allowed retry is numbered against backoffLimit",
             json!({"backoffLimit": 1}), 1),
-        Row { name: "counted retry: a transport failure is ambiguous and keeps the last request ID", now: T4, jitter: 0.75,
+        Row { name: "outage, breaker not open: a transport failure is ambiguous, not counted, and backs off", now: T4, jitter: 0.75,
             before: Some(in_flight_2_after_internal_error()),
-            trigger: Trig::Attempted(transport("connection reset by peer"), RetryClass::Retryable),
+            trigger: Trig::Attempted(transport("connection reset by peer"), RetryClass::Outage),
             // retry 1: window 2 s, jitter 0.75 → 1.5 s → due at T6 (rounded up).
             status: json!({
-                "phase": "Running", "attempts": 2, "failedAttempts": 2, "ambiguousAttempts": 1,
+                "phase": "Running", "attempts": 2, "failedAttempts": 1, "ambiguousAttempts": 1,
                 "requestId": "REQ-1", "errorCode": "TransportError",
                 "errorMessage": "connection reset by peer",
                 "startTime": T0, "lastAttemptTime": T3, "nextAttemptTime": "2026-11-27T21:00:06Z",
                 "attemptHistory": [attempt_1_internal_error(), {"number": 2, "time": T3, "outcome": "TransportError"}],
                 "observedGeneration": 1,
-                "conditions": conds(IN_PROGRESS, "RetryScheduled",
-                    "Attempt 2 failed: TransportError: connection reset by peer; next attempt in 2s (retry 2 of 6)",
+                "conditions": conds(IN_PROGRESS, "EcsUnavailable",
+                    "Attempt 2 failed: TransportError: connection reset by peer; next attempt in 2s (the region's \
+                     endpoint failed, not this resource: not counted against backoffLimit)",
                     [T0; 3]),
             }),
             action: NextAction::RequeueAfter(Duration::from_secs(2)),
             event: normal("RetryScheduled",
-                "Attempt 2 failed: TransportError: connection reset by peer; next attempt in 2s (retry 2 of 6)"), ..base() },
+                "Attempt 2 failed: TransportError: connection reset by peer; next attempt in 2s (the region's \
+                endpoint failed, not this resource: not counted against backoffLimit)"), ..base() },
+        Row { name: "outage, breaker open: not counted, still ambiguous, waits for the endpoint at once", now: T4,
+            before: Some(in_flight_2_after_internal_error()),
+            trigger: Trig::AttemptedAt(transport("connection refused"), RetryClass::Outage, Ep::Unavailable(outage())),
+            status: json!({
+                "phase": "Running", "attempts": 2, "failedAttempts": 1, "ambiguousAttempts": 1,
+                "requestId": "REQ-1", "errorCode": "TransportError",
+                "errorMessage": "connection refused",
+                "startTime": T0, "lastAttemptTime": T3,
+                "attemptHistory": [attempt_1_internal_error(), {"number": 2, "time": T3, "outcome": "TransportError"}],
+                "observedGeneration": 1,
+                "conditions": conds(IN_PROGRESS, "EcsUnavailable",
+                    Box::leak(format!("Attempt 2 failed: TransportError: connection refused. {OUTAGE_WAIT}").into_boxed_str()),
+                    [T0; 3]),
+            }),
+            action: NextAction::RequeueAfter(Duration::ZERO), ..base() },
+        Row { name: "outage, breaker open: 503 ServiceUnavailable is an answer (not ambiguous), not counted", now: T2,
+            before: Some(in_flight_1()),
+            trigger: Trig::AttemptedAt(service(503, "ServiceUnavailable", "The request has failed due to a temporary failure of the server.", "REQ-1"),
+                RetryClass::Outage, Ep::Unavailable(outage())),
+            status: json!({
+                "phase": "Running", "attempts": 1, "requestId": "REQ-1",
+                "errorCode": "ServiceUnavailable", "httpStatus": 503,
+                "errorMessage": "The request has failed due to a temporary failure of the server.",
+                "startTime": T0, "lastAttemptTime": T1,
+                "attemptHistory": [{"number": 1, "time": T1, "outcome": "ServiceUnavailable", "requestId": "REQ-1"}],
+                "observedGeneration": 1,
+                "conditions": conds(IN_PROGRESS, "EcsUnavailable",
+                    Box::leak(format!("Attempt 1 failed: ServiceUnavailable: The request has failed due to a temporary \
+                        failure of the server. (HTTP 503, request ID REQ-1). {OUTAGE_WAIT}").into_boxed_str()),
+                    [T0; 3]),
+            }),
+            action: NextAction::RequeueAfter(Duration::ZERO), ..base() },
+        Row { name: "InternalError in a run across resources: the endpoint's incident, not counted, backs off", now: T2, jitter: 0.5,
+            before: Some(in_flight_1()),
+            trigger: Trig::AttemptedAt(internal_error(), RetryClass::Outage, Ep::Incident),
+            status: json!({
+                "phase": "Running", "attempts": 1, "requestId": "REQ-1",
+                "errorCode": "InternalError", "httpStatus": 500, "errorMessage": INTERNAL_ERROR,
+                "startTime": T0, "lastAttemptTime": T1, "nextAttemptTime": T3,
+                "attemptHistory": [attempt_1_internal_error()],
+                "observedGeneration": 1,
+                "conditions": conds(IN_PROGRESS, "EcsUnavailable",
+                    "Attempt 1 failed: InternalError: The request processing has failed due to some unknown error. \
+                     (HTTP 500, request ID REQ-1); next attempt in 1s (the region's endpoint failed, not this \
+                     resource: not counted against backoffLimit)",
+                    [T0; 3]),
+            }),
+            action: NextAction::RequeueAfter(Duration::from_secs(1)),
+            event: normal("RetryScheduled",
+                "Attempt 1 failed: InternalError: The request processing has failed due to some unknown error. \
+                (HTTP 500, request ID REQ-1); next attempt in 1s (the region's endpoint failed, not this \
+                resource: not counted against backoffLimit)"), ..base() },
+        Row { name: "held by an outage before anything was sent: EcsUnavailable, waits for the endpoint", now: T2,
+            trigger: Trig::Unavailable(outage()),
+            status: json!({
+                "phase": "Pending", "attempts": 0, "startTime": T2, "observedGeneration": 1,
+                "conditions": conds(IN_PROGRESS, "EcsUnavailable",
+                    Box::leak(format!("Nothing sent yet: {OUTAGE_WAIT}").into_boxed_str()), [T2; 3]),
+            }),
+            action: NextAction::AwaitSlot(None), ..base() },
+        Row { name: "held by an outage with a deadline: the message says when the wait ends", now: T4,
+            spec: json!({"activeDeadlineSeconds": 60}),
+            before: Some(retry_due(T3, "RetryScheduled", "Attempt 1 failed: boom")),
+            trigger: Trig::Unavailable(outage()),
+            status: json!({
+                "phase": "Running", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
+                "errorCode": "InternalError", "httpStatus": 500, "errorMessage": "boom",
+                "startTime": T0, "lastAttemptTime": T1, "nextAttemptTime": T3,
+                "attemptHistory": [attempt_1_internal_error()],
+                "observedGeneration": 1,
+                "conditions": conds(IN_PROGRESS, "EcsUnavailable",
+                    "The ECS endpoint of cn-hangzhou is unavailable since 2026-11-27T21:00:01Z (last error: \
+                     TransportError: connection refused); waiting for it to answer, one probe at a time for the \
+                     region; nothing counts against backoffLimit; activeDeadlineSeconds ends the wait at \
+                     2026-11-27T21:01:00Z", [T0; 3]),
+            }),
+            action: NextAction::AwaitSlot(Some(Duration::from_secs(56))), ..base() },
+        Row { name: "only activeDeadlineSeconds ends a resource during an outage", now: "2026-11-27T21:01:00Z",
+            spec: json!({"activeDeadlineSeconds": 60}),
+            before: Some(retry_due(T3, "EcsUnavailable", "waiting")),
+            trigger: Trig::Unavailable(outage()),
+            status: json!({
+                "phase": "Failed", "attempts": 1, "failedAttempts": 1, "requestId": "REQ-1",
+                "errorCode": "InternalError", "httpStatus": 500, "errorMessage": "boom",
+                "startTime": T0, "lastAttemptTime": T1, "completionTime": "2026-11-27T21:01:00Z",
+                "attemptHistory": [attempt_1_internal_error()],
+                "observedGeneration": 1,
+                "conditions": conds(FAILED, "DeadlineExceeded",
+                    "activeDeadlineSeconds (60s) passed after 1 attempt(s); last error InternalError: boom",
+                    [T0, "2026-11-27T21:01:00Z", "2026-11-27T21:01:00Z"]),
+            }),
+            action: NextAction::Done,
+            event: warning("CancelFailed",
+                "DeadlineExceeded: activeDeadlineSeconds (60s) passed after 1 attempt(s); last error InternalError: boom"),
+            ..base() },
+        Row { name: "a region whose endpoint does not resolve: Failed RegionEndpointNotFound at once, not ambiguous", now: T2,
+            before: Some(in_flight_1()),
+            trigger: Trig::Attempted(CancelOutcome::Transport(TransportError {
+                kind: crate::ecs::TransportKind::HostNotFound,
+                message: "the endpoint host ecs.cn-nowhere-1.aliyuncs.com does not exist (NXDOMAIN, 3 lookups in a row)".into(),
+                http_status: None,
+            }), RetryClass::Terminal),
+            status: json!({
+                "phase": "Failed", "attempts": 1, "errorCode": "TransportError",
+                "errorMessage": "the endpoint host ecs.cn-nowhere-1.aliyuncs.com does not exist (NXDOMAIN, 3 lookups in a row)",
+                "startTime": T0, "lastAttemptTime": T1, "completionTime": T2,
+                "attemptHistory": [{"number": 1, "time": T1, "outcome": "TransportError"}],
+                "observedGeneration": 1,
+                "conditions": conds(FAILED, "RegionEndpointNotFound",
+                    "the endpoint host ecs.cn-nowhere-1.aliyuncs.com does not exist (NXDOMAIN, 3 lookups in a row)",
+                    [T0, T2, T2]),
+            }),
+            action: NextAction::Done,
+            event: warning("CancelFailed",
+                "RegionEndpointNotFound: the endpoint host ecs.cn-nowhere-1.aliyuncs.com does not exist (NXDOMAIN, 3 lookups in a row)"),
+            ..base() },
         Row { name: "throttled retry is not counted and honours the service's retry-after hint", now: T2,
             before: Some(in_flight_1()),
             trigger: Trig::Attempted(CancelOutcome::Service(ServiceError {
@@ -535,23 +695,23 @@ fn table() {
                 (HTTP 400, request ID REQ-T); next attempt in 3s (throttling does not count against backoffLimit)"), ..base() },
         Row { name: "backoff limit reached: Failed RetriesExhausted with the last code", now: T4, spec: json!({"backoffLimit": 1}),
             before: Some(in_flight_2_after_internal_error()),
-            trigger: Trig::Attempted(service(503, "ServiceUnavailable", "The request has failed due to a temporary failure of the server.", "REQ-2"), RetryClass::Retryable),
+            trigger: Trig::Attempted(service(500, "InternalError", "The request processing has failed due to some unknown error.", "REQ-2"), RetryClass::Retryable),
             status: json!({
                 "phase": "Failed", "attempts": 2, "failedAttempts": 2, "requestId": "REQ-2",
-                "errorCode": "ServiceUnavailable", "httpStatus": 503,
-                "errorMessage": "The request has failed due to a temporary failure of the server.",
+                "errorCode": "InternalError", "httpStatus": 500,
+                "errorMessage": "The request processing has failed due to some unknown error.",
                 "startTime": T0, "lastAttemptTime": T3, "completionTime": T4,
-                "attemptHistory": [attempt_1_internal_error(), {"number": 2, "time": T3, "outcome": "ServiceUnavailable", "requestId": "REQ-2"}],
+                "attemptHistory": [attempt_1_internal_error(), {"number": 2, "time": T3, "outcome": "InternalError", "requestId": "REQ-2"}],
                 "observedGeneration": 1,
                 "conditions": conds(FAILED, "RetriesExhausted",
-                    "Gave up after 2 failed attempt(s) (backoffLimit 1); last: ServiceUnavailable: The request \
-                     has failed due to a temporary failure of the server. (HTTP 503, request ID REQ-2)",
+                    "Gave up after 2 failed attempt(s) (backoffLimit 1); last: InternalError: The request \
+                     processing has failed due to some unknown error. (HTTP 500, request ID REQ-2)",
                     [T0, T4, T4]),
             }),
             action: NextAction::Done,
             event: warning("CancelFailed",
-                "RetriesExhausted: Gave up after 2 failed attempt(s) (backoffLimit 1); last: ServiceUnavailable: \
-                The request has failed due to a temporary failure of the server. (HTTP 503, request ID REQ-2)"), ..base() },
+                "RetriesExhausted: Gave up after 2 failed attempt(s) (backoffLimit 1); last: InternalError: \
+                The request processing has failed due to some unknown error. (HTTP 500, request ID REQ-2)"), ..base() },
         Row { name: "backoffLimit 0: the first retryable failure is final", now: T2, spec: json!({"backoffLimit": 0}),
             before: Some(in_flight_1()),
             trigger: Trig::Attempted(internal_error(), RetryClass::Retryable),
@@ -589,20 +749,20 @@ fn table() {
                 "DeadlineExceeded: activeDeadlineSeconds (5s) passed after 1 attempt(s); last error InternalError: boom"), ..base() },
         Row { name: "a retry due after the deadline wakes up at the deadline", now: T4, spec: json!({"activeDeadlineSeconds": 5}), jitter: 0.99,
             before: Some(in_flight_2_after_internal_error()),
-            trigger: Trig::Attempted(transport("timed out"), RetryClass::Retryable),
+            trigger: Trig::Attempted(service(500, "InternalError", INTERNAL_ERROR, "REQ-2"), RetryClass::Retryable),
             // retry 1: window 2 s, jitter 0.99 → 1.98 s → due at T6, but the deadline is T5.
             status: json!({
-                "phase": "Running", "attempts": 2, "failedAttempts": 2, "ambiguousAttempts": 1,
-                "requestId": "REQ-1", "errorCode": "TransportError", "errorMessage": "timed out",
+                "phase": "Running", "attempts": 2, "failedAttempts": 2,
+                "requestId": "REQ-2", "errorCode": "InternalError", "httpStatus": 500, "errorMessage": INTERNAL_ERROR,
                 "startTime": T0, "lastAttemptTime": T3, "nextAttemptTime": "2026-11-27T21:00:06Z",
-                "attemptHistory": [attempt_1_internal_error(), {"number": 2, "time": T3, "outcome": "TransportError"}],
+                "attemptHistory": [attempt_1_internal_error(), {"number": 2, "time": T3, "outcome": "InternalError", "requestId": "REQ-2"}],
                 "observedGeneration": 1,
                 "conditions": conds(IN_PROGRESS, "RetryScheduled",
-                    "Attempt 2 failed: TransportError: timed out; next attempt in 2s (retry 2 of 6)", [T0; 3]),
+                    Box::leak(format!("Attempt 2 failed: InternalError: {INTERNAL_ERROR} (HTTP 500, request ID REQ-2); next attempt in 2s (retry 2 of 6)").into_boxed_str()), [T0; 3]),
             }),
             action: NextAction::RequeueAfter(Duration::from_secs(1)),
             event: normal("RetryScheduled",
-                "Attempt 2 failed: TransportError: timed out; next attempt in 2s (retry 2 of 6)") },
+                Box::leak(format!("Attempt 2 failed: InternalError: {INTERNAL_ERROR} (HTTP 500, request ID REQ-2); next attempt in 2s (retry 2 of 6)").into_boxed_str())) },
         Row { name: "unknown outcome after a crash: counted, kept as Unknown, retried with backoff", now: T4, jitter: 0.5,
             before: Some(in_flight_1()),
             trigger: Trig::Observe,
@@ -687,7 +847,7 @@ fn table() {
             action: NextAction::RequeueAfter(Duration::from_secs(6)), ..base() },
         finished("a finished resource is never sent again", Trig::Observe),
         finished("a finished resource does not wait for credentials either", Trig::CredentialsMissing("Secret images/alibaba-credentials not found")),
-        finished("a recorded success is never overwritten by a late outcome", Trig::Attempted(transport("timed out"), RetryClass::Retryable)),
+        finished("a recorded success is never overwritten by a late outcome", Trig::Attempted(transport("timed out"), RetryClass::Outage)),
     ];
     for row in &rows {
         run(row);
@@ -848,7 +1008,8 @@ fn history_keeps_the_last_ten() {
     }
     let status = status.unwrap();
     assert_eq!(status.attempts, 15, "every pass sent once");
-    assert_eq!(status.failed_attempts, 15);
+    // Outage-class answers are never counted; each may have reached ECS.
+    assert_eq!(status.failed_attempts, 0);
     assert_eq!(status.ambiguous_attempts, 15);
     let numbers: Vec<i32> = status.attempt_history.iter().map(|a| a.number).collect();
     assert_eq!(numbers, (6..=15).collect::<Vec<_>>());
@@ -1076,4 +1237,40 @@ fn awaiting_the_pace_writes_a_first_status_and_nothing_else() {
     );
     assert_eq!(serde_json::to_value(&d.status).unwrap(), before);
     assert_eq!((d.action, d.event), (NextAction::AwaitSlot(None), None));
+}
+
+/// Exactly-once through an outage: a timeout while the endpoint is down is
+/// not counted but stays ambiguous, so the repeat that finds the image gone
+/// ends `PreviousAttemptMayHaveSucceeded`, not a bare error.
+#[test]
+fn an_ambiguous_answer_during_an_outage_still_guards_exactly_once() {
+    let spec = spec(json!({}));
+    let before: CopyImageCancellationStatus = serde_json::from_value(in_flight_1()).unwrap();
+    let timeout = CancelOutcome::Transport(TransportError {
+        kind: crate::ecs::TransportKind::Timeout,
+        message: "request to ecs.cn-hangzhou.aliyuncs.com timed out (limit 30s)".into(),
+        http_status: None,
+    });
+    let outage = outage();
+    let d = decide(
+        &input(&spec, Some(&before), ts(T2)),
+        Trigger::AttemptedAt(&timeout, EndpointState::Unavailable(&outage)),
+    );
+    assert_eq!(
+        (d.status.failed_attempts, d.status.ambiguous_attempts),
+        (0, 1)
+    );
+    assert_eq!(d.action, NextAction::RequeueAfter(Duration::ZERO));
+    // The endpoint is back: the next decision sends again at once.
+    let d = decide(&input(&spec, Some(&d.status), ts(T3)), Trigger::Observe);
+    assert_eq!(d.action, NextAction::WriteAheadThenSend);
+    assert_eq!(d.status.attempts, 2);
+    let d = decide(
+        &input(&spec, Some(&d.status), ts(T4)),
+        Trigger::AttemptedAt(&image_gone(), EndpointState::Answering),
+    );
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    assert_eq!(d.status.failed_attempts, 0);
+    let stalled = conditions::get(&d.status.conditions, types::STALLED).unwrap();
+    assert_eq!(stalled.reason, "PreviousAttemptMayHaveSucceeded");
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::faults::{FaultSpec, SYNTAX_HELP};
+use super::outage::OutagePlan;
 use super::state::{ImageState, parse_image_arg};
 use super::{BUILTIN_REGIONS, EcsSimulator, SimulatorConfig};
 use crate::access_key::{AccessKey, ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET, ENV_SECURITY_TOKEN};
@@ -33,7 +34,14 @@ const AFTER_HELP_TAIL: &str = concat!(
     "  GET|DELETE /_simulator/requests   the request log (JSON; no secrets, no signatures)\n",
     "  GET /_simulator/images, PUT|DELETE /_simulator/images/{id}\n",
     "  GET|DELETE /_simulator/faults, POST /_simulator/faults {\"fault\":\"m-abc=drop*2\"}\n",
-    "  GET|PUT /_simulator/quota {\"perSecond\":50,\"perMinute\":null}\n\n",
+    "  GET|PUT /_simulator/quota {\"perSecond\":50,\"perMinute\":null}\n",
+    "  GET|PUT /_simulator/outage {\"mode\":\"refuse\",\"forMs\":60000} (refuse, blackhole, unavailable, none)\n\n",
+    "OUTAGES (--outage MODE[:FOR][@AFTER]): the whole endpoint fails, for every request:\n",
+    "  refuse       no listener on the port (connections refused); the same port is bound again after FOR\n",
+    "  blackhole    connections accepted, requests read, never answered\n",
+    "  unavailable  HTTP 503 ServiceUnavailable with ECS's body\n",
+    "  refuse closes open connections; the end of blackhole cuts the requests it held.\n",
+    "  refuse needs FOR (the control route goes with the listener).\n\n",
     "QUOTA MODE (--quota-per-second, --quota-per-minute): like ECS flow control, calls are counted\n",
     "  per access key and region in windows aligned to the clock; past a limit a call gets HTTP 400\n",
     "  Throttling.User and does not count. A minute's quota clears at the next minute.",
@@ -74,6 +82,10 @@ pub struct SimulatorArgs {
     /// Quota mode: calls accepted per minute for each access key and region.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub quota_per_minute: Option<u32>,
+    /// A whole-endpoint outage, MODE[:FOR][@AFTER] (refuse, blackhole, unavailable), e.g.
+    /// refuse:60s@30s. Repeatable. Also PUT /_simulator/outage {"mode":"blackhole"}.
+    #[arg(long = "outage", value_name = "MODE[:FOR][@AFTER]")]
+    pub outages: Vec<OutagePlan>,
 }
 
 /// The key pair from the environment, or an error naming the variables to set.
@@ -104,6 +116,7 @@ impl SimulatorArgs {
             config.regions.clear();
         }
         config.regions.extend(self.regions.iter().cloned());
+        config.outages = self.outages.clone();
         config
     }
 

@@ -23,6 +23,7 @@
 pub mod cli;
 mod clock;
 pub mod faults;
+pub mod outage;
 pub mod policy;
 pub mod quota;
 pub mod render;
@@ -45,6 +46,7 @@ use crate::access_key::AccessKey;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use faults::{FaultCount, FaultKind, FaultSpec, FaultTarget};
+pub use outage::{OutageMode, OutagePlan};
 pub use quota::QuotaLimits;
 pub use state::{ConnectionFate, ImageState, RequestRecord};
 
@@ -115,6 +117,8 @@ pub struct SimulatorConfig {
     pub request_log_capacity: usize,
     /// Flow control per access key and region (default: none).
     pub quota: QuotaLimits,
+    /// Whole-endpoint outages to start on a timer (`--outage`).
+    pub outages: Vec<OutagePlan>,
 }
 
 impl SimulatorConfig {
@@ -133,6 +137,7 @@ impl SimulatorConfig {
             nonce_capacity: 100_000,
             request_log_capacity: 10_000,
             quota: QuotaLimits::default(),
+            outages: Vec::new(),
         }
     }
 
@@ -195,8 +200,22 @@ impl EcsSimulator {
             latency: config.latency,
             host_id: config.host_id,
             shutdown: CancellationToken::new(),
+            outage: tokio::sync::watch::Sender::new(None),
+            outage_generation: std::sync::atomic::AtomicU64::new(0),
+            connections: Mutex::new(CancellationToken::new()),
+            listening: tokio::sync::watch::Sender::new(true),
         });
         let task = tokio::spawn(server::accept_loop(listener, shared.clone()));
+        for plan in config.outages {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(plan.after) => {}
+                    _ = shared.shutdown.cancelled() => return,
+                }
+                server::set_outage(&shared, Some(plan.mode), plan.lasts);
+            });
+        }
         Ok(SimulatorHandle {
             addr,
             shared,
@@ -288,6 +307,24 @@ impl SimulatorHandle {
     /// Stops accepting the key with this ID (as after a rotation), returning whether it was known.
     pub fn remove_key(&self, id: &str) -> bool {
         self.shared.state().keys.remove(id).is_some()
+    }
+
+    /// Starts a whole-endpoint outage (`Some`), for `lasts` when given, or
+    /// ends it (`None`). A `refuse` outage closes the port and its open
+    /// connections and binds it again when it ends; the end of a `blackhole`
+    /// cuts the requests it held. Returns once the
+    /// port is closed (refuse) or listening (anything else).
+    pub async fn set_outage(&self, mode: Option<OutageMode>, lasts: Option<Duration>) {
+        server::set_outage(&self.shared, mode, lasts);
+        let want = mode != Some(OutageMode::Refuse);
+        let mut listening = self.shared.listening.subscribe();
+        // NB: an error means the accept loop ended (shutdown): nothing to wait for.
+        let _ = listening.wait_for(|now| *now == want).await;
+    }
+
+    /// The outage in force.
+    pub fn outage(&self) -> Option<OutageMode> {
+        self.shared.outage()
     }
 
     /// Stops accepting, ends held connections, and waits for the listener to close.

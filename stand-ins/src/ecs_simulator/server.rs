@@ -8,9 +8,12 @@
 //! - `GET /_simulator/faults`; `POST /_simulator/faults` with `{"fault":"m-abc=internal-error*2"}`;
 //!   `DELETE /_simulator/faults`.
 //! - `GET /_simulator/quota`; `PUT /_simulator/quota` with `{"perSecond":50,"perMinute":null}`.
+//! - `GET /_simulator/outage`; `PUT /_simulator/outage` with `{"mode":"refuse","forMs":60000}`
+//!   (`refuse`, `blackhole`, `unavailable`, or `none` to end it; see [`super::outage`]).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -26,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::clock::Clock;
 use super::faults::FaultSpec;
+use super::outage::{OutageMode, OutageRequest};
 use super::quota::QuotaLimits;
 use super::render::{self, Rendered};
 use super::state::{Answer, ConnectionFate, ImageState, RequestRecord, SimulatorState};
@@ -40,6 +44,15 @@ pub(super) struct Shared {
     pub(super) latency: Duration,
     pub(super) host_id: String,
     pub(super) shutdown: CancellationToken,
+    /// The whole-endpoint outage in force, if any.
+    pub(super) outage: tokio::sync::watch::Sender<Option<OutageMode>>,
+    /// Counts outage changes, so a timed end ends only its own outage.
+    pub(super) outage_generation: AtomicU64,
+    /// Cancelled (and replaced) when a `refuse` outage starts or a `blackhole`
+    /// ends: closes every open connection.
+    pub(super) connections: Mutex<CancellationToken>,
+    /// Whether the port has a listener (false during a `refuse` outage).
+    pub(super) listening: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -47,6 +60,49 @@ impl Shared {
         // NB: the state stays consistent even if a holder panicked: every
         // mutation is a single call.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The token of the connections open now.
+    fn connections(&self) -> CancellationToken {
+        self.connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The outage in force.
+    pub(super) fn outage(&self) -> Option<OutageMode> {
+        *self.outage.borrow()
+    }
+}
+
+/// Starts (`Some`) or ends (`None`) a whole-endpoint outage, for `lasts` when
+/// given.
+pub(super) fn set_outage(shared: &Arc<Shared>, mode: Option<OutageMode>, lasts: Option<Duration>) {
+    let generation = shared.outage_generation.fetch_add(1, Ordering::SeqCst) + 1;
+    let before = shared.outage.send_replace(mode);
+    // A closed port takes its open connections with it, and the requests a
+    // blackhole held end with it (cut, as when a proxy restarts).
+    let leaving_blackhole = before == Some(OutageMode::Blackhole) && mode != before;
+    if mode == Some(OutageMode::Refuse) || leaving_blackhole {
+        let old = std::mem::replace(
+            &mut *shared.connections.lock().unwrap_or_else(|e| e.into_inner()),
+            CancellationToken::new(),
+        );
+        old.cancel();
+    }
+    tracing::info!(outage = %mode.map_or("none".to_owned(), |m| m.to_string()), lasts = ?lasts, "ecs-simulator: outage changed");
+    if let (Some(_), Some(lasts)) = (mode, lasts) {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(lasts) => {}
+                _ = shared.shutdown.cancelled() => return,
+            }
+            if shared.outage_generation.load(Ordering::SeqCst) == generation {
+                set_outage(&shared, None, None);
+            }
+        });
     }
 }
 
@@ -93,12 +149,40 @@ fn control_error(status: StatusCode, message: impl Into<String>) -> Response<Bod
     control_json(status, &serde_json::json!({ "error": message.into() }))
 }
 
-/// Accepts connections until shutdown.
+/// Accepts connections until shutdown; during a `refuse` outage holds no
+/// listener at all, and binds the same address again when it ends.
 pub(super) async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    let addr = listener.local_addr().ok();
+    let mut listener = Some(listener);
+    let mut modes = shared.outage.subscribe();
     loop {
+        if *modes.borrow_and_update() == Some(OutageMode::Refuse) {
+            // NB: dropping the listener closes the port: connects are refused.
+            listener = None;
+            shared.listening.send_replace(false);
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => return,
+                _ = modes.changed() => continue,
+            }
+        }
+        let Some(bound) = listener.as_ref() else {
+            let Some(addr) = addr else { return };
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(bound) => {
+                    listener = Some(bound);
+                    shared.listening.send_replace(true);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, %addr, "ecs-simulator: cannot listen again yet");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            continue;
+        };
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
+            _ = modes.changed() => continue,
+            accepted = bound.accept() => accepted,
         };
         let stream = match accepted {
             Ok((stream, _peer)) => stream,
@@ -112,12 +196,14 @@ pub(super) async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<S
         let shared = shared.clone();
         tokio::spawn(async move {
             let token = shared.shutdown.clone();
+            let outage_change = shared.connections();
             let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
             tokio::select! {
                 _ = conn => {}
                 _ = token.cancelled() => {}
+                _ = outage_change.cancelled() => {}
             }
         });
     }
@@ -269,7 +355,11 @@ async fn api(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, CloseConnection> {
     let method = req.method().to_string();
+    let outage_change = shared.connections();
     let params = read_params(req).await;
+    if let Some(mode) = shared.outage() {
+        return during_outage(shared, mode, method, params, outage_change).await;
+    }
     wait(shared, shared.latency).await?;
     let now = shared.clock.now();
     let request_id = render::new_request_id();
@@ -322,6 +412,53 @@ async fn api(
         Answer::Stall => stalled_response(shared, &request_id),
         Answer::Oversized(bytes) => oversized_response(&request_id, bytes),
     })
+}
+
+/// An API request during a whole-endpoint outage: logged (fault
+/// `outage:MODE`), then answered 503 or held until the outage changes.
+async fn during_outage(
+    shared: &Arc<Shared>,
+    mode: OutageMode,
+    method: String,
+    params: Result<Received, ApiError>,
+    outage_change: CancellationToken,
+) -> Result<Response<Body>, CloseConnection> {
+    let params = params.map(|r| r.params).unwrap_or_default();
+    let error = ApiError::new(
+        503,
+        "ServiceUnavailable",
+        "The request has failed due to a temporary failure of the server.",
+    );
+    let request_id = render::new_request_id();
+    let mut record = refused_record(shared.clock.now(), method, &error, &request_id, 0);
+    record.action = params.get("Action").cloned();
+    record.region_id = params.get("RegionId").cloned();
+    record.image_id = params.get("ImageId").cloned();
+    record.fault = Some(format!("outage:{mode}"));
+    match mode {
+        OutageMode::Unavailable => {
+            log_request(shared, record);
+            let format = ResponseFormat::of(&params);
+            Ok(rendered(
+                render::error(format, &request_id, &shared.host_id, &error),
+                None,
+            ))
+        }
+        // A connection accepted just before the port closed: cut, like a reset.
+        OutageMode::Refuse => Err(CloseConnection),
+        OutageMode::Blackhole => {
+            record.code = format!("outage:{mode}");
+            record.http_status = None;
+            record.request_id = None;
+            record.connection = ConnectionFate::Held;
+            log_request(shared, record);
+            tokio::select! {
+                _ = outage_change.cancelled() => {}
+                _ = shared.shutdown.cancelled() => {}
+            }
+            Err(CloseConnection)
+        }
+    }
 }
 
 /// 200 headers and the start of a JSON body, then nothing until shutdown.
@@ -384,7 +521,7 @@ struct FaultBody {
     fault: String,
 }
 
-async fn control(shared: &Shared, rest: String, req: Request<Incoming>) -> Response<Body> {
+async fn control(shared: &Arc<Shared>, rest: String, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let body = match Limited::new(req.into_body(), MAX_REQUEST_BODY)
         .collect()
@@ -453,14 +590,46 @@ async fn control(shared: &Shared, rest: String, req: Request<Incoming>) -> Respo
                 format!("expected {{\"perSecond\": N|null, \"perMinute\": N|null}}: {e}"),
             ),
         },
-        (_, ["requests"] | ["images"] | ["images", _] | ["faults"] | ["quota"]) => control_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed on this control route",
+        (Method::GET, ["outage"]) => control_json(
+            StatusCode::OK,
+            &serde_json::json!({ "mode": shared.outage().map_or("none".to_owned(), |m| m.to_string()) }),
         ),
+        (Method::PUT, ["outage"]) => {
+            let parsed = serde_json::from_slice::<OutageRequest>(&body)
+                .map_err(|e| {
+                    format!(
+                        "expected {{\"mode\": \"refuse\"|\"blackhole\"|\"unavailable\"|\"none\", \"forMs\": N}}: {e}"
+                    )
+                })
+                .and_then(|request| request.parse());
+            match parsed {
+                Ok((mode, lasts)) => {
+                    // NB: a moment later, so this answer is written before
+                    // the change closes the connection it goes out on.
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        set_outage(&shared, mode, lasts);
+                    });
+                    let mode = mode.map_or("none".to_owned(), |m| m.to_string());
+                    control_json(
+                        StatusCode::OK,
+                        &serde_json::json!({ "mode": mode, "forMs": lasts.map(|d| d.as_millis() as u64) }),
+                    )
+                }
+                Err(e) => control_error(StatusCode::BAD_REQUEST, e),
+            }
+        }
+        (_, ["requests"] | ["images"] | ["images", _] | ["faults"] | ["quota"] | ["outage"]) => {
+            control_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this control route",
+            )
+        }
         _ => control_error(
             StatusCode::NOT_FOUND,
             "unknown control route; see /_simulator/requests, /_simulator/images, /_simulator/faults, \
-             /_simulator/quota",
+             /_simulator/quota, /_simulator/outage",
         ),
     }
 }
