@@ -94,6 +94,7 @@ pub fn failed_reason_label(reason: &str) -> &str {
         reasons::DEADLINE_EXCEEDED,
         reasons::PREVIOUS_ATTEMPT_MAY_HAVE_SUCCEEDED,
         reasons::SERVICE_ERROR,
+        reasons::REGION_ENDPOINT_NOT_FOUND,
     ];
     let from_known_code = || {
         crate::metrics::KNOWN_CODES
@@ -162,6 +163,7 @@ mod tests {
                 "PreviousAttemptMayHaveSucceeded",
             ),
             ("ServiceError", "ServiceError"),
+            ("RegionEndpointNotFound", "RegionEndpointNotFound"),
             ("InvalidImageIdNotFound", "InvalidImageIdNotFound"),
             ("ForbiddenRAM", "ForbiddenRAM"),
             ("ImageCreatedNotFromCopy", "ImageCreatedNotFromCopy"),
