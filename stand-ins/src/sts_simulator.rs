@@ -391,6 +391,18 @@ fn missing(name: &str) -> StsFault {
     )
 }
 
+fn invalid_version() -> StsFault {
+    StsFault::new(
+        400,
+        "InvalidVersion",
+        "Specified parameter Version is not valid.",
+    )
+}
+
+fn no_such_role() -> StsFault {
+    StsFault::new(404, "EntityNotExist.Role", "The role not exists.")
+}
+
 fn invalid(name: &str, why: &str) -> StsFault {
     StsFault::new(
         400,
@@ -401,7 +413,7 @@ fn invalid(name: &str, why: &str) -> StsFault {
 
 /// The checks STS makes, in order; `Ok` means mint. Pure.
 fn check(state: &StsState, p: &BTreeMap<String, String>) -> Result<u64, StsFault> {
-    let get = |k: &str| p.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let get = |k: &str| param(p, k);
     match get("Action") {
         Some("AssumeRoleWithOIDC") => {}
         Some(_) | None => {
@@ -413,22 +425,12 @@ fn check(state: &StsState, p: &BTreeMap<String, String>) -> Result<u64, StsFault
         }
     }
     if get("Version") != Some("2015-04-01") {
-        return Err(StsFault::new(
-            400,
-            "InvalidVersion",
-            "Specified parameter Version is not valid.",
-        ));
+        return Err(invalid_version());
     }
     if !get("Format").is_some_and(|f| f.eq_ignore_ascii_case("JSON")) {
         return Err(invalid("Format", "must be JSON for this simulator"));
     }
-    let role = get("RoleArn").ok_or_else(|| missing("RoleArn"))?;
-    if !arn_ok(role, "role/") {
-        return Err(invalid(
-            "RoleArn",
-            "is not a RAM role ARN (acs:ram::<account>:role/<name>)",
-        ));
-    }
+    let role = role_arn(p)?;
     let provider = get("OIDCProviderArn").ok_or_else(|| missing("OIDCProviderArn"))?;
     if !arn_ok(provider, "oidc-provider/") {
         return Err(invalid(
@@ -437,18 +439,7 @@ fn check(state: &StsState, p: &BTreeMap<String, String>) -> Result<u64, StsFault
         ));
     }
     let token = get("OIDCToken").ok_or_else(|| missing("OIDCToken"))?;
-    let session = get("RoleSessionName").ok_or_else(|| missing("RoleSessionName"))?;
-    if !is_valid_session_name(session) {
-        return Err(invalid("RoleSessionName", "is not valid"));
-    }
-    let duration: u64 = match get("DurationSeconds") {
-        None => 3600,
-        Some(d) => d
-            .parse()
-            .ok()
-            .filter(|d| (900..=43200).contains(d))
-            .ok_or_else(|| invalid("DurationSeconds", "must be between 900 and 43200"))?,
-    };
+    let duration = session_and_duration(p)?;
     if let Some(ts) = get("Timestamp")
         && ts.parse::<Timestamp>().is_err()
     {
@@ -459,11 +450,7 @@ fn check(state: &StsState, p: &BTreeMap<String, String>) -> Result<u64, StsFault
         ));
     }
     if state.role_arn.as_deref().is_some_and(|r| r != role) {
-        return Err(StsFault::new(
-            404,
-            "EntityNotExist.Role",
-            "The role not exists.",
-        ));
+        return Err(no_such_role());
     }
     if state
         .oidc_provider_arn
@@ -502,13 +489,9 @@ fn check_assume_role(
     p: &BTreeMap<String, String>,
 ) -> Result<Assumed, StsFault> {
     use crate::ecs_simulator::verify;
-    let get = |k: &str| p.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let get = |k: &str| param(p, k);
     if get("Version") != Some("2015-04-01") {
-        return Err(StsFault::new(
-            400,
-            "InvalidVersion",
-            "Specified parameter Version is not valid.",
-        ));
+        return Err(invalid_version());
     }
     for name in [
         "AccessKeyId",
@@ -568,25 +551,8 @@ fn check_assume_role(
             "The security token you provided does not match the access key.",
         ));
     }
-    let role = get("RoleArn").ok_or_else(|| missing("RoleArn"))?;
-    if !arn_ok(role, "role/") {
-        return Err(invalid(
-            "RoleArn",
-            "is not a RAM role ARN (acs:ram::<account>:role/<name>)",
-        ));
-    }
-    let session = get("RoleSessionName").ok_or_else(|| missing("RoleSessionName"))?;
-    if !is_valid_session_name(session) {
-        return Err(invalid("RoleSessionName", "is not valid"));
-    }
-    let duration: u64 = match get("DurationSeconds") {
-        None => 3600,
-        Some(d) => d
-            .parse()
-            .ok()
-            .filter(|d| (900..=43200).contains(d))
-            .ok_or_else(|| invalid("DurationSeconds", "must be between 900 and 43200"))?,
-    };
+    let role = role_arn(p)?;
+    let duration = session_and_duration(p)?;
     let external_id = get("ExternalId");
     if let Some(id) = external_id {
         let allowed = |c: char| c.is_ascii_alphanumeric() || "_+=,.@:/-".contains(c);
@@ -605,11 +571,7 @@ fn check_assume_role(
     }
     let for_role: Vec<&Trust> = state.trust.iter().filter(|t| t.role_arn == role).collect();
     if for_role.is_empty() {
-        return Err(StsFault::new(
-            404,
-            "EntityNotExist.Role",
-            "The role not exists.",
-        ));
+        return Err(no_such_role());
     }
     let trusted = for_role.iter().any(|t| {
         &t.principal == principal
@@ -628,6 +590,40 @@ fn check_assume_role(
         duration,
         principal: principal.clone(),
     })
+}
+
+/// A present, non-empty parameter.
+fn param<'a>(p: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str> {
+    p.get(name).map(String::as_str).filter(|v| !v.is_empty())
+}
+
+/// `RoleArn`, checked the same way by both actions.
+fn role_arn(p: &BTreeMap<String, String>) -> Result<&str, StsFault> {
+    let role = param(p, "RoleArn").ok_or_else(|| missing("RoleArn"))?;
+    if !arn_ok(role, "role/") {
+        return Err(invalid(
+            "RoleArn",
+            "is not a RAM role ARN (acs:ram::<account>:role/<name>)",
+        ));
+    }
+    Ok(role)
+}
+
+/// `RoleSessionName` then `DurationSeconds` (one hour when absent), checked
+/// the same way by both actions; the session's lifetime in seconds.
+fn session_and_duration(p: &BTreeMap<String, String>) -> Result<u64, StsFault> {
+    let session = param(p, "RoleSessionName").ok_or_else(|| missing("RoleSessionName"))?;
+    if !is_valid_session_name(session) {
+        return Err(invalid("RoleSessionName", "is not valid"));
+    }
+    match param(p, "DurationSeconds") {
+        None => Ok(3600),
+        Some(d) => d
+            .parse()
+            .ok()
+            .filter(|d| (900..=43200).contains(d))
+            .ok_or_else(|| invalid("DurationSeconds", "must be between 900 and 43200")),
+    }
 }
 
 fn arn_ok(arn: &str, kind: &str) -> bool {
