@@ -12,14 +12,12 @@ use futures::future::BoxFuture;
 use jiff::Timestamp;
 use reqwest::Url;
 
-use super::fetch::{FetchError, TemporaryCredentials, http_client, read_capped, redact};
+use super::fetch::{FetchError, TemporaryCredentials, http_client};
 use crate::credentials::AccessKey;
 use crate::ecs::signature::{self, Method};
 
 /// The action.
 pub const ACTION: &str = "AssumeRole";
-/// The most of an STS answer read.
-const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Where the key that calls AssumeRole comes from (the operator's identity).
 pub trait CallerKey: Send + Sync + std::fmt::Debug {
@@ -84,32 +82,9 @@ impl AssumeRoleFetcher {
             .map_err(|message| FetchError::Caller { message })?;
         let nonce = uuid::Uuid::new_v4().to_string();
         let body = signed_body(&self.request, &key, &nonce, Timestamp::now());
-        let host = self.endpoint.host_str().unwrap_or_default().to_owned();
         let mut sensitive: Vec<&str> = vec![key.secret()];
         sensitive.extend(key.security_token());
-        let sent = self
-            .http
-            .post(self.endpoint.clone())
-            .header(
-                http::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .header(http::header::ACCEPT, "application/json")
-            .body(body)
-            .send()
-            .await;
-        let mut response = sent.map_err(|e| FetchError::Transport {
-            service: "STS",
-            message: redact(&super::fetch::describe_reqwest(&e, &host), &sensitive),
-        })?;
-        let status = response.status().as_u16();
-        let body = read_capped(&mut response, MAX_BODY_BYTES)
-            .await
-            .map_err(|message| FetchError::Transport {
-                service: "STS",
-                message: format!("HTTP {status} from {host}: {message}"),
-            })?;
-        super::rrsa::parse_response(status, &body, &sensitive)
+        super::rrsa::post_form(&self.http, self.endpoint.clone(), body, &sensitive).await
     }
 }
 

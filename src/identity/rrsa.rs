@@ -82,31 +82,43 @@ impl RrsaFetcher {
         let (query, form) = request_parts(&self.config, &token, Timestamp::now());
         let mut url = self.config.endpoint.clone();
         url.set_query(Some(&query));
-        let host = url.host_str().unwrap_or_default().to_owned();
-        let sent = self
-            .http
-            .post(url)
-            .header(
-                http::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .header(http::header::ACCEPT, "application/json")
-            .body(form)
-            .send()
-            .await;
-        let mut response = sent.map_err(|e| FetchError::Transport {
-            service: "STS",
-            message: redact(&super::fetch::describe_reqwest(&e, &host), &[&token]),
-        })?;
-        let status = response.status().as_u16();
-        let body = read_capped(&mut response, MAX_BODY_BYTES)
-            .await
-            .map_err(|message| FetchError::Transport {
-                service: "STS",
-                message: format!("HTTP {status} from {host}: {message}"),
-            })?;
-        parse_response(status, &body, &[&token])
+        post_form(&self.http, url, form, &[&token]).await
     }
+}
+
+/// POSTs one form-encoded STS call and reads the answer (capped) into
+/// credentials; shared by `AssumeRoleWithOIDC` and `AssumeRole`, which differ
+/// only in how the form is built. `sensitive` values are scrubbed from every
+/// error message, the transport's included.
+pub(super) async fn post_form(
+    http: &reqwest::Client,
+    url: Url,
+    form: String,
+    sensitive: &[&str],
+) -> Result<TemporaryCredentials, FetchError> {
+    let host = url.host_str().unwrap_or_default().to_owned();
+    let sent = http
+        .post(url)
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .header(http::header::ACCEPT, "application/json")
+        .body(form)
+        .send()
+        .await;
+    let mut response = sent.map_err(|e| FetchError::Transport {
+        service: "STS",
+        message: redact(&super::fetch::describe_reqwest(&e, &host), sensitive),
+    })?;
+    let status = response.status().as_u16();
+    let body = read_capped(&mut response, MAX_BODY_BYTES)
+        .await
+        .map_err(|message| FetchError::Transport {
+            service: "STS",
+            message: format!("HTTP {status} from {host}: {message}"),
+        })?;
+    parse_response(status, &body, sensitive)
 }
 
 /// Reads the projected token; a missing, unreadable or empty file is an error naming it.
