@@ -28,7 +28,6 @@ mod harness;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -36,7 +35,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use copyimage_canceller::resource::{CopyImageCancellation, Phase};
 use copyimage_stand_ins::ecs_simulator::OutageMode;
-use harness::{NAMESPACE, Settings, World, image_id};
+use harness::{NAMESPACE, Settings, World, not_exactly_one_accepted};
 use kube::Api;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -166,12 +165,6 @@ async fn backlog(
         .await
         .context("listing the resources")?;
     world.stop().await;
-    let mut accepted: HashMap<String, usize> = HashMap::new();
-    for r in log.iter().filter(|r| r.code == "Success") {
-        if let Some(image) = &r.image_id {
-            *accepted.entry(image.clone()).or_default() += 1;
-        }
-    }
     let statuses: Vec<_> = list
         .items
         .iter()
@@ -190,10 +183,7 @@ async fn backlog(
             .iter()
             .filter(|s| s.phase == Some(Phase::Failed))
             .count(),
-        not_exactly_one_accepted: names
-            .iter()
-            .filter(|n| accepted.get(&image_id(n)).copied().unwrap_or(0) != 1)
-            .count(),
+        not_exactly_one_accepted: not_exactly_one_accepted(&names, &log),
         counted: statuses.iter().filter(|s| s.failed_attempts > 0).count(),
     })
 }

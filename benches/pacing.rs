@@ -29,13 +29,12 @@ mod harness;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 use copyimage_stand_ins::ecs_simulator::{QuotaLimits, RequestRecord};
-use harness::{Settings, World, image_id};
+use harness::{Settings, World, not_exactly_one_accepted};
 use serde::Serialize;
 
 /// When the quota is halved in (c), after the first create.
@@ -129,14 +128,6 @@ fn count(scenario: &str, names: &[String], took: Duration, log: &[RequestRecord]
         .iter()
         .filter(|r| r.action.as_deref() == Some("CancelCopyImage"))
         .collect();
-    let mut accepted: HashMap<String, usize> = HashMap::new();
-    for r in &log {
-        if r.code == "Success"
-            && let Some(image) = &r.image_id
-        {
-            *accepted.entry(image.clone()).or_default() += 1;
-        }
-    }
     let throttled = log
         .iter()
         .filter(|r| r.code.starts_with("Throttling"))
@@ -163,10 +154,7 @@ fn count(scenario: &str, names: &[String], took: Duration, log: &[RequestRecord]
         requests: log.len(),
         throttled,
         throttled_share: throttled as f64 / log.len().max(1) as f64,
-        not_exactly_one_accepted: names
-            .iter()
-            .filter(|n| accepted.get(&image_id(n)).copied().unwrap_or(0) != 1)
-            .count(),
+        not_exactly_one_accepted: not_exactly_one_accepted(names, log.iter().copied()),
         per_second,
     }
 }

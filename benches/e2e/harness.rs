@@ -32,7 +32,7 @@ use copyimage_canceller::ecs::CancelOutcome;
 use copyimage_canceller::ecs::client::{EcsClient, EcsClientConfig};
 use copyimage_canceller::resource::{CopyImageCancellation, CopyImageCancellationSpec, Phase};
 use copyimage_stand_ins::ecs_simulator::{
-    EcsSimulator, ImageState, SimulatorConfig, SimulatorHandle,
+    EcsSimulator, ImageState, RequestRecord, SimulatorConfig, SimulatorHandle,
 };
 use copyimage_stand_ins::kube_api::{KubeApi, KubeApiConfig, KubeApiHandle, Verb};
 use futures::{StreamExt, TryStreamExt};
@@ -632,6 +632,27 @@ fn resource(name: &str, image: &str) -> CopyImageCancellation {
 pub fn image_id(name: &str) -> String {
     let digits: String = name.chars().filter(char::is_ascii_alphanumeric).collect();
     format!("m-{digits}")
+}
+
+/// How many of `names` did not get exactly one accepted (`Success`)
+/// request for their image in `log`: the outage and pacing benches' "no
+/// duplicate, no lost cancel" count.
+pub fn not_exactly_one_accepted<'a>(
+    names: &[String],
+    log: impl IntoIterator<Item = &'a RequestRecord>,
+) -> usize {
+    let mut accepted: HashMap<&str, usize> = HashMap::new();
+    for r in log {
+        if r.code == "Success"
+            && let Some(image) = &r.image_id
+        {
+            *accepted.entry(image.as_str()).or_default() += 1;
+        }
+    }
+    names
+        .iter()
+        .filter(|n| accepted.get(image_id(n).as_str()).copied().unwrap_or(0) != 1)
+        .count()
 }
 
 /// The `p`th percentile (nearest rank) of `values`.
