@@ -9,16 +9,18 @@
 //! Needs `.venv` from `scripts/install-python-sdk.sh`; without it they FAIL
 //! (never skip) and say so.
 
-use std::path::{Path, PathBuf};
+#[path = "peer/python.rs"]
+mod peer;
+
+use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use copyimage_stand_ins::AccessKey;
 use copyimage_stand_ins::ecs_simulator::{
     EcsSimulator, ImageState, SimulatorConfig, SimulatorHandle,
 };
+use peer::{python, root};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 const KEY_ID: &str = "LTAI5tPeerTest0001";
 const SECRET: &str = "peer-test-secret/+&=";
@@ -26,32 +28,6 @@ const STS_KEY_ID: &str = "STS.NUgYrLnoPeerTest01";
 const STS_SECRET: &str = "StsPeerSecret000000000000000001";
 const TOKEN: &str = "CAIS8AF1q6Ft5B2yfSjIr5bkKtL+ha1C1aiMOVPciFkbXdZ5gfGd1zz2IHhMe3VrBOkXs/8/mW9T6/wdlqF+Tp5OSEPCbNF8tCe5NVqpZIjr5ZlsA4rmzYCNH0T3OYWe1i+s=";
 const REGION: &str = "cn-hangzhou";
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `.venv/bin/python`, checked to be installed from the current requirements.
-fn python() -> PathBuf {
-    let python = root().join(".venv/bin/python");
-    let fix = "run scripts/install-python-sdk.sh (creates .venv with Alibaba's official Python SDKs, pinned and hash-checked)";
-    assert!(
-        python.exists(),
-        "{} is missing: the official-SDK peer tests need it; {fix}",
-        python.display()
-    );
-    let requirements = std::fs::read(root().join("scripts/python-requirements.txt"))
-        .expect("scripts/python-requirements.txt");
-    let want = hex::encode(Sha256::digest(&requirements));
-    let stamp = std::fs::read_to_string(root().join(".venv/.python-requirements.sha256"))
-        .unwrap_or_default();
-    assert_eq!(
-        stamp.trim(),
-        want,
-        ".venv was not installed from the current scripts/python-requirements.txt; {fix}"
-    );
-    python
-}
 
 #[derive(Clone, Copy, Debug)]
 enum Peer {
@@ -123,14 +99,7 @@ async fn run_peer(
     if let Some(token) = key.security_token() {
         cmd.env("ALIBABA_CLOUD_SECURITY_TOKEN", token);
     }
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::task::spawn_blocking(move || cmd.output()),
-    )
-    .await
-    .expect("peer script finishes")
-    .expect("join")
-    .expect("python runs");
+    let out = peer::output(cmd).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

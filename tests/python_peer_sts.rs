@@ -8,10 +8,11 @@
 //! Needs `.venv` from `scripts/install-python-sdk.sh`; without it these FAIL
 //! (never skip) and say so.
 
-use std::path::{Path, PathBuf};
+#[path = "peer/python.rs"]
+mod peer;
+
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use copyimage_canceller::ecs::CancelOutcome;
 use copyimage_canceller::ecs::client::{EcsClient, EcsClientConfig};
@@ -20,8 +21,8 @@ use copyimage_stand_ins::ecs_simulator::{EcsSimulator, ImageState, SimulatorConf
 use copyimage_stand_ins::sts_simulator::{
     KeySink, StsSimulator, StsSimulatorConfig, StsSimulatorHandle, Trust,
 };
+use peer::{python, root};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 const CALLER_ID: &str = "LTAI5tStsPeerCaller1";
 const CALLER_SECRET: &str = "sts-peer-caller-secret/+&=";
@@ -32,27 +33,6 @@ const THEIRS: &str = "acs:ram::1234567890123456:role/someone-elses";
 const ONLY_CANCEL: &str = r#"{"Version":"1","Statement":[{"Effect":"Allow","Action":["ecs:CancelCopyImage"],"Resource":["*"]}]}"#;
 const ONLY_DESCRIBE: &str =
     r#"{"Version":"1","Statement":[{"Effect":"Allow","Action":"ecs:Describe*","Resource":"*"}]}"#;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `.venv/bin/python`, checked to be installed from the current requirements.
-fn python() -> PathBuf {
-    let python = root().join(".venv/bin/python");
-    let fix = "run scripts/install-python-sdk.sh (creates .venv with Alibaba's official Python SDKs, pinned and hash-checked)";
-    assert!(python.exists(), "{} is missing: {fix}", python.display());
-    let requirements = std::fs::read(root().join("scripts/python-requirements.txt")).unwrap();
-    let want = hex::encode(Sha256::digest(&requirements));
-    let stamp = std::fs::read_to_string(root().join(".venv/.python-requirements.sha256"))
-        .unwrap_or_default();
-    assert_eq!(
-        stamp.trim(),
-        want,
-        ".venv is not from the current requirements; {fix}"
-    );
-    python
-}
 
 fn caller() -> AccessKey {
     AccessKey::new(CALLER_ID, CALLER_SECRET, None)
@@ -86,14 +66,7 @@ async fn assume_role(
     if let Some(id) = external_id {
         cmd.args(["--external-id", id]);
     }
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::task::spawn_blocking(move || cmd.output()),
-    )
-    .await
-    .expect("the peer finishes")
-    .expect("join")
-    .expect("python runs");
+    let out = peer::output(cmd).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "peer failed: {stdout}\n{stderr}");
