@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::tool::run_tool;
 use common::{Env, PATIENCE, SandboxOptions, cic, http_get, operator_key};
 use copyimage_stand_ins::ecs_simulator::{FaultCount, FaultKind, QuotaLimits, SimulatorConfig};
 use regex::Regex;
@@ -39,24 +40,6 @@ fn tool(relative: &str) -> PathBuf {
     let path = root().join(".tools/monitoring").join(relative);
     assert!(path.exists(), "{} is missing: {FIX}", path.display());
     path
-}
-
-fn run_tool(command: &mut Command) -> String {
-    let output = command
-        .current_dir(root())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "{command:?} failed ({}):\n{report}",
-        output.status
-    );
-    report
 }
 
 #[test]

@@ -11,10 +11,14 @@
 //! (never skip) and say so. The freshly built binary is handed to the scripts
 //! so that they can check every flag the manifests pass against `run --help`.
 
+#[path = "common/tool.rs"]
+mod tool;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
+use tool::run_tool;
 
 const FIX: &str = "run scripts/install-tools.sh (installs pinned, hash-checked helm, kubectl, hadolint, actionlint, shellcheck, kubernetes-validate and Lua 5.1 into .tools/)";
 
@@ -58,27 +62,14 @@ fn python() -> PathBuf {
 
 /// Runs one script of `tests/packaging/` and fails with its report unless every test passed.
 fn run_script(name: &str) {
-    let python = python();
-    let script = root().join("tests/packaging").join(name);
-    let output = Command::new(&python)
-        .arg(&script)
-        .current_dir(root())
-        .env(
-            "COPYIMAGE_CANCELLER_BIN",
-            env!("CARGO_BIN_EXE_copyimage-canceller"),
-        )
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "tests/packaging/{name} failed ({}):\n{report}",
-        output.status
+    let report = run_tool(
+        Command::new(python())
+            .arg(root().join("tests/packaging").join(name))
+            .env(
+                "COPYIMAGE_CANCELLER_BIN",
+                env!("CARGO_BIN_EXE_copyimage-canceller"),
+            )
+            .env("PYTHONDONTWRITEBYTECODE", "1"),
     );
     // unittest ends with "OK"; anything else (e.g. no test ran) is a failure.
     assert!(

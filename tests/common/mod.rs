@@ -6,6 +6,7 @@
 
 pub mod ecs;
 pub mod text;
+pub mod tool;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
