@@ -1,14 +1,15 @@
 //! Client-side pacing of CancelCopyImage, one pace per quota scope: ECS
-//! counts calls per API, per region and per account, so a scope is (access
-//! key ID, region). A scope is made on first use and dropped after
-//! [`IDLE_SCOPE`] without requests; its [`pace::Pace`] decides, this shell
-//! keeps the queue and the clock.
+//! counts calls per API, per region and per account, so a scope is (the
+//! identity behind the key, region): the role behind temporary keys, the
+//! access key ID of a long-lived key (see [`Pacer::slot`]). A scope is made
+//! on first use and dropped after [`IDLE_SCOPE`] without requests; its
+//! [`pace::Pace`] decides, this shell keeps the queue and the clock.
 //!
 //! ```text
-//!  reconcile ──slot(key, region, uid)──▶ scope ──free?──▶ Slot::Now(grant)
-//!                                          │ no: queued, oldest waiter first
-//!                                          ▼
-//!                                  dispatcher task ──at each slot──▶ Ticket resolves
+//!  reconcile ──slot(identity, region, uid)──▶ scope ──free?──▶ Slot::Now(grant)
+//!                                               │ no: queued, oldest waiter first
+//!                                               ▼
+//!                                       dispatcher task ──at each slot──▶ Ticket resolves
 //!  send ... answer ──answered(grant, answer)──▶ pace: cut on fresh throttling
 //! ```
 //!
@@ -24,8 +25,9 @@
 //! first answer that is not outage-class releases them all, in order, to the
 //! pace. The controller reports answers with [`Pacer::answered_by_endpoint`].
 //!
-//! NB: the access key ID is kept only as a hash with a per-process seed; it
-//! is never in a label, a log line or `Debug` output.
+//! NB: the identity (a role ARN or an access key ID) is kept only as a hash
+//! with a per-process seed; it is never in a label, a log line or `Debug`
+//! output.
 
 pub mod breaker;
 pub mod pace;

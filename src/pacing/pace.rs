@@ -1,4 +1,4 @@
-//! The pace of one quota scope (access key ID, region) as pure arithmetic:
+//! The pace of one quota scope (identity, region) as pure arithmetic:
 //! time is a number of seconds handed in, so every case is a table row and a
 //! whole minute of traffic against a model quota runs in microseconds.
 //!
