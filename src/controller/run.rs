@@ -564,57 +564,22 @@ pub async fn run_controllers(
     let tenancy = match &tenant_roles {
         None => None,
         Some(tenant) => {
-            let (selectors, writer) = reflector::store::<RamRoleSelector>();
-            let reporter = api_health.clone();
-            feeds.push(tokio::spawn(
-                watcher(
-                    Api::<RamRoleSelector>::all(client.clone()),
-                    watcher::Config::default(),
-                )
-                .default_backoff()
-                .reflect(writer)
-                .touched_objects()
-                .for_each(move |event| {
-                    match event {
-                        Ok(selector) => {
-                            for waker in &selector_wakers {
-                                drop(waker.unbounded_send(selector.clone()));
-                            }
-                        }
-                        Err(err) => {
-                            report_api_trouble(reporter.as_deref(), &err);
-                            warn!(error = %err, "watching RamRoleSelectors failed; retrying")
-                        }
-                    }
-                    std::future::ready(())
-                }),
-            ));
-            let (namespaces, writer) = reflector::store::<Namespace>();
-            let reporter = api_health.clone();
-            feeds.push(tokio::spawn(
-                watcher(
-                    Api::<Namespace>::all(client.clone()),
-                    watcher::Config::default(),
-                )
-                .default_backoff()
-                .modify(trim_namespace)
-                .reflect(writer)
-                .touched_objects()
-                .for_each(move |event| {
-                    match event {
-                        Ok(namespace) => {
-                            for waker in &namespace_wakers {
-                                drop(waker.unbounded_send(namespace.clone()));
-                            }
-                        }
-                        Err(err) => {
-                            report_api_trouble(reporter.as_deref(), &err);
-                            warn!(error = %err, "watching Namespaces failed; retrying")
-                        }
-                    }
-                    std::future::ready(())
-                }),
-            ));
+            let (selectors, feed) = cluster_cache(
+                Api::<RamRoleSelector>::all(client.clone()),
+                |_| {},
+                selector_wakers,
+                api_health.clone(),
+                "RamRoleSelectors",
+            );
+            feeds.push(feed);
+            let (namespaces, feed) = cluster_cache(
+                Api::<Namespace>::all(client.clone()),
+                trim_namespace,
+                namespace_wakers,
+                api_health.clone(),
+                "Namespaces",
+            );
+            feeds.push(feed);
             if let Some(health) = &health {
                 report_synced(health.clone(), selectors.clone());
                 report_synced(health.clone(), namespaces.clone());
@@ -1039,6 +1004,49 @@ async fn check_tenant_access(
         ),
         Err(err) => Err(err).context("listing namespaces"),
     }
+}
+
+/// A cluster-wide cache of `K` (objects trimmed by `trim`) fed by its own
+/// watch task, returned to be awaited; every change is passed on to each of
+/// `wakers` (one per scope's controller), and watch errors are reported to
+/// `reporter` and logged naming `what`.
+fn cluster_cache<K>(
+    api: Api<K>,
+    trim: fn(&mut K),
+    wakers: Vec<futures::channel::mpsc::UnboundedSender<K>>,
+    reporter: Option<Arc<Health>>,
+    what: &'static str,
+) -> (reflector::Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let feed = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(trim)
+        .reflect(writer)
+        .touched_objects()
+        .for_each(move |event| {
+            match event {
+                Ok(object) => {
+                    for waker in &wakers {
+                        drop(waker.unbounded_send(object.clone()));
+                    }
+                }
+                Err(err) => {
+                    report_api_trouble(reporter.as_deref(), &err);
+                    warn!(error = %err, "watching {what} failed; retrying")
+                }
+            }
+            std::future::ready(())
+        });
+    (store, tokio::spawn(feed))
 }
 
 /// Marks one cache synced in `health` once `store` has its first list.
