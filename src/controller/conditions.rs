@@ -23,7 +23,7 @@ pub mod reasons {
     /// Two RamRoleSelectors match the resource's namespace: nothing is sent
     /// until an administrator removes the overlap.
     pub const AMBIGUOUS_ROLE: &str = "AmbiguousRole";
-    /// Nothing sent yet: ECS throttled the access key in the region, and the
+    /// Nothing sent yet: ECS throttled the signing identity in the region, and the
     /// resource waits for its turn in the pace.
     pub const AWAITING_PACE: &str = "AwaitingPace";
     /// An attempt is recorded and being sent.

@@ -354,7 +354,7 @@ impl Draft<'_, '_> {
                 }
                 Some(Hold::Pace) => {
                     let message = format!(
-                        "Nothing sent yet: ECS throttled this access key in {}, so its requests \
+                        "Nothing sent yet: ECS throttled the identity signing it in {}, so its requests \
                          are paced; the cancellation of {} waits for its turn",
                         spec.region_id, spec.image_id
                     );

@@ -144,7 +144,7 @@ struct Signer {
 impl Signer {
     /// A long-lived key (a Secret's): its quota is its own.
     fn own(key: AccessKey) -> Self {
-        let quota = format!("key:{}", key.id);
+        let quota = crate::identity::key_quota_identity(&key);
         Self { key, quota }
     }
 }

@@ -97,13 +97,15 @@ impl Tenancy {
 
     /// Which identity signs `obj` in `namespace`.
     pub fn resolve(&self, obj: &CopyImageCancellation, namespace: &str) -> Resolved {
+        // NB: a resource with its own Secret never needs the caches, so it
+        // is answered before they are read; `choose` then sees no Secret.
         if obj.spec.credentials_secret_ref.is_some() {
             return Resolved::Secret;
         }
         let selectors = self.selectors.state();
         let labels = self.labels(namespace);
         match role_selector::choose(
-            obj.spec.credentials_secret_ref.is_some(),
+            false,
             namespace,
             &labels,
             selectors.iter().map(|s| s.as_ref()),

@@ -119,12 +119,12 @@ impl OperatorCredentials {
     pub fn refreshing(fetcher: Fetcher, policy: RefreshPolicy) -> Self {
         let source = fetcher.kind();
         let identity = match &fetcher {
-            Fetcher::Rrsa(f) => format!("role:{}", f.config().role_arn),
+            Fetcher::Rrsa(f) => role_quota_identity(&f.config().role_arn),
             Fetcher::Imds(f) => format!(
                 "ecs-ram-role:{}",
                 f.config().role_name.as_deref().unwrap_or_default()
             ),
-            Fetcher::AssumeRole(f) => format!("role:{}", f.request().role_arn),
+            Fetcher::AssumeRole(f) => role_quota_identity(&f.request().role_arn),
         };
         let (tx, rx) = watch::channel(cache::Snapshot::default());
         let stop = CancellationToken::new();
@@ -212,7 +212,7 @@ impl OperatorCredentials {
     pub fn quota_identity(&self, key: &AccessKey) -> String {
         match &*self.inner {
             Inner::Refreshing { identity, .. } => identity.clone(),
-            _ => format!("key:{}", key.id),
+            _ => key_quota_identity(key),
         }
     }
 
@@ -283,4 +283,16 @@ impl CredentialChanges {
             Timestamp::now(),
         ))
     }
+}
+
+/// The pacing scope's identity for a long-lived key: the key itself (whose
+/// quota it is). Never a label or a log field.
+pub fn key_quota_identity(key: &AccessKey) -> String {
+    format!("key:{}", key.id)
+}
+
+/// The pacing scope's identity for a role's temporary keys: the role, so the
+/// pace outlives each refresh's new key. Never a label or a log field.
+pub fn role_quota_identity(role_arn: &str) -> String {
+    format!("role:{role_arn}")
 }

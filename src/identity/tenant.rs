@@ -48,7 +48,7 @@ impl RoleSession {
 
     /// Whose quota the session's requests count against: the role.
     pub fn quota_identity(&self) -> String {
-        format!("role:{}", self.request.role_arn)
+        super::role_quota_identity(&self.request.role_arn)
     }
 
     /// Where the session stands (state, expiry, last error, never a secret).

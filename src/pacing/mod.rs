@@ -748,7 +748,7 @@ impl Pacer {
                     region = %region,
                     pace_per_s = format_args!("{rate:.2}"),
                     pause_ms = (pause * 1000.0).round() as u64,
-                    "ECS throttled this access key in the region; pacing CancelCopyImage"
+                    "ECS throttled this identity in the region; pacing CancelCopyImage"
                 );
             }
             self.report_pace(&scopes, region, t);

@@ -1195,7 +1195,7 @@ fn paced_throttling_retries_as_the_pace_allows_never_before_retry_after() {
 
 #[test]
 fn awaiting_the_pace_writes_a_first_status_and_nothing_else() {
-    let message = "Nothing sent yet: ECS throttled this access key in cn-hangzhou, so its requests are \
+    let message = "Nothing sent yet: ECS throttled the identity signing it in cn-hangzhou, so its requests are \
                    paced; the cancellation of m-bp1caf3yicx5jlfl waits for its turn";
     // A new resource: its first status says why nothing is sent (kstatus
     // reads it as in progress); the wait is bounded by the deadline.
